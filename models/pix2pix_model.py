@@ -1,0 +1,83 @@
+"""pix2pix (Isola et al., 2017): a conditional GAN that learns a mapping from input to output images.
+
+Loss: GAN(D(x, G(x))) + lambda_L1 * |G(x) - y|_1, with a PatchGAN D that sees the input and the output.
+Paper defaults: U-Net-256 generator, 70x70 PatchGAN (`basic`), vanilla GAN loss, lambda_L1 = 100,
+batch norm, aligned data, Adam(2e-4, beta1 0.5), no image pool.
+"""
+import torch
+
+from models.base_model import BaseModel
+from models.discriminators import define_D
+from models.generators import check_generator_size, define_G
+from models.losses import GANLoss
+
+
+class Pix2PixModel(BaseModel):
+    """pix2pix: U-Net or ResNet generator, PatchGAN discriminator, GAN + L1 loss."""
+
+    @staticmethod
+    def modify_commandline_options(parser, is_train=True):
+        parser.set_defaults(norm="batch", netG="unet_256", dataset_mode="aligned")
+        if is_train:
+            parser.set_defaults(pool_size=0, gan_mode="vanilla")
+            group = parser.add_argument_group("pix2pix")
+            group.add_argument("--lambda_L1", type=float, default=100.0, help="weight of the L1 loss")
+        return parser
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.loss_names = ["G_GAN", "G_L1", "D_real", "D_fake"]
+        self.visual_names = ["real_A", "fake_B", "real_B"]
+        self.model_names = ["G", "D"] if self.isTrain else ["G"]
+        self.netG = define_G(opt.input_nc, opt.output_nc, opt.ngf, opt.netG, opt.norm, not opt.no_dropout,
+                             opt.init_type, opt.init_gain, crop_size=opt.crop_size)
+        if self.isTrain:
+            check_generator_size(opt.netG, opt.crop_size, opt.crop_size)
+            self.netD = define_D(opt.input_nc + opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm,
+                                 opt.init_type, opt.init_gain)
+            self.criterionGAN = GANLoss(opt.gan_mode).to(self.device)
+            self.criterionL1 = torch.nn.L1Loss()
+            self.optimizer_G = self.make_adam(self.netG.parameters())
+            self.optimizer_D = self.make_adam(self.netD.parameters())
+            self.optimizers = [self.optimizer_G, self.optimizer_D]
+
+    def set_input(self, batch):
+        self.real_A = self.to_device(batch["A"])
+        self.real_B = self.to_device(batch["B"]) if "B" in batch else None
+        self.image_paths = batch["A_paths"]
+
+    def forward(self):
+        self.fake_B = self.netG(self.real_A)
+
+    def backward_D(self):
+        # Detach the fake so D's step does not reach into G.
+        fake_AB = torch.cat((self.real_A, self.fake_B.detach()), 1)
+        real_AB = torch.cat((self.real_A, self.real_B), 1)
+        self.loss_D_fake = self.criterionGAN(self.netD(fake_AB), False)
+        self.loss_D_real = self.criterionGAN(self.netD(real_AB), True)
+        self.loss_D = (self.loss_D_fake + self.loss_D_real) * 0.5
+        return self.loss_D
+
+    def backward_G(self):
+        fake_AB = torch.cat((self.real_A, self.fake_B), 1)
+        self.loss_G_GAN = self.criterionGAN(self.netD(fake_AB), True)
+        self.loss_G_L1 = self.criterionL1(self.fake_B, self.real_B) * self.opt.lambda_L1
+        self.loss_G = self.loss_G_GAN + self.loss_G_L1
+        return self.loss_G
+
+    def optimize_parameters(self):
+        with self.autocast():
+            self.forward()
+        # D step
+        self.set_requires_grad(self.netD, True)
+        with self.autocast():
+            loss_D = self.backward_D()
+        self.backward(loss_D, self.optimizer_D)
+        self.step(self.optimizer_D)
+        self.accumulate_convergence(self.loss_D_real, self.loss_D_fake)
+        # G step, with D frozen
+        self.set_requires_grad(self.netD, False)
+        with self.autocast():
+            loss_G = self.backward_G()
+        self.backward(loss_G, self.optimizer_G)
+        self.step(self.optimizer_G)

@@ -1,0 +1,67 @@
+"""Template: how to add a model. Copy to `models/<name>_model.py`, rename the class to `<Name>Model`,
+then train with `--model <name>`.
+
+The contract:
+- `modify_commandline_options(parser, is_train)`: add flags in an argument group of the model's own and
+  change defaults (`parser.set_defaults(...)`).
+- `__init__(opt)`: call `super().__init__(opt)`, then fill
+  `loss_names` (the trainer logs `self.loss_<name>`), `visual_names` (tensors shown in the dashboard,
+  HTML pages and test results), `model_names` (networks stored as `self.net<NAME>` and saved as
+  `<epoch>_net_<NAME>.pth`), and, when training, `optimizers` (build them with `self.make_adam`).
+- `set_input(batch)`: move the batch onto the device with `self.to_device`.
+- `forward()`: produce the outputs; `test()` calls it under `torch.no_grad()`.
+- `optimize_parameters()`: compute losses under `self.autocast()`, then `self.backward(loss, optimizer)`
+  and `self.step(optimizer)` (these handle mixed precision and zero the gradients). Call
+  `self.accumulate_convergence(loss_D_real, loss_D_fake)` once per step if the model has a discriminator:
+  the trainer writes its epoch means and -L_GAN to convergence.csv.
+- Optional hooks: `sample_readers()` (extra per-sample data read in the loader workers),
+  `on_epoch_end(epoch)`, `extra_state()` / `load_extra_state(state)` (kept in the training-state file),
+  `architecture_flags` (model flags a resume or test must not change), `checkpoint_aliases`.
+
+Below the model, networks take explicit arguments, never `opt`.
+"""
+import torch
+
+from models.base_model import BaseModel
+from models.generators import define_G
+
+
+class TemplateModel(BaseModel):
+    """A generator trained with a regression loss only: the smallest working model."""
+
+    architecture_flags = ()
+
+    @staticmethod
+    def modify_commandline_options(parser, is_train=True):
+        parser.set_defaults(dataset_mode="aligned", netG="unet_256")
+        if is_train:
+            group = parser.add_argument_group("template")
+            group.add_argument("--lambda_regression", type=float, default=1.0, help="weight of the L1 loss")
+        return parser
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.loss_names = ["G"]
+        self.visual_names = ["data_A", "output", "data_B"]
+        self.model_names = ["G"]
+        self.netG = define_G(opt.input_nc, opt.output_nc, opt.ngf, opt.netG, opt.norm, not opt.no_dropout,
+                             opt.init_type, opt.init_gain, crop_size=opt.crop_size)
+        if self.isTrain:
+            self.criterion = torch.nn.L1Loss()
+            self.optimizer = self.make_adam(self.netG.parameters())
+            self.optimizers = [self.optimizer]
+
+    def set_input(self, batch):
+        self.data_A = self.to_device(batch["A"])
+        self.data_B = self.to_device(batch["B"]) if "B" in batch else None
+        self.image_paths = batch["A_paths"]
+
+    def forward(self):
+        self.output = self.netG(self.data_A)
+
+    def optimize_parameters(self):
+        with self.autocast():
+            self.forward()
+            self.loss_G = self.criterion(self.output, self.data_B) * self.opt.lambda_regression
+        self.backward(self.loss_G, self.optimizer)
+        self.step(self.optimizer)

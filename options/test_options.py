@@ -1,0 +1,80 @@
+"""Test flags. Architecture options come from the run's stored `train_opt.json`."""
+import logging
+
+from options.base_options import (ARCHITECTURE_FLAGS, INVOCATION_FLAGS, BaseOptions, load_stored_options,
+                                  run_dir, save_options)
+from options.parsing import add_bool_flag
+
+log = logging.getLogger(__name__)
+
+
+class TestOptions(BaseOptions):
+    """Run a trained model over a data split and write images plus an HTML page."""
+
+    isTrain = False
+
+    def initialize(self, parser):
+        parser = super().initialize(parser)
+        g = parser.add_argument_group("test")
+        g.add_argument("--results_dir", type=str, default="./results", help="results go to <results_dir>/<name>/")
+        g.add_argument("--aspect_ratio", type=float, default=1.0, help="aspect ratio of saved images")
+        g.add_argument("--phase", type=str, default="test", help="train, val, test, ...")
+        g.add_argument("--epoch", type=str, default="latest", help="which checkpoint: latest, best or an epoch number")
+        g.add_argument("--load_iter", type=int, default=0, help="load 'iter_<N>' when > 0")
+        add_bool_flag(g, "--eval", help="networks in eval mode (batch norm statistics, no dropout)")
+        g.add_argument("--num_test", type=int, default=None, help="process at most N inputs (default: all)")
+        g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
+        add_bool_flag(g, "--channels_last", help="channels-last memory format")
+        add_bool_flag(g, "--compile", help="torch.compile the networks")
+        return parser
+
+    def parse(self, args=None):
+        import sys
+        args = sys.argv[1:] if args is None else list(args)
+        parser = self.build_parser(args)
+        first = parser.parse_args(args)
+        stored = load_stored_options(run_dir(first))
+        if stored is not None:
+            # The stored model may differ from the default: rebuild the parser for it.
+            if "model" not in self.explicit_flags(parser, args) and stored.get("model") != first.model:
+                args = ["--model", stored["model"]] + args
+                parser = self.build_parser(args)
+            opt = parser.parse_args(args)
+            self.apply_stored(opt, parser, args, stored, run_dir(first))
+        else:
+            opt = first
+            log.info("no train_opt.json in %s: using the flags as given", run_dir(first))
+        opt.isTrain = False
+        opt = self.resolve(opt, parser, args)
+        self.parser = parser
+        return opt
+
+    def apply_stored(self, opt, parser, args, stored, directory):
+        explicit = self.explicit_flags(parser, args)
+        conflicts = []
+        for key, value in stored.items():
+            if key in INVOCATION_FLAGS or not hasattr(opt, key):
+                continue
+            if isinstance(value, list):
+                value = tuple(value)
+            current = getattr(opt, key)
+            if key in explicit:
+                if key in ARCHITECTURE_FLAGS and current != value:
+                    conflicts.append(f"--{key} {current} (the run was trained with --{key} {value})")
+                continue
+            setattr(opt, key, value)
+        if conflicts:
+            raise ValueError(
+                f"these flags contradict the options stored with the run in {directory}/train_opt.json: "
+                + "; ".join(conflicts) + ". Drop them (test.py takes them from the run) or pick another --name.")
+        if "load_size" not in explicit:
+            opt.load_size = opt.crop_size  # no random crop at test time
+        log.info("architecture options taken from %s/train_opt.json", directory)
+
+    def resolve(self, opt, parser, args):
+        opt = super().resolve(opt, parser, args)
+        opt.no_flip = True
+        opt.serial_batches = True
+        opt.run_dir = run_dir(opt)
+        save_options(opt, parser, "test")
+        return opt

@@ -1,0 +1,59 @@
+"""Training flags: dashboard, saving, schedule, optimiser and speed."""
+from options.base_options import BaseOptions, run_dir, save_options
+from options.parsing import add_bool_flag
+
+
+class TrainOptions(BaseOptions):
+    """Train an image-to-image translation model."""
+
+    isTrain = True
+
+    def initialize(self, parser):
+        parser = super().initialize(parser)
+        g = parser.add_argument_group("dashboard and logs")
+        g.add_argument("--display_freq", type=int, default=400, help="show visuals every N images")
+        g.add_argument("--display_ncols", type=int, default=4, help="images per row in the visdom grid")
+        g.add_argument("--display_id", type=int, default=1, help="visdom window id; 0 turns the live dashboard off")
+        g.add_argument("--display_server", type=str, default="http://localhost", help="visdom server")
+        g.add_argument("--display_env", type=str, default=None, help="visdom environment (default: the run name)")
+        g.add_argument("--display_port", type=int, default=8097, help="visdom port")
+        g.add_argument("--update_html_freq", type=int, default=1000, help="save visuals to the HTML page every N images")
+        g.add_argument("--print_freq", type=int, default=100, help="log losses every N images")
+        add_bool_flag(g, "--no_html", help="do not write checkpoints/<name>/web/")
+
+        g = parser.add_argument_group("saving and resuming")
+        g.add_argument("--save_latest_freq", type=int, default=5000, help="save 'latest' every N images")
+        g.add_argument("--save_epoch_freq", type=int, default=5, help="save '<epoch>' checkpoints every N epochs")
+        add_bool_flag(g, "--save_by_iter", help="also keep 'iter_<N>' checkpoints at each latest save")
+        add_bool_flag(g, "--continue_train", help="resume the run from its latest training state")
+        g.add_argument("--epoch_count", type=int, default=1,
+                       help="first epoch number for a fresh run (a resume takes it from the stored state)")
+        g.add_argument("--phase", type=str, default="train", help="train, val, test, ...")
+        g.add_argument("--epoch", type=str, default="latest", help="which stored training state to resume from")
+        g.add_argument("--load_iter", type=int, default=0, help="resume from 'iter_<N>' when > 0")
+
+        g = parser.add_argument_group("optimisation")
+        g.add_argument("--n_epochs", type=int, default=100, help="epochs at the initial learning rate")
+        g.add_argument("--n_epochs_decay", type=int, default=100, help="epochs of linear decay to zero")
+        g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
+        g.add_argument("--lr", type=float, default=0.0002, help="initial learning rate for Adam")
+        g.add_argument("--gan_mode", type=str, default="lsgan", help="vanilla | lsgan | wgangp")
+        g.add_argument("--pool_size", type=int, default=50, help="image buffer of generated images for D")
+        g.add_argument("--lr_policy", type=str, default="linear", help="linear | step | plateau | cosine")
+        g.add_argument("--lr_decay_iters", type=int, default=50, help="step policy: multiply by 0.1 every N epochs")
+        g.add_argument("--val_freq", type=int, default=0, help="evaluate on the val split every N epochs (0: never)")
+
+        g = parser.add_argument_group("speed")
+        g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"],
+                       help="mixed precision (bf16 also on the CPU; fp16 uses a gradient scaler)")
+        add_bool_flag(g, "--channels_last", help="channels-last memory format for networks and inputs")
+        add_bool_flag(g, "--compile", help="torch.compile the networks (compile time is logged apart)")
+        return parser
+
+    def resolve(self, opt, parser, args):
+        opt = super().resolve(opt, parser, args)
+        if opt.n_epochs < 0 or opt.n_epochs_decay < 0:
+            parser.error("--n_epochs and --n_epochs_decay must be >= 0")
+        save_options(opt, parser, "train")
+        opt.run_dir = run_dir(opt)
+        return opt

@@ -1,0 +1,66 @@
+"""Device, precision and seeding helpers: CUDA when present, else CPU, with no flag needed."""
+import contextlib
+import logging
+import os
+import random
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(gpu_ids, local_rank=None):
+    """The torch.device for this process. `gpu_ids` empty means CPU (--gpu_ids -1)."""
+    if not gpu_ids or not torch.cuda.is_available():
+        if gpu_ids and not torch.cuda.is_available():
+            log.debug("CUDA is not available: running on the CPU")
+        return torch.device("cpu")
+    index = gpu_ids[local_rank] if local_rank is not None and local_rank < len(gpu_ids) else gpu_ids[0]
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def amp_dtype(name, device):
+    """torch dtype for --amp; fp16 on the CPU is refused with a hint to use bf16."""
+    if name in (None, "none"):
+        return None
+    if name == "bf16":
+        return torch.bfloat16
+    if name == "fp16":
+        if device.type != "cuda":
+            raise ValueError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16")
+        return torch.float16
+    raise ValueError(f"--amp must be none, bf16 or fp16, got {name!r}")
+
+
+def autocast(device, dtype):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed, rank=0):
+    """Seed Python, NumPy and torch; each rank gets its own stream."""
+    if seed is None:
+        return
+    seed = int(seed) + int(rank)
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+def rng_state():
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

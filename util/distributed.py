@@ -1,0 +1,58 @@
+"""Distributed helpers. torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them everything is one process."""
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed():
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank():
+    return dist.get_rank() if is_distributed() else int(os.environ.get("RANK", 0))
+
+
+def world_size():
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def local_rank():
+    value = os.environ.get("LOCAL_RANK")
+    return int(value) if value is not None else None
+
+
+def is_main_process():
+    return rank() == 0
+
+
+def init_from_environment(device_type):
+    """Start the process group when launched by torchrun (gloo on the CPU, NCCL on CUDA)."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1 or is_distributed():
+        return False
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return True
+
+
+def barrier():
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor):
+    if not is_distributed():
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean(tensor):
+    if not is_distributed():
+        return tensor
+    return all_reduce_sum(tensor) / world_size()
+
+
+def cleanup():
+    if is_distributed():
+        dist.destroy_process_group()
