@@ -1,0 +1,241 @@
+"""Building blocks of the ATME generator (Fig. 2 c-g of the ATME paper) and the W block.
+
+Module and parameter names follow the authors' release so that its checkpoints load unchanged
+(see `/work/shared/reference/atme_state_dict_layout.json`): e.g. `block1.proj`, `norm.g`, `fn.fn.to_qkv`.
+"""
+import math
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce
+from einops.layers.torch import Rearrange
+from torch import nn
+
+
+def _eps_for(dtype):
+    # Half-precision variances underflow at 1e-5; the release uses 1e-3 for anything but float32.
+    return 1e-5 if dtype == torch.float32 else 1e-3
+
+
+def check_groups(channels, groups, what):
+    """Raise a ValueError naming `what` when GroupNorm(groups) cannot split `channels`."""
+    if groups < 1 or channels % groups:
+        raise ValueError(f"{what} has {channels} channels, which GroupNorm with --groups {groups} cannot "
+                         f"split evenly; choose --groups that divides it (e.g. 8 or 4) or change --dim/--dim_mults")
+
+
+class WeightStandardizedConv2d(nn.Conv2d):
+    """Conv2d whose kernel is standardised per output channel at every call (works well with GroupNorm)."""
+
+    def forward(self, x):
+        eps = _eps_for(x.dtype)
+        weight = self.weight
+        mean = reduce(weight, "o ... -> o 1 1 1", "mean")
+        var = reduce(weight, "o ... -> o 1 1 1", partial(torch.var, unbiased=False))
+        weight = (weight - mean) * (var + eps).rsqrt()
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class LayerNorm(nn.Module):
+    """Channel-wise layer norm for (B, C, H, W) with a gain `g` and no bias."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.g = nn.Parameter(torch.ones(1, dim, 1, 1))
+
+    def forward(self, x):
+        eps = _eps_for(x.dtype)
+        var = torch.var(x, dim=1, unbiased=False, keepdim=True)
+        mean = torch.mean(x, dim=1, keepdim=True)
+        return (x - mean) * (var + eps).rsqrt() * self.g
+
+
+class Residual(nn.Module):
+    """x + fn(x)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x, *args, **kwargs):
+        return self.fn(x, *args, **kwargs) + x
+
+
+class PreNorm(nn.Module):
+    """fn(LayerNorm(x))."""
+
+    def __init__(self, dim, fn):
+        super().__init__()
+        self.fn = fn
+        self.norm = LayerNorm(dim)
+
+    def forward(self, x):
+        return self.fn(self.norm(x))
+
+
+class SinusoidalPosEmb(nn.Module):
+    """Fixed sinusoidal embedding of a (B,) time vector -> (B, dim)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        if dim < 4 or dim % 2:
+            raise ValueError(f"the sinusoidal time embedding needs an even --dim of at least 4, got {dim}")
+        self.dim = dim
+
+    def forward(self, t):
+        half = self.dim // 2
+        freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * -(math.log(10000) / (half - 1)))
+        angles = rearrange(t.float(), "b -> b 1") * rearrange(freqs, "f -> 1 f")
+        return torch.cat((angles.sin(), angles.cos()), dim=-1)
+
+
+class RandomOrLearnedSinusoidalPosEmb(nn.Module):
+    """Fourier features with learned (or fixed random) frequencies; output (B, dim + 1) including t itself."""
+
+    def __init__(self, dim, is_random=False):
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise ValueError(f"--learned_sinusoidal_dim must be even and at least 2, got {dim}")
+        self.weights = nn.Parameter(torch.randn(dim // 2), requires_grad=not is_random)
+
+    def forward(self, t):
+        t = rearrange(t.float(), "b -> b 1")
+        angles = t * rearrange(self.weights, "f -> 1 f") * 2 * math.pi
+        return torch.cat((t, angles.sin(), angles.cos()), dim=-1)
+
+
+class Block(nn.Module):
+    """The basic block: weight-standardised 3x3 conv, GroupNorm, optional (scale, shift), SiLU."""
+
+    def __init__(self, dim, dim_out, groups=8):
+        super().__init__()
+        check_groups(dim_out, groups, f"a basic block ({dim}->{dim_out} channels)")
+        self.proj = WeightStandardizedConv2d(dim, dim_out, 3, padding=1)
+        self.norm = nn.GroupNorm(groups, dim_out)
+        self.act = nn.SiLU()
+
+    def forward(self, x, scale_shift=None):
+        x = self.norm(self.proj(x))
+        if scale_shift is not None:
+            scale, shift = scale_shift
+            x = x * (scale + 1) + shift
+        return self.act(x)
+
+
+class ResnetBlock(nn.Module):
+    """Two basic blocks; the time embedding (if any) gives the first one a scale and shift."""
+
+    def __init__(self, dim, dim_out, *, time_emb_dim=None, groups=8):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(time_emb_dim, dim_out * 2)) if time_emb_dim else None
+        self.block1 = Block(dim, dim_out, groups=groups)
+        self.block2 = Block(dim_out, dim_out, groups=groups)
+        self.res_conv = nn.Conv2d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
+
+    def forward(self, x, time_emb=None):
+        scale_shift = None
+        if self.mlp is not None and time_emb is not None:
+            emb = rearrange(self.mlp(time_emb), "b c -> b c 1 1")
+            scale_shift = emb.chunk(2, dim=1)
+        h = self.block2(self.block1(x, scale_shift=scale_shift))
+        return h + self.res_conv(x)
+
+
+class LinearAttention(nn.Module):
+    """Attention linear in the number of pixels (softmax over features for q, over pixels for k)."""
+
+    def __init__(self, dim, heads=4, dim_head=32):
+        super().__init__()
+        self.scale = dim_head ** -0.5
+        self.heads = heads
+        hidden = heads * dim_head
+        self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
+        self.to_out = nn.Sequential(nn.Conv2d(hidden, dim, 1), LayerNorm(dim))
+
+    def forward(self, x):
+        _, _, height, width = x.shape
+        qkv = self.to_qkv(x).chunk(3, dim=1)
+        q, k, v = (rearrange(t, "b (heads c) x y -> b heads c (x y)", heads=self.heads) for t in qkv)
+        q = q.softmax(dim=-2) * self.scale
+        k = k.softmax(dim=-1)
+        # The release divides v by the pixel count; kept so released weights give the same outputs.
+        v = v / (height * width)
+        context = torch.einsum("b h d n, b h e n -> b h d e", k, v)
+        out = torch.einsum("b h d e, b h d n -> b h e n", context, q)
+        out = rearrange(out, "b heads c (x y) -> b (heads c) x y", heads=self.heads, x=height, y=width)
+        return self.to_out(out)
+
+
+class Attention(nn.Module):
+    """Full softmax attention over all pixels (used at the lowest resolution only)."""
+
+    def __init__(self, dim, heads=4, dim_head=32):
+        super().__init__()
+        self.scale = dim_head ** -0.5
+        self.heads = heads
+        hidden = heads * dim_head
+        self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
+        self.to_out = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x):
+        _, _, height, width = x.shape
+        qkv = self.to_qkv(x).chunk(3, dim=1)
+        q, k, v = (rearrange(t, "b (heads c) x y -> b heads c (x y)", heads=self.heads) for t in qkv)
+        sim = torch.einsum("b h d i, b h d j -> b h i j", q * self.scale, k)
+        attn = sim.softmax(dim=-1)
+        out = torch.einsum("b h i j, b h d j -> b h i d", attn, v)
+        out = rearrange(out, "b heads (x y) d -> b (heads d) x y", x=height, y=width)
+        return self.to_out(out)
+
+
+def Downsample(dim, dim_out):
+    """Halve the resolution without losing pixels: space-to-depth, then a 1x1 conv."""
+    return nn.Sequential(Rearrange("b c (h p1) (w p2) -> b (c p1 p2) h w", p1=2, p2=2),
+                         nn.Conv2d(dim * 4, dim_out, 1))
+
+
+def Upsample(dim, dim_out):
+    """Double the resolution: nearest neighbour, then a 3x3 conv."""
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(dim, dim_out, 3, padding=1))
+
+
+class ResizeToFraction(nn.Module):
+    """Bilinear resize to (H // divisor, W // divisor) of the requested output size."""
+
+    def __init__(self, divisor):
+        super().__init__()
+        self.divisor = divisor
+
+    def forward(self, x, out_size):
+        size = (out_size[0] // self.divisor, out_size[1] // self.divisor)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def extra_repr(self):
+        return f"divisor={self.divisor}"
+
+
+class WBlock(nn.Module):
+    """W of ATME (Fig. 2 g): discriminator map (B,1,h,w) -> (B,1,H,W) in [-1, 1].
+
+    The release resizes to 64, 128, 256; here the three stages go to H/4, H/2 and H of `out_size`.
+    """
+
+    def __init__(self, *, groups=8, in_channels=1, out_channels=1):
+        super().__init__()
+        self.model = nn.Sequential(
+            ResizeToFraction(4), Block(in_channels, 32, groups=groups),
+            ResizeToFraction(2), Block(32, 64, groups=groups),
+            ResizeToFraction(1), Block(64, 32, groups=groups),
+            nn.Conv2d(32, out_channels, 1), nn.Tanh())
+
+    def forward(self, d_map, out_size):
+        if d_map.dim() != 4:
+            raise ValueError(f"W expects a discriminator map of shape (B, C, h, w), got {tuple(d_map.shape)}")
+        out_size = (int(out_size[0]), int(out_size[1]))
+        if min(out_size) < 4:
+            raise ValueError(f"W needs an output of at least 4x4 pixels, got {out_size}; raise --crop_size")
+        x = d_map
+        for layer in self.model:
+            x = layer(x, out_size) if isinstance(layer, ResizeToFraction) else layer(x)
+        return x
