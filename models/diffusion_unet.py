@@ -22,16 +22,16 @@ def check_unet_config(*, dim, init_dim, dim_mults, resnet_block_groups):
     groups = resnet_block_groups
     if groups < 1:
         raise ValueError(f"--groups must be at least 1, got {groups}")
+    for index, mult in enumerate(dim_mults):
+        if (dim * mult) % groups:
+            raise ValueError(f"--dim_mults entry {index} ({mult}) gives {mult} x --dim {dim} = {dim * mult} channels, "
+                             f"not divisible by --groups {groups}; change --dim, --dim_mults or --groups")
     if init_dim % groups:
         raise ValueError(f"--init_dim {init_dim} is not divisible by --groups {groups}; "
                          f"choose --init_dim or --groups so that GroupNorm splits the channels evenly")
     if dim % groups:
         raise ValueError(f"--dim {dim} is not divisible by --groups {groups}; "
                          f"choose --dim or --groups so that GroupNorm splits the channels evenly")
-    for index, mult in enumerate(dim_mults):
-        if (dim * mult) % groups:
-            raise ValueError(f"--dim_mults entry {index} ({mult}) gives {mult} x --dim {dim} = {dim * mult} channels, "
-                             f"not divisible by --groups {groups}; change --dim, --dim_mults or --groups")
 
 
 class DiffusionUNet(nn.Module):

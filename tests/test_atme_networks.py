@@ -1,0 +1,168 @@
+"""ATME generator, W block and release-checkpoint handling: layouts, shapes, ranges, errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models.atme_blocks import WBlock
+from models.atme_checkpoint import check_reference_layout, convert_release, format_problems, layout_of
+from models.diffusion_unet import DiffusionUNet
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAYOUT_PATH = "/work/shared/reference/atme_state_dict_layout.json"
+needs_layout = pytest.mark.skipif(not os.path.isfile(LAYOUT_PATH), reason="reference layout file not available")
+
+
+def tiny_unet(**kwargs):
+    config = dict(dim=8, dim_mults=(1, 2), resnet_block_groups=4)
+    config.update(kwargs)
+    return DiffusionUNet(**config)
+
+
+@pytest.fixture(scope="module")
+def layout():
+    with open(LAYOUT_PATH) as f:
+        return {net: {k: tuple(v) for k, v in keys.items()} for net, keys in json.load(f).items()}
+
+
+@pytest.fixture(scope="module")
+def default_g():
+    torch.manual_seed(0)
+    return DiffusionUNet()
+
+
+@needs_layout
+def test_default_generator_matches_reference_layout(layout, default_g):
+    ours = layout_of(default_g)
+    assert len(ours) == 284
+    assert list(ours) == list(layout["G"])
+    assert check_reference_layout(default_g.state_dict(), layout["G"]) == []
+
+
+@needs_layout
+def test_w_block_matches_reference_layout(layout):
+    assert layout_of(WBlock()) == layout["W"]
+
+
+def test_parameter_counts_at_default(default_g):
+    g_params = sum(p.numel() for p in default_g.parameters())
+    w_params = sum(p.numel() for p in WBlock().parameters())
+    # The release's figures (G 35.8 M, W 0.038 M) are given to three digits.
+    assert round(g_params / 1e6, 1) == 35.8, g_params
+    assert round(w_params / 1e6, 3) == 0.038, w_params
+
+
+@needs_layout
+def test_parameter_counts_equal_reference_layout(layout, default_g):
+    def count(shapes):
+        return sum(torch.Size(s).numel() for s in shapes.values())
+    assert sum(p.numel() for p in default_g.parameters()) == count(layout["G"])
+    assert sum(p.numel() for p in WBlock().parameters()) == count(layout["W"])
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_w_block_follows_requested_size(size):
+    w = WBlock()
+    out = w(torch.rand(2, 1, 6, 6), (size, size))
+    assert out.shape == (2, 1, size, size)
+    assert out.abs().max() <= 1
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_tiny_generator_forward_shape_and_range(size):
+    torch.manual_seed(0)
+    g = tiny_unet(out_dim=1)
+    out = g(torch.randn(2, 3, size, size), torch.rand(2))
+    assert out.shape == (2, 1, size, size)
+    assert out.abs().max() <= 1
+    assert out.std() > 0  # not a constant output
+
+
+def test_generator_output_depends_on_time():
+    torch.manual_seed(0)
+    g = tiny_unet()
+    x = torch.randn(1, 3, 16, 16)
+    assert not torch.allclose(g(x, torch.tensor([0.0])), g(x, torch.tensor([0.9])))
+
+
+@pytest.mark.parametrize("flags", [dict(learned_sinusoidal_cond=True), dict(random_fourier_features=True)])
+def test_fourier_time_embeddings(flags):
+    g = tiny_unet(**flags)
+    assert g.state_dict()["time_mlp.0.weights"].shape == (8,)
+    assert g(torch.randn(1, 3, 16, 16), torch.rand(1)).shape == (1, 3, 16, 16)
+    assert g.time_mlp[0].weights.requires_grad is not flags.get("random_fourier_features", False)
+
+
+def test_bad_dim_mults_names_entry_and_flags():
+    with pytest.raises(ValueError, match=r"--dim_mults entry 1 \(3\).*--dim 12 = 36.*--groups 8"):
+        DiffusionUNet(dim=12, init_dim=16, dim_mults=(2, 3), resnet_block_groups=8)
+
+
+def test_bad_groups_for_dim_names_flags():
+    with pytest.raises(ValueError, match=r"entry 0 \(1\).*--dim 12.*--groups 8"):
+        DiffusionUNet(dim=12, dim_mults=(1, 2), resnet_block_groups=8)
+    with pytest.raises(ValueError, match=r"--init_dim 12"):
+        DiffusionUNet(dim=8, init_dim=12, dim_mults=(1, 2), resnet_block_groups=8)
+
+
+def test_bad_input_size_names_crop_size():
+    g = tiny_unet(dim_mults=(1, 1, 2))
+    with pytest.raises(ValueError, match="--crop_size"):
+        g(torch.randn(1, 3, 18, 18), torch.rand(1))
+    assert g(torch.randn(1, 3, 4, 4), torch.rand(1)).shape == (1, 3, 4, 4)  # 2 ** (3 - 1) is the smallest side
+
+
+def test_check_reference_layout_reports_each_kind():
+    state = {"a": torch.zeros(2), "b": torch.zeros(3), "extra": torch.zeros(1)}
+    problems = check_reference_layout(state, {"a": (2,), "b": (4,), "gone": (1,)})
+    assert "missing: gone" in problems and "unexpected: extra" in problems
+    assert any(p.startswith("shape: b") for p in problems)
+    text = format_problems([f"missing: k{i}" for i in range(15)])
+    assert "k9" in text and "k10" not in text and "5 more" in text
+
+
+def _save_release(directory, g_state, w_state, w_name="T"):
+    os.makedirs(directory, exist_ok=True)
+    torch.save(g_state, os.path.join(directory, "latest_net_G.pth"))
+    torch.save(w_state, os.path.join(directory, f"latest_net_{w_name}.pth"))
+
+
+def test_convert_release_renames_t_to_w(tmp_path):
+    g, w = tiny_unet(), WBlock()
+    expected = {"G": layout_of(g), "W": layout_of(w)}
+    _save_release(tmp_path, g.state_dict(), w.state_dict())
+    written = convert_release(str(tmp_path), expected=expected)
+    loaded = torch.load(written["W"], weights_only=True)
+    assert written["W"].endswith("latest_net_W.pth")
+    assert all(torch.equal(loaded[k], v) for k, v in w.state_dict().items())
+    out = str(tmp_path / "out")
+    convert_release(str(tmp_path), out_dir=out, expected=expected)
+    with pytest.raises(FileExistsError, match="--force"):
+        convert_release(str(tmp_path), out_dir=out, expected=expected)
+    assert set(convert_release(str(tmp_path), out_dir=out, expected=expected, force=True)) == {"G", "W"}
+
+
+def test_convert_release_rejects_foreign_layout(tmp_path):
+    g, w = tiny_unet(), WBlock()
+    expected = {"G": layout_of(g), "W": layout_of(w)}
+    bad = dict(w.state_dict())
+    bad.pop("model.6.bias")
+    bad["model.1.proj.weight"] = torch.zeros(5, 1, 3, 3)
+    bad["something.else"] = torch.zeros(1)
+    _save_release(tmp_path, g.state_dict(), bad)
+    with pytest.raises(RuntimeError) as err:
+        convert_release(str(tmp_path), expected=expected)
+    message = str(err.value)
+    assert "latest_net_T.pth" in message and "model.6.bias" in message
+    assert "something.else" in message and "model.1.proj.weight" in message
+    assert not (tmp_path / "latest_net_W.pth").exists()
+
+
+def test_convert_script_missing_files_errors(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "convert_atme_checkpoint.py"),
+                             "--run_dir", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0
+    assert "latest_net_G.pth" in result.stderr
