@@ -291,6 +291,7 @@ class BaseModel(ABC):
             "schedulers": [s.state_dict() for s in self.schedulers],
             "scalers": [s.state_dict() for s in self._scalers.values()],
             "rng": rng_state(), "model": self.extra_state(),
+            "convergence": None if self._conv_sum is None else self._conv_sum.detach().cpu(),
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.opt).items()},
         }
         atomic_save(state, os.path.join(self.save_dir, f"{tag}_train_state.pth"))
@@ -318,6 +319,8 @@ class BaseModel(ABC):
                 scaler.load_state_dict(saved)
         set_rng_state(state["rng"])
         self.load_extra_state(state.get("model", {}))
+        if state.get("convergence") is not None:  # a mid-epoch resume keeps the epoch's sums
+            self._conv_sum = state["convergence"].to(self.device)
         log.info("resuming from %s: epoch %d, %d images into it, %d images in all",
                  path, state["epoch"], state["epoch_iter"], state["total_iters"])
         return {k: state[k] for k in ("epoch", "epoch_iter", "total_iters")}

@@ -1,0 +1,62 @@
+"""Run a trained model over a data split; write images and an HTML page.
+
+    python test.py --dataroot ./datasets/facades --name facades_pix2pix --model pix2pix --direction BtoA
+
+Architecture options come from checkpoints/<name>/train_opt.json. Output:
+<results_dir>/<name>/<phase>_<epoch>/index.html and images/.
+"""
+import logging
+import os
+import sys
+
+import torch
+from tqdm import tqdm
+
+from data import create_dataloader, create_dataset
+from models import create_model
+from options.test_options import TestOptions
+from util.devices import seed_everything
+from util.html import HTML, save_images
+from util.run_logs import setup_logging
+
+log = logging.getLogger("test")
+
+
+def main(args=None):
+    setup_logging()
+    opt = TestOptions().parse(args)
+    opt.num_threads = min(opt.num_threads, 2)
+    seed_everything(0 if opt.seed is None else opt.seed)
+    dataset = create_dataset(opt)
+    loader = create_dataloader(dataset, opt, shuffle=False)
+    model = create_model(opt)
+    model.setup(opt)
+    if opt.eval:
+        model.eval()
+    tag = f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch
+    web_dir = os.path.join(opt.results_dir, opt.name, f"{opt.phase}_{tag}")
+    webpage = HTML(web_dir, f"Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {tag}")
+    limit = len(dataset) if opt.num_test is None else min(opt.num_test, len(dataset))
+    done = 0
+    with tqdm(total=limit, desc="test", unit="img") as bar:
+        for batch in loader:
+            if done >= limit:
+                break
+            model.set_input(batch)
+            model.test()
+            visuals = model.get_current_visuals()
+            paths = model.get_image_paths()
+            take = min(len(paths), limit - done)
+            for i in range(take):
+                one = {name: image[i:i + 1] for name, image in visuals.items()}
+                save_images(webpage, one, paths[i], aspect_ratio=opt.aspect_ratio, width=opt.display_winsize)
+            done += take
+            bar.update(take)
+    webpage.save()
+    log.info("%d results in %s; open %s", done, web_dir, os.path.join(web_dir, "index.html"))
+    return 0
+
+
+if __name__ == "__main__":
+    with torch.inference_mode(False):
+        sys.exit(main())

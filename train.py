@@ -1,0 +1,162 @@
+"""Train an image-to-image translation model.
+
+    python train.py --dataroot ./datasets/facades --name facades_pix2pix --model pix2pix --direction BtoA
+    python train.py --model atme --dataroot ./datasets/facades --name facades_atme --continue_train
+
+Everything about the run goes to <checkpoints_dir>/<name>/: options, loss_log.csv, convergence.csv,
+train.log, web/index.html, checkpoints. Ctrl-C or SIGTERM saves a resumable state and exits;
+`--continue_train` resumes it. Several processes: `torchrun --nproc_per_node N train.py ...`.
+"""
+import logging
+import math
+import os
+import signal
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from data import create_dataloader, create_dataset
+from data.samplers import EpochSampler
+from models import create_model
+from options.train_options import TrainOptions
+from util import distributed
+from util.dashboard import Dashboard
+from util.devices import seed_everything
+from util.run_logs import CsvLog, setup_logging
+
+log = logging.getLogger("train")
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a save is never cut short."""
+
+    def __init__(self):
+        self.signum = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signum is None:
+            log.warning("%s received: finishing this step, saving a resumable checkpoint, then stopping "
+                        "(resume with --continue_train)", signal.Signals(signum).name)
+        self.signum = signum
+
+    def __bool__(self):
+        return self.signum is not None
+
+    @property
+    def exit_code(self):
+        return 128 + self.signum
+
+
+def main(args=None):
+    opt = TrainOptions().parse(args)
+    distributed.init_from_environment("cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu")
+    rank, world = distributed.rank(), distributed.world_size()
+    setup_logging(os.path.join(opt.run_dir, "train.log"), rank, opt.verbose)
+    seed_everything(opt.seed, rank)
+    stop = StopRequest()
+
+    dataset = create_dataset(opt)
+    model = create_model(opt)
+    model.setup(opt)
+    resumed = model.resume_state or {}
+    start_epoch = resumed.get("epoch", opt.epoch_count)
+    epoch_iter = resumed.get("epoch_iter", 0)
+    total_iters = resumed.get("total_iters", 0)
+
+    sampler = EpochSampler(len(dataset), shuffle=not opt.serial_batches, seed=opt.seed, rank=rank,
+                           world_size=world)
+    loader = create_dataloader(dataset, opt, sampler=sampler, extras=model.sample_readers())
+    dashboard = Dashboard(opt.run_dir, opt.name, display_id=opt.display_id, server=opt.display_server,
+                          port=opt.display_port, env=opt.display_env, ncols=opt.display_ncols,
+                          winsize=opt.display_winsize, use_html=not opt.no_html, enabled=rank == 0)
+    loss_log = CsvLog(os.path.join(opt.run_dir, "loss_log.csv")) if rank == 0 else None
+    conv_log = CsvLog(os.path.join(opt.run_dir, "convergence.csv")) if rank == 0 else None
+    images_per_step = opt.batch_size * world
+    last_epoch = opt.n_epochs + opt.n_epochs_decay
+    log.info("training %s on %d images for epochs %d..%d (%d process%s)", opt.model, len(dataset),
+             start_epoch, last_epoch, world, "es" if world > 1 else "")
+
+    def save(tag, epoch, done):
+        model.save_training_state(tag, epoch, done, total_iters)
+        distributed.barrier()
+
+    epoch = start_epoch
+    for epoch in range(start_epoch, last_epoch + 1):
+        sampler.set_epoch(epoch, start=epoch_iter)
+        model.train()
+        steps = math.ceil(len(sampler) / opt.batch_size)
+        bar = tqdm(total=steps, desc=f"epoch {epoch}/{last_epoch}", unit="step", disable=rank != 0,
+                   dynamic_ncols=True, leave=False)
+        t_data = t_epoch = t_print = time.perf_counter()
+        data_time, images_since_print = 0.0, 0
+        for batch in loader:
+            now = time.perf_counter()
+            data_time += now - t_data
+            model.set_input(batch)
+            model.optimize_parameters()
+            n = batch["A"].shape[0]
+            epoch_iter += n
+            total_iters += n * world
+            images_since_print += n * world
+            bar.update(1)
+
+            if total_iters % opt.display_freq < images_per_step:
+                model.compute_visuals()
+                save_result = total_iters % opt.update_html_freq < images_per_step
+                dashboard.display_current_results(model.get_current_visuals(), epoch, total_iters, save_result)
+            if total_iters % opt.print_freq < images_per_step:
+                losses = model.get_current_losses()  # the one host synchronisation, at print time
+                elapsed = time.perf_counter() - t_print
+                per_image = elapsed / max(images_since_print, 1)
+                if rank == 0:
+                    loss_log.append(dict(epoch=epoch, iters=epoch_iter, total_iters=total_iters, **losses,
+                                         time_per_image=per_image, data_time=data_time / max(images_since_print, 1)))
+                    bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, "img/s": f"{1 / per_image:.2f}"})
+                    log.debug("epoch %d, %d images: %s", epoch, epoch_iter, losses)
+                    dashboard.plot_current_losses(epoch, epoch_iter / max(len(dataset) / world, 1), losses)
+                t_print, data_time, images_since_print = time.perf_counter(), 0.0, 0
+            if total_iters % opt.save_latest_freq < images_per_step:
+                log.info("saving the latest model (epoch %d, %d images in all)", epoch, total_iters)
+                save("latest", epoch, epoch_iter)
+                if opt.save_by_iter:
+                    save(f"iter_{total_iters}", epoch, epoch_iter)
+            if stop:
+                break
+            t_data = time.perf_counter()
+        bar.close()
+        if stop:
+            save("latest", epoch, epoch_iter)
+            log.info("stopped in epoch %d after %d of its images; the state is in %s/latest_train_state.pth",
+                     epoch, epoch_iter, opt.run_dir)
+            dashboard.close()
+            distributed.cleanup()
+            return stop.exit_code
+
+        model.on_epoch_end(epoch)
+        row = model.pop_convergence()
+        if row is not None and rank == 0:
+            conv_log.append(dict(epoch=epoch, **row))
+            dashboard.plot_convergence(epoch, row["neg_L_GAN"])
+            log.info("epoch %d: D_real %.4f, D_fake %.4f, -L_GAN %.4f (log 4 = 1.3863)",
+                     epoch, row["D_real"], row["D_fake"], row["neg_L_GAN"])
+        model.update_learning_rate()
+        epoch_iter = 0
+        epoch_seconds = time.perf_counter() - t_epoch
+        log.info("end of epoch %d / %d: %.1f s, %.2f images/s", epoch, last_epoch, epoch_seconds,
+                 steps * images_per_step / max(epoch_seconds, 1e-9))
+        if epoch % opt.save_epoch_freq == 0 or epoch == last_epoch:
+            save("latest", epoch + 1, 0)
+            save(str(epoch), epoch + 1, 0)
+        if stop:
+            break
+    dashboard.close()
+    distributed.cleanup()
+    return stop.exit_code if stop else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
