@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 GENERATOR_NAMES = ("unet_128", "unet_256", "unet", "resnet_6blocks", "resnet_9blocks")
 PADDING_TYPES = ("reflect", "replicate", "zero")
 MIN_UNET_DOWNS = 5  # outermost + three channel-changing blocks + innermost
-SIZE_ADVICE = ("or pick a --netG that fits: unet (depth follows --crop_size; any power of two >= 32), "
-               "resnet_6blocks / resnet_9blocks (multiples of 4, at least 8)")
+SIZE_ADVICE = ("or use --netG unet (depth follows --crop_size; any power of two >= 32) or "
+               "--netG resnet_6blocks / resnet_9blocks (multiples of 4, at least 8)")
 
 
 def generator_size_error(net, height, width):
