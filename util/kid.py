@@ -1,0 +1,198 @@
+"""KID (and FID) through torch-fidelity, computed on lists of image files.
+
+Nothing is moved or copied: a result folder that mixes `*_real_B.png` and `*_fake_B.png` is read through two
+file lists wrapped in a Dataset that torch-fidelity accepts as an input. The Inception-v3 weights are the ones
+torch-fidelity uses ("inception-v3-compat"); offline machines pass a local copy.
+"""
+import logging
+import os
+import re
+import urllib.error
+
+import torch
+import torch_fidelity
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms.functional import pil_to_tensor
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+log = logging.getLogger(__name__)
+
+INCEPTION_EXTRACTOR = "inception-v3-compat"
+INCEPTION_URL = URL_INCEPTION_V3
+INCEPTION_FILENAME = os.path.basename(URL_INCEPTION_V3)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
+DEFAULT_SUBSET_SIZE = 50  # the setting behind the ATME paper's Table 2
+DEFAULT_SUBSETS = 100  # torch-fidelity's default
+DEFAULT_SEED = 2020  # torch-fidelity's default subset-sampling seed
+
+
+class ImageListDataset(Dataset):
+    """Images from a list of files as uint8 (3, H, W) tensors, the input torch-fidelity expects.
+
+    All images must share one size (the data loader stacks them); a different one is an error naming the
+    file, checked when the item is read.
+    """
+
+    def __init__(self, files):
+        self.files = [os.fspath(f) for f in files]
+        if not self.files:
+            raise ValueError("ImageListDataset needs at least one image file")
+        self.size = self._open(self.files[0]).size
+
+    @staticmethod
+    def _open(path):
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except (OSError, Image.UnidentifiedImageError) as err:
+            raise ValueError(f"cannot read image {path}: {err}") from None
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        path = self.files[index]
+        img = self._open(path)
+        if img.size != self.size:
+            raise ValueError(f"{path} is {img.size[0]}x{img.size[1]} but {self.files[0]} is "
+                             f"{self.size[0]}x{self.size[1]}: KID needs images of one size within a set")
+        return pil_to_tensor(img)
+
+
+def list_images(directory):
+    """Image files directly inside `directory`, sorted."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"image folder {directory} does not exist")
+    return sorted(os.path.join(directory, f) for f in os.listdir(directory)
+                  if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(directory, f)))
+
+
+def images_dir(results_dir):
+    """The folder holding a result's images: `<results_dir>/images` as test.py writes it, else the folder."""
+    inner = os.path.join(results_dir, "images")
+    return inner if os.path.isdir(inner) else results_dir
+
+
+def find_labelled_images(directory, label):
+    """{stem: path} of the files `<stem>_<label>.<ext>` directly inside `directory`."""
+    pattern = re.compile(r"^(?P<stem>.+)_" + re.escape(label) + r"\.(?:" +
+                         "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")$", re.IGNORECASE)
+    found = {}
+    for path in list_images(directory):
+        match = pattern.match(os.path.basename(path))
+        if match:
+            found[match.group("stem")] = path
+    return found
+
+
+def result_image_sets(results_dir, real_label="real_B", fake_label="fake_B"):
+    """(real files, fake files) of a test.py result folder, matched by suffix; files stay where they are."""
+    directory = images_dir(results_dir)
+    real = find_labelled_images(directory, real_label)
+    fake = find_labelled_images(directory, fake_label)
+    for label, found in ((real_label, real), (fake_label, fake)):
+        if not found:
+            raise FileNotFoundError(f"no '*_{label}.png' images in {directory}: check --results_dir and the labels "
+                                    f"(--real_label/--fake_label; test.py names files <stem>_<visual>.png)")
+    unpaired = sorted(set(real) ^ set(fake))
+    if unpaired:
+        log.warning("%d inputs have only a real or only a fake image in %s (e.g. %s); KID uses all %d real and "
+                    "%d fake images", len(unpaired), directory, unpaired[0], len(real), len(fake))
+    return [real[k] for k in sorted(real)], [fake[k] for k in sorted(fake)]
+
+
+def default_inception_path():
+    """Where torch.hub (and so torch-fidelity) keeps the downloaded Inception-v3 weights."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_FILENAME)
+
+
+def resolve_inception_weights(weights_path=None, download=True):
+    """A local path to the Inception-v3 weights: the given file, torch.hub's cached copy, or a fresh download.
+
+    Offline, a missing file raises RuntimeError naming the URL to fetch and where to put it.
+    """
+    if weights_path is not None:
+        if not os.path.isfile(weights_path):
+            raise FileNotFoundError(f"--inception_weights {weights_path} does not exist; it should be a copy of "
+                                    f"{INCEPTION_URL}")
+        return weights_path
+    cached = default_inception_path()
+    if os.path.isfile(cached):
+        return cached
+    hint = (f"fetch {INCEPTION_URL} on a machine with internet and either put it at {cached} or pass "
+            f"--inception_weights /path/to/{INCEPTION_FILENAME}")
+    if not download:
+        raise RuntimeError(f"the Inception-v3 weights for KID/FID are not available: {hint}")
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    log.info("downloading the Inception-v3 weights to %s", cached)
+    try:
+        torch.hub.download_url_to_file(INCEPTION_URL, cached, progress=True)
+    except (urllib.error.URLError, OSError, ConnectionError) as err:
+        raise RuntimeError(f"could not download the Inception-v3 weights for KID/FID ({err}): {hint}") from None
+    return cached
+
+
+def resolve_device(device=None):
+    """'auto'/None -> CUDA when present, else CPU; 'cpu', 'cuda' or 'cuda:N' as given."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device} asked for CUDA, which is not available here: use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device}")
+    return device
+
+
+def check_subset_size(subset_size, n_real, n_fake):
+    smallest = min(n_real, n_fake)
+    if subset_size < 2:
+        raise ValueError(f"--kid_subset_size must be at least 2, got {subset_size}")
+    if subset_size > smallest:
+        raise ValueError(f"--kid_subset_size {subset_size} is larger than the number of images ({n_real} real, "
+                         f"{n_fake} fake): pass --kid_subset_size {smallest} or less (the paper uses 50; test on "
+                         f"more images, e.g. --num_test, to keep it)")
+
+
+def _as_files(images):
+    if isinstance(images, (str, os.PathLike)):
+        files = list_images(images)
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {images}")
+        return files
+    return [os.fspath(f) for f in images]
+
+
+def compute_kid(real, fake, *, subset_size=DEFAULT_SUBSET_SIZE, subsets=DEFAULT_SUBSETS, fid=False,
+                feature_extractor=INCEPTION_EXTRACTOR, weights_path=None, batch_size=64, device=None,
+                seed=DEFAULT_SEED, num_workers=None, download=True, verbose=False):
+    """KID (and optionally FID) between two image sets, each a folder or a list of files.
+
+    KID is the unbiased polynomial-kernel MMD of Inception features, averaged over `subsets` random subsets of
+    `subset_size` images per set; the result holds it raw and x100 (as papers report it).
+    `num_workers=0` reads images in the main process (torch-fidelity otherwise uses up to 4 workers).
+    """
+    real_files, fake_files = _as_files(real), _as_files(fake)
+    check_subset_size(subset_size, len(real_files), len(fake_files))
+    device = resolve_device(device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # torch-fidelity moves everything to the current CUDA device
+    kwargs = dict(input1=ImageListDataset(real_files), input2=ImageListDataset(fake_files), kid=True, fid=fid,
+                  kid_subset_size=subset_size, kid_subsets=subsets, feature_extractor=feature_extractor,
+                  batch_size=batch_size, cuda=device.type == "cuda", rng_seed=seed, cache=False,
+                  save_cpu_ram=num_workers == 0, verbose=verbose)
+    if feature_extractor == INCEPTION_EXTRACTOR:
+        kwargs["feature_extractor_weights_path"] = resolve_inception_weights(weights_path, download=download)
+    elif weights_path is not None:
+        kwargs["feature_extractor_weights_path"] = weights_path
+    metrics = torch_fidelity.calculate_metrics(**kwargs)
+    mean = metrics["kernel_inception_distance_mean"]
+    std = metrics["kernel_inception_distance_std"]
+    result = dict(kid_x100_mean=100.0 * mean, kid_x100_std=100.0 * std,
+                  kid_x100=f"{100.0 * mean:.1f} ± {100.0 * std:.1f}", kid_mean=mean, kid_std=std,
+                  n_real=len(real_files), n_fake=len(fake_files), subset_size=subset_size, subsets=subsets,
+                  seed=seed, feature_extractor=feature_extractor)
+    if fid:
+        result["fid"] = metrics["frechet_inception_distance"]
+    return result
