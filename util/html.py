@@ -1,0 +1,133 @@
+"""Static HTML pages of images (dominate): the run's `web/index.html` and test.py's results page."""
+import os
+import tempfile
+from collections import OrderedDict
+from urllib.parse import quote
+
+import dominate
+from dominate.tags import a, br, h3, img, meta, p, style, table, td, tr
+
+from util.image_utils import save_image, tensor2im
+
+_CSS = """
+body { font-family: sans-serif; margin: 12px; }
+table.row { border-collapse: collapse; margin-bottom: 6px; }
+td.cell { padding: 4px; text-align: center; vertical-align: top; }
+td.cell p { margin: 2px 0 0 0; font-size: 13px; word-break: break-all; }
+"""
+
+
+class HTML:
+    """A page in `web_dir/index.html` whose images live in `web_dir/images/`.
+
+    `refresh` > 0 makes the browser reload the page every `refresh` seconds (for pages of a running job).
+    """
+
+    def __init__(self, web_dir, title, refresh=0):
+        self.web_dir = str(web_dir)
+        self.title = title
+        self.img_dir = os.path.join(self.web_dir, "images")
+        os.makedirs(self.img_dir, exist_ok=True)
+        self.doc = dominate.document(title=title)
+        with self.doc.head:
+            meta(charset="utf-8")
+            style(_CSS)
+            if refresh > 0:
+                meta(http_equiv="refresh", content=str(int(refresh)))
+
+    def get_image_dir(self):
+        """The folder that image names given to `add_images` are relative to."""
+        return self.img_dir
+
+    def add_header(self, text):
+        with self.doc:
+            h3(text)
+
+    def add_text(self, text):
+        with self.doc:
+            p(text)
+
+    def add_images(self, ims, txts, links=None, width=256):
+        """One table row: each image (a name inside the image folder) with its caption, linked to `links`."""
+        links = ims if links is None else links
+        if not len(ims) == len(txts) == len(links):
+            raise ValueError(f"add_images needs as many captions and links as images: "
+                             f"{len(ims)} images, {len(txts)} captions, {len(links)} links")
+        row_table = table(cls="row")
+        self.doc.add(row_table)
+        with row_table:
+            with tr():
+                for im, txt, link in zip(ims, txts, links):
+                    with td(cls="cell"):
+                        with a(href=_src(link)):
+                            img(style=f"width:{int(width)}px", src=_src(im))
+                        br()
+                        p(txt)
+
+    def render(self):
+        return self.doc.render()
+
+    def save(self):
+        """Write `index.html` atomically (a reader never sees half a page); returns its path."""
+        path = os.path.join(self.web_dir, "index.html")
+        fd, tmp = tempfile.mkstemp(dir=self.web_dir, prefix=".tmp_index_", suffix=".html")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(self.render())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+
+def _src(name):
+    """URL of an image-folder file; a query string (cache buster) is kept as it is."""
+    name, sep, query = str(name).partition("?")
+    return "images/" + quote(name.replace(os.sep, "/")) + sep + query
+
+
+def order_visuals(visuals):
+    """Inputs and targets (`real_*`) first, then every other visual in the model's order."""
+    names = list(visuals)
+    reals = [n for n in names if n.startswith("real")]
+    return OrderedDict((n, visuals[n]) for n in reals + [n for n in names if n not in reals])
+
+
+def save_images(webpage, visuals, image_path, aspect_ratio=1.0, width=256):
+    """Save the visuals of one test batch and add one page row per input image.
+
+    Files are `images/<stem>_<label>.png`, with `<stem>` the input file's name without extension.
+    `image_path` is the batch's list of input paths (or one path for a batch of one). Each row holds
+    the input and target, then all outputs, so any number of outputs works (e.g. fake_B_0..fake_B_7).
+    Returns the saved file paths.
+    """
+    paths = [image_path] if isinstance(image_path, (str, os.PathLike)) else list(image_path)
+    if not visuals:
+        raise ValueError("save_images got no visuals; the model's visual_names produced no tensors")
+    visuals = order_visuals(visuals)
+    batch = {name: (t.shape[0] if getattr(t, "ndim", 0) == 4 else 1) for name, t in visuals.items()}
+    count = max(batch.values())
+    odd = {name: n for name, n in batch.items() if n not in (1, count)}
+    if odd:
+        raise ValueError(f"save_images: visuals disagree on the batch size ({batch}); each needs {count} or 1")
+    if len(paths) < count:
+        raise ValueError(f"save_images got {count} images per visual but only {len(paths)} image paths")
+    saved = []
+    for i in range(count):
+        stem = os.path.splitext(os.path.basename(str(paths[i])))[0]
+        ims, txts = [], []
+        for label, tensor in visuals.items():
+            # A visual with one image (e.g. a shared noise map) is repeated on every row.
+            image = tensor2im(tensor, index=i if batch[label] > 1 else 0)
+            name = f"{stem}_{label}.png"
+            save_path = os.path.join(webpage.get_image_dir(), name)
+            save_image(image, save_path, aspect_ratio=aspect_ratio)
+            saved.append(save_path)
+            ims.append(name)
+            txts.append(label)
+        webpage.add_header(stem)
+        webpage.add_images(ims, txts, ims, width=width)
+    return saved
