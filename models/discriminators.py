@@ -3,13 +3,9 @@
 Module trees follow the pix2pix release, so `state_dict` keys match released checkpoints
 (`model.0.weight`, `model.2.weight`, ..., `model.11.weight` for the 3-layer PatchGAN).
 """
-import logging
-
 from torch import nn
 
 from models.layers import get_norm_layer, init_weights, uses_bias
-
-logger = logging.getLogger(__name__)
 
 DISCRIMINATOR_NAMES = ("basic", "n_layers", "pixel")
 PATCH_KERNEL, PATCH_PADDING = 4, 1

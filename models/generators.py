@@ -5,14 +5,11 @@ weights load: `model.model.0.weight`, `model.model.1.model.1.weight`, ... for th
 `model.1.weight`, `model.10.conv_block.1.weight`, ... for the ResNet generator.
 """
 import functools
-import logging
 
 import torch
 from torch import nn
 
 from models.layers import get_norm_layer, init_weights, unwrap, uses_bias
-
-logger = logging.getLogger(__name__)
 
 GENERATOR_NAMES = ("unet_128", "unet_256", "unet", "resnet_6blocks", "resnet_9blocks")
 PADDING_TYPES = ("reflect", "replicate", "zero")
@@ -21,26 +18,50 @@ SIZE_ADVICE = ("or use --netG unet (depth follows --crop_size; any power of two 
                "--netG resnet_6blocks / resnet_9blocks (multiples of 4, at least 8)")
 
 
-def generator_size_error(net, height, width):
-    """The message for an input size that `net` (with `size_multiple`, `min_size`) cannot take."""
-    multiple, min_size = net.size_multiple, net.min_size
+def generator_size_error(description, multiple, min_size, height, width):
+    """The message for an HxW input that a generator needing multiples of `multiple` cannot take."""
     suggestion = max(min_size, round(min(height, width) / multiple) * multiple)
-    return (f"{net.size_description} needs image sides that are multiples of {multiple} (at least {min_size}), "
+    return (f"{description} needs image sides that are multiples of {multiple} (at least {min_size}), "
             f"got {height}x{width}. Set --crop_size to such a size (e.g. {suggestion}; with --preprocess none "
             f"the images themselves must have it), {SIZE_ADVICE}.")
+
+
+def generator_size_rule(netG, crop_size=None):
+    """(multiple, min_size, description) for a generator module or `--netG` name, or None if it has none.
+
+    For the name `unet` the depth comes from `crop_size`, as in `define_G`.
+    """
+    if isinstance(netG, str):
+        if netG == "unet":
+            if crop_size is None:
+                raise ValueError("the size rule of --netG unet depends on --crop_size; pass crop_size")
+            side = 2 ** unet_depth(crop_size)
+            return side, side, f"--netG unet (depth {side.bit_length() - 1} from --crop_size {crop_size})"
+        if netG in ("unet_128", "unet_256"):
+            side = int(netG[len("unet_"):])
+            return side, side, f"--netG {netG}"
+        if netG in GENERATOR_NAMES:
+            return ResnetGenerator.size_multiple, ResnetGenerator.min_size, f"--netG {netG}"
+        return None
+    net = unwrap(netG)
+    if getattr(net, "size_multiple", None) is None:
+        return None
+    return net.size_multiple, net.min_size, net.size_description
 
 
 def check_generator_size(netG, height, width):
     """Raise ValueError, saying which sizes work and which flag to change, if netG cannot take HxW.
 
-    Generators that do not declare `size_multiple` are accepted as they are.
+    `netG` is a generator module (any DDP/compile wrapping) or a `--netG` name; for the name
+    `unet`, `height` is taken as the --crop_size that set its depth. Generators without a
+    size rule (modules without `size_multiple`, names define_G does not know) are accepted.
     """
-    net = unwrap(netG)
-    multiple = getattr(net, "size_multiple", None)
-    if multiple is None:
+    rule = generator_size_rule(netG, crop_size=height)
+    if rule is None:
         return
-    if height % multiple or width % multiple or min(height, width) < net.min_size:
-        raise ValueError(generator_size_error(net, height, width))
+    multiple, min_size, description = rule
+    if height % multiple or width % multiple or min(height, width) < min_size:
+        raise ValueError(generator_size_error(description, multiple, min_size, height, width))
 
 
 def _check_input(net, x):
@@ -50,7 +71,8 @@ def _check_input(net, x):
                          f"(--input_nc / --output_nc), got shape {tuple(x.shape)}")
     height, width = x.shape[-2:]
     if height % net.size_multiple or width % net.size_multiple or min(height, width) < net.min_size:
-        raise ValueError(generator_size_error(net, height, width))
+        raise ValueError(generator_size_error(net.size_description, net.size_multiple, net.min_size,
+                                              height, width))
 
 
 class UnetSkipConnectionBlock(nn.Module):
@@ -151,6 +173,8 @@ class ResnetGenerator(nn.Module):
     """pix2pix/CycleGAN ResNet generator: 2 stride-2 downs, `n_blocks` residual blocks, 2 ups."""
 
     n_downsampling = 2
+    size_multiple = 2 ** n_downsampling
+    min_size = 2 * size_multiple  # the reflection pads need more than one pixel at the bottom
 
     def __init__(self, input_nc, output_nc, ngf=64, norm_layer=nn.BatchNorm2d, use_dropout=False, n_blocks=6,
                  padding_type="reflect"):
@@ -158,8 +182,6 @@ class ResnetGenerator(nn.Module):
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
         self.input_nc, self.output_nc = input_nc, output_nc
-        self.size_multiple = 2 ** self.n_downsampling
-        self.min_size = 2 * self.size_multiple  # the reflection pads need more than one pixel at the bottom
         self.size_description = f"the ResNet generator ({n_blocks} blocks)"
         use_bias = uses_bias(norm_layer)
 

@@ -8,8 +8,7 @@ from einops import rearrange
 from torch import nn
 
 from models.discriminators import define_D, patch_output_size
-from models.generators import (GENERATOR_NAMES, UnetGenerator, UnetSkipConnectionBlock, check_generator_size,
-                               define_G)
+from models.generators import UnetGenerator, UnetSkipConnectionBlock, check_generator_size, define_G
 from models.layers import count_parameters, get_norm_layer, init_weights, uses_bias
 
 REFERENCE_LAYOUT = pathlib.Path("/work/shared/reference/atme_state_dict_layout.json")
@@ -87,6 +86,19 @@ def test_wrong_generator_size_says_what_to_change():
     with pytest.raises(ValueError, match="--input_nc"):
         resnet(torch.randn(1, 1, 32, 32))
     check_generator_size(nn.Identity(), 7, 9)  # nets without a size rule are not judged
+
+
+def test_size_check_by_netG_name_matches_the_built_nets():
+    check_generator_size("unet_256", 512, 256)
+    check_generator_size("unet", 64, 64)
+    check_generator_size("resnet_9blocks", 36, 36)
+    with pytest.raises(ValueError, match=r"--netG unet_128 needs .* multiples of 128.*100x100.*e\.g\. 128"):
+        check_generator_size("unet_128", 100, 100)
+    with pytest.raises(ValueError, match="power of two"):
+        check_generator_size("unet", 96, 96)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        check_generator_size("resnet_6blocks", 30, 32)
+    check_generator_size("atme_unet", 30, 30)  # other families' generators carry their own rules
 
 
 def test_unet_skip_carries_activated_features_like_the_release():
