@@ -97,5 +97,6 @@ def mi_estimate(stat_net, z, images, estimator="jsd", n_neg=1, generator=None, n
     # One pass over positives and negatives together: T has no batch statistics, so scores do not depend
     # on what else is in the batch, and one large call is cheaper than two.
     scores = stat_net(torch.cat([pairs.z_joint, pairs.z_marginal]), torch.cat([pairs.b_joint, pairs.b_marginal]))
+    scores = scores.float()  # the softplus / logsumexp in float32 even under bf16/fp16 autocast
     batch = z.shape[0]
     return ESTIMATORS[estimator](scores[:batch], scores[batch:])

@@ -1,0 +1,228 @@
+"""SEGAN (Statistics Enhanced GAN): pix2pix + noise, plus a statistics network T that estimates the mutual
+information between the latent code and the output, I(Z; G(A, Z)), which G and T both maximise.
+
+Paper: "Multimodal Image-to-Image Translation via Mutual Information Estimation and Maximization".
+Three variants under `--model segan`:
+- supervised (`--dataset_mode aligned`, the default): L = L_GAN + lambda_MI * (-MI) + lambda_L1 * L_L1 (Eq. 8);
+- unsupervised (`--dataset_mode unaligned`): no L1 term; the U-Net's skips keep the input's content;
+- pix2pix+noise (`--lambda_MI 0`): no statistics network at all (the paper's baseline).
+Paper settings: nz 8, lambda_MI 1, lambda_L1 3, 4 inputs x 8 codes per step, U-Net with the code injected
+into every encoder layer, 2-scale PatchGAN D on the output alone (Eq. 2), JSD estimator (Eq. 7).
+"""
+import logging
+
+import torch
+from einops import rearrange, repeat
+
+from models.base_model import BaseModel
+from models.layers import get_norm_layer, init_weights
+from models.losses import GANLoss
+from models.mi_estimators import ESTIMATORS, mi_estimate
+from models.segan_networks import MultiscaleDiscriminator, NoiseUnetGenerator, StatisticsNetwork, unet_depth
+from options.parsing import add_bool_flag
+
+log = logging.getLogger(__name__)
+
+# --netG choices: the noise U-Net at a depth set by --crop_size or fixed as in pix2pix's names.
+GENERATOR_DEPTHS = {"unet": None, "unet_128": 7, "unet_256": 8}
+TRAIN_VISUAL_SAMPLES = 3  # outputs per input shown on the dashboard
+
+
+class SeganModel(BaseModel):
+    """Noise U-Net G(a, z), multi-scale PatchGAN D(b), statistics network T(z, b)."""
+
+    architecture_flags = ("nz", "upsample", "num_D", "conditional_D")
+
+    @staticmethod
+    def modify_commandline_options(parser, is_train=True):
+        # Instance norm, as in BicycleGAN whose noise injection SEGAN follows: a training batch holds several
+        # outputs of the same input, and batch statistics would couple them. No dropout: the code z should be
+        # the only source of variation, so one code gives one output.
+        parser.set_defaults(norm="instance", netG="unet", netD="basic", dataset_mode="aligned", no_dropout=True)
+        group = parser.add_argument_group("SEGAN")
+        group.add_argument("--nz", type=int, default=8, help="dimension of the latent code z ~ N(0, I)")
+        group.add_argument("--upsample", type=str, default="deconv", choices=["deconv", "resize_conv"],
+                           help="generator upsampling: transposed conv (paper at 256) or resize + conv (paper at 128)")
+        if is_train:
+            parser.set_defaults(gan_mode="vanilla", pool_size=0)
+            group.add_argument("--lambda_MI", type=float, default=1.0,
+                               help="weight of the MI term (Eq. 8); 0 gives pix2pix+noise without a statistics network")
+            group.add_argument("--lambda_L1", type=float, default=3.0, help="weight of the L1 loss (aligned data only)")
+            group.add_argument("--mi_estimator", type=str, default="jsd", choices=sorted(ESTIMATORS),
+                               help="jsd (Eq. 7, the paper's) or dv (Donsker-Varadhan, Eq. 5)")
+            group.add_argument("--n_neg", type=int, default=1, help="negative (independent) pairs per positive pair")
+            group.add_argument("--mi_negatives", type=str, default="fresh", choices=["fresh", "shuffle"],
+                               help="codes of the negative pairs: fresh N(0, I) draws (Eq. 7) or the batch's codes shuffled")
+            group.add_argument("--samples_per_input", type=int, default=8,
+                               help="codes drawn per input image in a step (paper: batch 4 x 8 = 32 pairs for T)")
+            group.add_argument("--num_D", type=int, default=2, help="scales of the multi-scale PatchGAN")
+            add_bool_flag(group, "--conditional_D",
+                          help="D sees (input, output) pairs instead of the output alone (aligned data only)")
+        else:
+            group.add_argument("--n_samples", type=int, default=1,
+                               help="outputs per input; the codes are drawn once and shared by all inputs")
+            group.add_argument("--interp", type=int, default=0,
+                               help="if > 0: this many outputs along the line between two fixed codes")
+            group.add_argument("--sample_seed", type=int, default=0, help="seed of the test-time codes")
+        return parser
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.nz = opt.nz
+        self.supervised = opt.dataset_mode != "unaligned"
+        if opt.netG not in GENERATOR_DEPTHS:
+            raise ValueError(f"SEGAN uses the noise U-Net: --netG must be one of {', '.join(GENERATOR_DEPTHS)}, "
+                             f"got {opt.netG!r}")
+        num_downs = GENERATOR_DEPTHS[opt.netG] or unet_depth(opt.crop_size)
+        self.netG = init_weights(
+            NoiseUnetGenerator(opt.input_nc, opt.output_nc, nz=opt.nz, num_downs=num_downs, ngf=opt.ngf,
+                               norm_layer=get_norm_layer(opt.norm), use_dropout=not opt.no_dropout,
+                               upsample=opt.upsample),
+            init_type=opt.init_type, init_gain=opt.init_gain)
+        self.model_names = ["G"]
+        self.visual_names = ["real_A", "real_B"]
+        if self.isTrain:
+            self._build_training(opt)
+        else:
+            self._build_sampling(opt)
+
+    # ------------------------------------------------------------------ construction
+    def _build_training(self, opt):
+        if opt.samples_per_input < 1 or opt.n_neg < 1 or opt.lambda_MI < 0:
+            raise ValueError(f"--samples_per_input and --n_neg must be >= 1 and --lambda_MI >= 0, got "
+                             f"{opt.samples_per_input}, {opt.n_neg}, {opt.lambda_MI}")
+        if opt.conditional_D and not self.supervised:
+            raise ValueError("--conditional_D needs paired data (--dataset_mode aligned): with unaligned data the "
+                             "real (A, B) pairs are unrelated. Drop --conditional_D.")
+        if opt.netD not in ("basic", "n_layers"):
+            raise ValueError(f"SEGAN's multi-scale D is built of PatchGANs: --netD basic or n_layers, got {opt.netD!r}")
+        self.use_mi = opt.lambda_MI > 0
+        self.samples_per_input = opt.samples_per_input
+        self.loss_names = ["G_GAN"] + (["G_L1"] if self.supervised else []) + (["MI"] if self.use_mi else [])
+        self.loss_names += ["D_real", "D_fake"] + (["T"] if self.use_mi else [])
+        self.visual_names += [f"fake_B_{k}" for k in range(min(opt.samples_per_input, TRAIN_VISUAL_SAMPLES))]
+
+        d_input_nc = opt.input_nc + opt.output_nc if opt.conditional_D else opt.output_nc
+        n_layers = 3 if opt.netD == "basic" else opt.n_layers_D
+        self.netD = init_weights(
+            MultiscaleDiscriminator(d_input_nc, ndf=opt.ndf, n_layers=n_layers, norm_layer=get_norm_layer(opt.norm),
+                                    num_D=opt.num_D),
+            init_type=opt.init_type, init_gain=opt.init_gain)
+        if opt.crop_size < self.netD.min_input_size():
+            raise ValueError(f"--crop_size {opt.crop_size} is too small for {opt.num_D} scales of a {n_layers}-layer "
+                             f"PatchGAN (needs {self.netD.min_input_size()}): lower --num_D, use --netD n_layers "
+                             f"with a smaller --n_layers_D, or raise --crop_size")
+        self.model_names = ["G", "D"]
+        self.criterionGAN = GANLoss(opt.gan_mode).to(self.device)
+        self.criterionL1 = torch.nn.L1Loss()
+        self.optimizer_G = self.make_adam(self.netG.parameters())
+        self.optimizer_D = self.make_adam(self.netD.parameters())
+        self.optimizers = [self.optimizer_G, self.optimizer_D]
+        if self.use_mi:
+            # T keeps PyTorch's default initialisation: with pix2pix's N(0, 0.02) its ELU stack starts with
+            # vanishing activations and the estimate stays near its floor for many more steps.
+            self.netT = StatisticsNetwork(opt.output_nc, opt.nz, opt.crop_size)
+            self.model_names.append("T")
+            self.optimizer_T = self.make_adam(self.netT.parameters())
+            self.optimizers.append(self.optimizer_T)
+
+    def _build_sampling(self, opt):
+        if opt.n_samples < 1 or opt.interp < 0 or opt.interp == 1:
+            raise ValueError(f"--n_samples must be >= 1 and --interp 0 (off) or >= 2, got {opt.n_samples} and "
+                             f"{opt.interp}")
+        # Drawn once, on the CPU so the codes do not depend on the device, and shared by every input:
+        # output k of all inputs uses the same code ("synchronised latent codes": a column is one style).
+        generator = torch.Generator().manual_seed(opt.sample_seed)
+        if opt.interp:
+            ends = torch.randn(2, opt.nz, generator=generator)
+            weights = rearrange(torch.linspace(0.0, 1.0, opt.interp), "k -> k 1")
+            codes, self.sample_prefix = torch.lerp(ends[0], ends[1], weights), "interp"
+        else:
+            codes, self.sample_prefix = torch.randn(opt.n_samples, opt.nz, generator=generator), "fake_B"
+        self.sample_codes = codes.to(self.device)
+        self.visual_names += [f"{self.sample_prefix}_{k}" for k in range(len(codes))]
+
+    # ------------------------------------------------------------------ data and forward
+    def set_input(self, batch):
+        self.real_A = self.to_device(batch["A"])
+        self.real_B = self.to_device(batch["B"]) if "B" in batch else None
+        self.image_paths = batch["A_paths"]
+        if self.isTrain and self.real_B is None:
+            raise ValueError(f"SEGAN training needs target images B; --dataset_mode {self.opt.dataset_mode} gives "
+                             f"none. Use --dataset_mode aligned (paired) or unaligned (unpaired).")
+
+    def forward(self):
+        if not self.isTrain:
+            self._forward_samples()
+            return
+        # Every input is translated with `samples_per_input` codes; T sees all these pairs (Monte Carlo, Eq. 7).
+        self.input_A = repeat(self.real_A, "b c h w -> (b k) c h w", k=self.samples_per_input)
+        self.z = torch.randn(self.input_A.shape[0], self.nz, device=self.device)
+        self.fake_B_all = self.netG(self.input_A, self.z)
+        per_code = rearrange(self.fake_B_all, "(b k) c h w -> k b c h w", k=self.samples_per_input)
+        for k in range(min(self.samples_per_input, TRAIN_VISUAL_SAMPLES)):
+            setattr(self, f"fake_B_{k}", per_code[k])
+
+    def _forward_samples(self):
+        for k, code in enumerate(self.sample_codes):
+            codes = repeat(code, "nz -> b nz", b=self.real_A.shape[0])
+            setattr(self, f"{self.sample_prefix}_{k}", self.netG(self.real_A, codes))
+
+    # ------------------------------------------------------------------ losses
+    def _d_input(self, outputs, inputs):
+        """D(b) of Eq. 2, or D(a, b) with --conditional_D."""
+        return torch.cat([inputs, outputs], dim=1) if self.opt.conditional_D else outputs
+
+    def _mi(self, images):
+        return mi_estimate(self.netT, self.z, images, estimator=self.opt.mi_estimator, n_neg=self.opt.n_neg,
+                           negatives=self.opt.mi_negatives)
+
+    def backward_D(self):
+        # Detached fakes: D's step does not reach into G. GANLoss averages over the D's scales.
+        self.loss_D_fake = self.criterionGAN(self.netD(self._d_input(self.fake_B_all.detach(), self.input_A)), False)
+        self.loss_D_real = self.criterionGAN(self.netD(self._d_input(self.real_B, self.real_A)), True)
+        self.loss_D = (self.loss_D_fake + self.loss_D_real) * 0.5
+        return self.loss_D
+
+    def backward_T(self):
+        """T ascends the MI estimate on detached outputs (the inner max over omega in Eq. 6)."""
+        self.loss_T = -self._mi(self.fake_B_all.detach())
+        return self.loss_T
+
+    def backward_G(self):
+        """Eq. 8 for G: adversarial + lambda_L1 * L1 (aligned only) - lambda_MI * MI (G ascends the estimate)."""
+        self.loss_G_GAN = self.criterionGAN(self.netD(self._d_input(self.fake_B_all, self.input_A)), True)
+        self.loss_G = self.loss_G_GAN
+        if self.supervised:
+            # Eq. 3: every sample of an input is compared with that input's target.
+            target = repeat(self.real_B, "b c h w -> (b k) c h w", k=self.samples_per_input)
+            self.loss_G_L1 = self.criterionL1(self.fake_B_all, target) * self.opt.lambda_L1
+            self.loss_G = self.loss_G + self.loss_G_L1
+        if self.use_mi:
+            self.loss_MI = self._mi(self.fake_B_all)  # logged as the estimate itself (higher: more dependence)
+            self.loss_G = self.loss_G - self.opt.lambda_MI * self.loss_MI
+        return self.loss_G
+
+    def optimize_parameters(self):
+        with self.autocast():
+            self.forward()
+        # D step
+        self.set_requires_grad(self.netD, True)
+        with self.autocast():
+            loss_D = self.backward_D()
+        self.backward(loss_D, self.optimizer_D)
+        self.step(self.optimizer_D)
+        self.accumulate_convergence(self.loss_D_real, self.loss_D_fake)
+        # T step: T and D alternate with G alike (Eq. 6)
+        if self.use_mi:
+            self.set_requires_grad(self.netT, True)
+            with self.autocast():
+                loss_T = self.backward_T()
+            self.backward(loss_T, self.optimizer_T)
+            self.step(self.optimizer_T)
+        # G step, with D and T frozen
+        self.set_requires_grad([self.netD, getattr(self, "netT", None)], False)
+        with self.autocast():
+            loss_G = self.backward_G()
+        self.backward(loss_G, self.optimizer_G)
+        self.step(self.optimizer_G)
