@@ -500,7 +500,7 @@ def loss_figure(runs, path=None, title="losses"):
     fig.suptitle(title)
     # tight_layout costs about as much as the drawing itself here; fixed margins do.
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.5 / (2.8 * nrows + 0.5) + 0.06,
-                        top=1 - 0.45 / (2.8 * nrows + 0.5), hspace=0.55, wspace=0.25)
+                        top=1 - 0.75 / (2.8 * nrows + 0.5), hspace=0.55, wspace=0.25)
     if path is not None:
         _save_figure(fig, path)
     return fig
