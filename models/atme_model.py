@@ -1,0 +1,240 @@
+"""ATME (Solano-Carrillo et al., 2023): the generator hears the discriminator's decision of the previous epoch.
+
+Per image: W = W(D_{t-1}) (Fig. 2 g), x_t = x * (1 + W) (Eq. 6), t = mean(W) (Eq. 7), fake = G(x_t, t) with
+the diffusion U-Net of Fig. 2 b. D is the pix2pix PatchGAN, conditioned on the clean input. After each
+generator step the map D(x, fake) used for its loss is stored for those images in the on-disk pool
+(`<run_dir>/disc_pool.npy`), to be read one epoch later. At test time D_{t-1} = 0.5 + std * N(0, 1).
+Loss: GAN + lambda_L1 * L1, as in pix2pix. Paper defaults: d = 64, R = (1, 2, 4, 8), instance norm,
+basic PatchGAN, vanilla GAN loss, Adam(2e-4, beta1 0.5).
+"""
+import itertools
+import logging
+import os
+
+import numpy as np
+import torch
+from einops import reduce
+
+from models.atme_blocks import WBlock
+from models.atme_checkpoint import strip_module_prefix
+from models.base_model import BaseModel, unwrap
+from models.diffusion_unet import DiffusionUNet
+from models.discriminators import define_D, patch_output_size
+from models.layers import init_weights
+from models.losses import GANLoss
+from options.parsing import add_bool_flag, int_tuple
+from util import distributed
+from util.disc_pool import POOL_FILENAME, DiscPool, test_time_maps
+from util.image_utils import save_image, tensor2im
+
+log = logging.getLogger(__name__)
+
+
+class AtmeModel(BaseModel):
+    """ATME: diffusion U-Net generator with the W block, PatchGAN discriminator, per-image D pool."""
+
+    # Model flags a resume must not change (the weights or the pool were made with them).
+    architecture_flags = ("dim", "dim_mults", "init_dim", "groups", "time_dim_mult", "learned_sinusoidal_cond",
+                          "random_fourier_features", "learned_sinusoidal_dim", "pool_stores")
+    # The checkpoints published with the paper call W "T".
+    checkpoint_aliases = {"W": ["T"]}
+
+    @staticmethod
+    def modify_commandline_options(parser, is_train=True):
+        parser.set_defaults(norm="instance", netD="basic", netG="diffusion_unet", dataset_mode="aligned")
+        group = parser.add_argument_group("ATME")
+        group.add_argument("--dim", type=int, default=64, help="embedding dimension d of the generator U-Net")
+        group.add_argument("--dim_mults", type=int_tuple, default=(1, 2, 4, 8),
+                           help="channel multipliers R per level, e.g. 1,2,4,8 (image sides must be multiples "
+                                "of 2 ** (levels - 1))")
+        group.add_argument("--init_dim", type=int, default=64, help="channels after the generator's first conv")
+        group.add_argument("--groups", type=int, default=8,
+                           help="GroupNorm groups in the generator's blocks (W keeps 8, as released)")
+        group.add_argument("--time_dim_mult", type=int, default=4, help="time-MLP width = dim x this")
+        add_bool_flag(group, "--learned_sinusoidal_cond", help="learned Fourier features for the time t")
+        add_bool_flag(group, "--random_fourier_features", help="fixed random Fourier features for the time t")
+        group.add_argument("--learned_sinusoidal_dim", type=int, default=16,
+                           help="twice the number of learned/random Fourier frequencies")
+        group.add_argument("--pool_test_std", type=float, default=0.001,
+                           help="test time: D_{t-1} = 0.5 + this * N(0, 1)")
+        if is_train:
+            parser.set_defaults(pool_size=0, gan_mode="vanilla", lr=0.0002, beta1=0.5)
+            group.add_argument("--lambda_L1", type=float, default=100.0, help="weight of the L1 loss")
+            group.add_argument("--pool_stores", choices=("prob", "logits"), default="prob",
+                               help="what the discriminator pool keeps: sigmoid(D) (the paper's reading) or raw "
+                                    "logits (the reference code)")
+            group.add_argument("--n_save_noisy", type=int, default=0,
+                               help="every epoch, save D_t and W_t of this many fixed training images under "
+                                    "<run_dir>/noisy_history/")
+        return parser
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.loss_names = ["G_GAN", "G_L1", "D_real", "D_fake"]
+        self.visual_names = ["real_A", "W", "noisy_A", "fake_B", "real_B"]
+        self.model_names = ["G", "W", "D"] if self.isTrain else ["G", "W"]
+        self.netG = init_weights(
+            DiffusionUNet(dim=opt.dim, init_dim=opt.init_dim, out_dim=opt.output_nc, dim_mults=opt.dim_mults,
+                          channels=opt.input_nc, resnet_block_groups=opt.groups,
+                          learned_sinusoidal_cond=opt.learned_sinusoidal_cond,
+                          random_fourier_features=opt.random_fourier_features,
+                          learned_sinusoidal_dim=opt.learned_sinusoidal_dim, time_dim_mult=opt.time_dim_mult),
+            opt.init_type, opt.init_gain)
+        self.netW = init_weights(WBlock(), opt.init_type, opt.init_gain)
+        self.disc_pool = None
+        self.sample_index = None
+        # Test-time maps repeat from run to run (and from the same --seed).
+        self.test_generator = torch.Generator().manual_seed(0 if opt.seed is None else int(opt.seed))
+        if self.isTrain:
+            factor = 2 ** (len(opt.dim_mults) - 1)
+            if opt.crop_size % factor:
+                raise ValueError(f"--crop_size {opt.crop_size} is not a multiple of {factor}, which the generator "
+                                 f"with --dim_mults {','.join(map(str, opt.dim_mults))} needs; use e.g. 256")
+            self.map_size = patch_output_size(opt.netD, opt.n_layers_D, opt.crop_size, opt.crop_size)
+            self.netD = define_D(opt.input_nc + opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm,
+                                 opt.init_type, opt.init_gain)
+            self.criterionGAN = GANLoss(opt.gan_mode).to(self.device)
+            self.criterionL1 = torch.nn.L1Loss()
+            # W learns with G: it is the generator's ear for the discriminator.
+            self.optimizer_G = self.make_adam(itertools.chain(self.netW.parameters(), self.netG.parameters()))
+            self.optimizer_D = self.make_adam(self.netD.parameters())
+            self.optimizers = [self.optimizer_G, self.optimizer_D]
+
+    # ------------------------------------------------------------------ setup and hooks
+    def setup(self, opt):
+        super().setup(opt)
+        if self.isTrain:
+            self.open_disc_pool(opt)
+
+    def open_disc_pool(self, opt):
+        """Open (resume) or create the run's discriminator pool; rank 0 creates, the others wait."""
+        path = os.path.join(self.save_dir, POOL_FILENAME)
+        num_images = self.dataset_size(opt)
+        seed = 0 if opt.seed is None else int(opt.seed)
+        if distributed.is_main_process():
+            self.disc_pool = DiscPool.open_or_create(path, num_images, self.map_size, resume=opt.continue_train,
+                                                     seed=seed)
+        distributed.barrier()
+        if not distributed.is_main_process():
+            self.disc_pool = DiscPool.open(path, num_images=num_images, map_size=self.map_size)
+
+    @staticmethod
+    def dataset_size(opt):
+        """Images in the training set: the pool keeps one map per image."""
+        if getattr(opt, "dataset_size", None) is not None:
+            return int(opt.dataset_size)
+        from data import create_dataset
+        return len(create_dataset(opt))
+
+    def sample_readers(self):
+        # Each sample's D_{t-1} is read from disk in the loader workers, overlapping the training step.
+        return {"disc_prev": self.disc_pool.reader()} if self.disc_pool is not None else {}
+
+    def on_epoch_end(self, epoch):
+        if self.disc_pool is not None:
+            self.disc_pool.flush()
+            if getattr(self.opt, "n_save_noisy", 0) > 0 and distributed.is_main_process():
+                self.save_noisy_history(epoch)
+
+    def extra_state(self):
+        if self.disc_pool is None:
+            return {}
+        self.disc_pool.flush()
+        return {"disc_pool": {"path": self.disc_pool.path, "num_images": len(self.disc_pool),
+                              "map_size": list(self.disc_pool.map_size)}}
+
+    def convert_checkpoint(self, name, state):
+        return strip_module_prefix(state)
+
+    # ------------------------------------------------------------------ the step
+    def set_input(self, batch):
+        self.real_A = self.to_device(batch["A"])
+        self.real_B = self.to_device(batch["B"]) if "B" in batch else None
+        self.image_paths = batch["A_paths"]
+        self.sample_index = batch["index"]
+        height, width = self.real_A.shape[-2:]
+        if self.isTrain:
+            if (height, width) != (self.opt.crop_size, self.opt.crop_size):
+                raise ValueError(f"training images are {height}x{width}, but the discriminator pool holds maps for "
+                                 f"--crop_size {self.opt.crop_size} squares; use --preprocess resize_and_crop, "
+                                 f"crop or scale_width_and_crop, or set --crop_size to the image size")
+            disc_prev = batch["disc_prev"] if "disc_prev" in batch else self.disc_pool.read(self.sample_index)
+        else:
+            size = patch_output_size(self.opt.netD, self.opt.n_layers_D, height, width)
+            disc_prev = test_time_maps(self.real_A.shape[0], size, std=self.opt.pool_test_std,
+                                       generator=self.test_generator)
+        self.disc_prev = self.to_device(disc_prev)
+
+    def forward(self):
+        self.W = self.netW(self.disc_prev, self.real_A.shape[-2:])
+        self.noisy_A = self.real_A * (1 + self.W)
+        # Eq. 7: the generator's time is the mean of W per image.
+        t = reduce(self.W.float(), "b c h w -> b", "mean")
+        self.fake_B = self.netG(self.noisy_A, t)
+
+    def backward_D(self):
+        # The fake is detached so D's step does not reach into G and W.
+        fake_AB = torch.cat((self.real_A, self.fake_B.detach()), 1)
+        real_AB = torch.cat((self.real_A, self.real_B), 1)
+        self.loss_D_fake = self.criterionGAN(self.netD(fake_AB), False)
+        self.loss_D_real = self.criterionGAN(self.netD(real_AB), True)
+        self.loss_D = (self.loss_D_fake + self.loss_D_real) * 0.5
+        return self.loss_D
+
+    def backward_G(self):
+        fake_AB = torch.cat((self.real_A, self.fake_B), 1)
+        self.disc_fake = self.netD(fake_AB)  # also the map stored in the pool
+        self.loss_G_GAN = self.criterionGAN(self.disc_fake, True)
+        self.loss_G_L1 = self.criterionL1(self.fake_B, self.real_B) * self.opt.lambda_L1
+        self.loss_G = self.loss_G_GAN + self.loss_G_L1
+        return self.loss_G
+
+    def optimize_parameters(self):
+        with self.autocast():
+            self.forward()
+        self.set_requires_grad(self.netD, True)
+        with self.autocast():
+            loss_D = self.backward_D()
+        self.backward(loss_D, self.optimizer_D)
+        self.step(self.optimizer_D)
+        self.accumulate_convergence(self.loss_D_real, self.loss_D_fake)
+        self.set_requires_grad(self.netD, False)
+        with self.autocast():
+            loss_G = self.backward_G()
+        self.backward(loss_G, self.optimizer_G)
+        self.step(self.optimizer_G)
+        self.store_disc_maps()
+
+    def store_disc_maps(self):
+        """Write D(x, fake) of this step into the pool for the batch's images: their D_{t-1} next epoch."""
+        maps = self.disc_fake.detach().float()
+        if self.opt.pool_stores == "prob":
+            maps = torch.sigmoid(maps)
+        self.disc_pool.write(self.sample_index, maps)
+
+    # ------------------------------------------------------------------ noisy history
+    def noisy_history_indices(self):
+        count = min(int(self.opt.n_save_noisy), len(self.disc_pool))
+        return np.unique(np.linspace(0, len(self.disc_pool) - 1, count).round().astype(np.int64)).tolist()
+
+    @torch.no_grad()
+    def save_noisy_history(self, epoch):
+        """D_t and W_t of fixed training images as PNG and .npy under `<run_dir>/noisy_history/`."""
+        directory = os.path.join(self.save_dir, "noisy_history")
+        os.makedirs(directory, exist_ok=True)
+        indices = self.noisy_history_indices()
+        disc = self.disc_pool.read(indices)
+        net_w = unwrap(self.netW)
+        was_training = net_w.training
+        net_w.eval()
+        w_maps = net_w(disc.to(self.device), (self.opt.crop_size, self.opt.crop_size)).float().cpu()
+        net_w.train(was_training)
+        probs = torch.sigmoid(disc) if self.opt.pool_stores == "logits" else disc
+        for i, index in enumerate(indices):
+            stem = os.path.join(directory, f"epoch_{epoch:03d}_img_{index}")
+            np.save(stem + "_D.npy", disc[i, 0].numpy())
+            np.save(stem + "_W.npy", w_maps[i, 0].numpy())
+            # PNGs map probabilities [0, 1] and W's [-1, 1] to grey levels.
+            save_image(tensor2im(probs[i] * 2 - 1), stem + "_D.png")
+            save_image(tensor2im(w_maps[i]), stem + "_W.png")
+        log.info("saved D_t and W_t of %d images to %s", len(indices), directory)
