@@ -112,6 +112,9 @@ def _atomic_torch_save(obj, path):
 def convert_release(run_dir, epoch="latest", *, out_dir=None, force=False, expected=None):
     """Check a released run dir and write `<epoch>_net_W.pth` from `<epoch>_net_T.pth`.
 
+    W must have the reference layout (it has no size options); a G of another configuration is reported,
+    not refused, since test.py loads it given the same architecture flags.
+
     Returns {name: path} of the files our model loads. Never overwrites an existing W unless `force`.
     `expected` ({'G': layout, 'W': layout}) defaults to the release's default configuration.
     """
@@ -128,7 +131,14 @@ def convert_release(run_dir, epoch="latest", *, out_dir=None, force=False, expec
                                     f"{' or ' + epoch + '_net_T.pth' if name == 'W' else ''}; "
                                     f"pass the folder with the released ATME checkpoints and the right --epoch")
         state = load_state_dict_file(src)
-        check_or_raise(state, expected[name], path=src, name=name)
+        if name == "G":
+            # G's layout depends on --dim/--dim_mults/...; a non-default G still loads with matching flags.
+            problems = check_reference_layout(state, expected["G"])
+            if problems:
+                log.warning("%s does not have the default ATME layout (d=64, R=1,2,4,8); pass the flags it was "
+                            "trained with to test.py:\n%s", src, format_problems(problems, limit=3))
+        else:
+            check_or_raise(state, expected[name], path=src, name=name)
         dst = os.path.join(out_dir, f"{epoch}_net_{name}.pth")
         if os.path.abspath(src) == os.path.abspath(dst):
             result[name] = dst
