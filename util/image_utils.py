@@ -3,7 +3,6 @@ import os
 import tempfile
 
 import numpy as np
-import torch
 from einops import rearrange
 from PIL import Image, ImageDraw, ImageFont
 
@@ -16,22 +15,21 @@ def tensor2im(t, imtype=np.uint8, index=0):
     """
     if isinstance(t, np.ndarray) and t.dtype == np.uint8 and t.ndim == 3 and t.shape[-1] in (1, 3, 4):
         return _to_rgb(t).astype(imtype)
-    if isinstance(t, np.ndarray):
-        t = torch.from_numpy(t)
-    if not isinstance(t, torch.Tensor):
+    is_tensor = hasattr(t, "detach")  # duck-typed, so scripts that only plot need not import torch
+    if not (is_tensor or isinstance(t, np.ndarray)):
         raise TypeError(f"tensor2im expects a tensor or an array, got {type(t).__name__}")
     if t.ndim == 4:
         if not 0 <= index < t.shape[0]:
             raise ValueError(f"tensor2im: index {index} is out of range for a batch of {t.shape[0]}")
-        t = t[index]
+        t = t[index]  # before the device copy: only this image leaves the GPU
+    if is_tensor:
+        t = t.detach().float().cpu().numpy()
     if t.ndim != 3:
         raise ValueError(f"tensor2im expects (B, C, H, W) or (C, H, W), got shape {tuple(t.shape)}")
     if t.shape[0] not in (1, 3, 4):
         raise ValueError(f"tensor2im: an image needs 1, 3 or 4 channels, got {t.shape[0]} "
                          f"(shape {tuple(t.shape)}); show a channel subset instead")
-    chw = t.detach().float().cpu().numpy()
-    # Generators end in tanh, so [-1, 1] maps to [0, 255]; clipping keeps overshoots from wrapping around.
-    chw = np.clip((chw + 1.0) * 127.5, 0.0, 255.0)
+    chw = np.clip((t.astype(np.float32) + 1.0) * 127.5, 0.0, 255.0)
     hwc = rearrange(chw, "c h w -> h w c")
     return _to_rgb(np.rint(hwc)).astype(imtype)
 

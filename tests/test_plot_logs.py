@@ -1,0 +1,89 @@
+"""scripts/plot_logs.py draws the convergence (with log 4) and loss curves of several runs from their CSVs."""
+import csv
+import importlib.util
+import math
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, run_cli
+
+
+def load_plot_logs():
+    spec = importlib.util.spec_from_file_location("plot_logs", os.path.join(ROOT, "scripts", "plot_logs.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def make_run(run_dir, losses=("G_GAN", "G_L1", "D_real", "D_fake"), epochs=3, images_per_epoch=8, print_every=4):
+    """CSV logs with the columns train.py writes."""
+    os.makedirs(run_dir, exist_ok=True)
+    rows, total = [], 0
+    for epoch in range(1, epochs + 1):
+        for iters in range(print_every, images_per_epoch + 1, print_every):
+            total += print_every
+            rows.append(dict(epoch=epoch, iters=iters, total_iters=total,
+                             **{name: 1.0 / (total + k) for k, name in enumerate(losses)},
+                             time_per_image=0.1, data_time=0.01))
+    write_csv(os.path.join(run_dir, "loss_log.csv"), rows)
+    conv = [dict(epoch=e, D_real=0.6, D_fake=0.5 + 0.1 * e, neg_L_GAN=1.1 + 0.1 * e,
+                 neg_L_GAN_minus_log4=1.1 + 0.1 * e - math.log(4)) for e in range(1, epochs + 1)]
+    write_csv(os.path.join(run_dir, "convergence.csv"), conv)
+    return str(run_dir)
+
+
+def test_fractional_epoch_from_iters_within_epoch():
+    plot_logs = load_plot_logs()
+    rows = [dict(epoch=1, iters=4), dict(epoch=1, iters=8), dict(epoch=2, iters=4), dict(epoch=2, iters=8),
+            dict(epoch=3, iters=4)]
+    assert plot_logs.fractional_epochs(rows).tolist() == [0.5, 1.0, 1.5, 2.0, 2.5]
+    assert plot_logs.fractional_epochs([dict(epoch=1, iters=3, epoch_frac=0.25)]).tolist() == [0.25]
+
+
+def test_several_runs_on_one_figure_with_the_log4_line(tmp_path):
+    plot_logs = load_plot_logs()
+    atme = make_run(tmp_path / "atme")
+    segan = make_run(tmp_path / "segan", losses=("G_GAN", "G_L1", "D_real", "D_fake", "MI"), epochs=2)
+    out = tmp_path / "figs" / "fig.png"
+    conv_fig, loss_fig = plot_logs.plot_runs([atme, segan], str(out))
+    lines = conv_fig.axes[0].get_lines()
+    assert len(lines) == 3  # two runs + log 4
+    flat = [ln for ln in lines if np.allclose(ln.get_ydata(), math.log(4))]
+    assert len(flat) == 1
+    assert lines[0].get_xdata().tolist() == [1, 2, 3] and lines[1].get_xdata().tolist() == [1, 2]
+    panels = {ax.get_title(): len(ax.get_lines()) for ax in loss_fig.axes}
+    assert panels == {"G_GAN": 2, "G_L1": 2, "D_real": 2, "D_fake": 2, "MI": 1}  # MI only in SEGAN
+    for png in (out, tmp_path / "figs" / "fig_losses.png"):
+        image = np.asarray(Image.open(png).convert("L"))
+        assert image.size > 0 and image.std() > 0  # drawn, not blank
+
+
+def test_cli_writes_pngs_and_reports_missing_runs(tmp_path, caplog):
+    run = make_run(tmp_path / "run1")
+    out = tmp_path / "c.png"
+    run_cli("scripts/plot_logs.py", run, "--out", out, "--loss_out", tmp_path / "l.png", timeout=120)
+    assert Image.open(out).size[0] > 100 and Image.open(tmp_path / "l.png").size[0] > 100
+    assert load_plot_logs().main([run, str(tmp_path / "missing"), "--out", str(out)]) == 1
+    assert "missing does not exist" in caplog.text
+
+
+def test_run_without_logs_is_a_clear_error(tmp_path):
+    plot_logs = load_plot_logs()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match="convergence.csv or loss_log.csv"):
+        plot_logs.plot_runs([str(tmp_path / "empty")], str(tmp_path / "x.png"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    write_csv(bad / "convergence.csv", [dict(epoch=1, D_real=0.5)])
+    with pytest.raises(ValueError, match="neg_L_GAN"):
+        plot_logs.read_convergence(str(bad))
