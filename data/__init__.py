@@ -12,6 +12,7 @@ import torch
 import torch.utils.data
 
 from data.base_dataset import BaseDataset
+from util import distributed
 from util.registry import find_class
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def create_dataloader(dataset, opt, *, shuffle=None, sampler=None, drop_last=Fal
     """A DataLoader over `dataset` with `opt.batch_size` and `opt.num_threads` workers.
 
     shuffle: default `not opt.serial_batches`; ignored when a `sampler` (e.g. DistributedSampler) is
-    given. With `opt.seed` set, the order and the augmentation repeat from run to run. `extras`: dict
+    given. With `opt.seed` set, the order and the augmentation repeat from run to run (with 0 workers the
+    augmentation draws from the main process's `random`, which train.py seeds). `extras`: dict
     name -> picklable callable(index: int) -> tensor, merged into every sample (see `WithExtras`).
     """
     workers = int(opt.num_threads)
@@ -85,7 +87,8 @@ def create_dataloader(dataset, opt, *, shuffle=None, sampler=None, drop_last=Fal
     if extras:
         dataset = WithExtras(dataset, extras)
     seeded = getattr(opt, "seed", None) is not None
-    generator = torch.Generator().manual_seed(int(opt.seed)) if seeded else None
+    # Each distributed rank gets its own augmentation stream (as seed_everything does for the process).
+    generator = torch.Generator().manual_seed(int(opt.seed) + distributed.rank()) if seeded else None
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=opt.batch_size,

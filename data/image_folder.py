@@ -51,16 +51,21 @@ def _decode_error(path, err):
                       f"truncated; replace or delete it, or pass --skip_bad_images to skip unreadable files")
 
 
-def load_image(path, mode="RGB"):
-    """Open `path` and decode it fully into a PIL image of `mode`; a corrupt file raises ValueError."""
+def _decoded(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image {path} does not exist (was it removed after the dataset was listed?)")
     try:
         with Image.open(path) as img:
             img.load()  # decodes every row now, so a truncated file fails here and not half-way
-            return img.convert(mode)
+        return img
     except _DECODE_ERRORS as err:
         raise _decode_error(path, err) from None
+
+
+def load_image(path, mode="RGB"):
+    """Open `path` and decode it fully into a PIL image of `mode`; a corrupt file raises ValueError."""
+    img = _decoded(path)
+    return img if img.mode == mode else img.convert(mode)
 
 
 def image_size(path):
@@ -74,7 +79,7 @@ def image_size(path):
 
 def _problem(path):
     try:
-        load_image(path)
+        _decoded(path)
     except (ValueError, FileNotFoundError) as err:
         return str(err)
     return None
