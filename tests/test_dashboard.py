@@ -149,7 +149,7 @@ def test_fake_server_going_away_and_coming_back(tmp_path, caplog):
     assert any(path.endswith("/env/flaky") for path, _ in server.posts)
     image_event = server.events_for("images_3")[-1]
     assert image_event["data"][0]["content"]["src"].startswith("data:image/png;base64,")
-    assert image_event["opts"]["caption"] == "real_A | real_B | fake_B"
+    assert image_event["opts"]["title"] == "flaky: images (epoch 1, step 1)"
     assert image_event["eid"] == "flaky"
 
     server.stop()

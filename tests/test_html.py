@@ -46,6 +46,9 @@ def test_make_grid_tiles_labels_and_resizes():
     unlabelled = make_grid([a, b, a], ncols=2, padding=2)
     assert unlabelled.shape == (2 * (8 + 2) + 2, 2 * (8 + 2) + 2, 3)
     assert grid.shape[0] > unlabelled.shape[0] and grid.shape[1] == unlabelled.shape[1]
+    enlarged = make_grid([a, b], ncols=2, padding=2, min_tile=20)  # 8 px tiles x2 (a whole factor)
+    assert enlarged.shape == (16 + 4, 2 * (16 + 2) + 2, 3)
+    assert (enlarged[2:18, 20:36] == 255).all()  # the second tile, enlarged by nearest neighbour
     with pytest.raises(ValueError, match="labels"):
         make_grid([a, b], labels=["one"])
 

@@ -217,11 +217,10 @@ class _LineHistory:
 def _draw_images(images, labels, title, ncols, winsize):
     """A visdom job: the grid is built in the worker thread, not in the training loop."""
     def draw(vis, win):
-        grid = make_grid(images, labels=labels, ncols=ncols)
-        width = min(ncols, len(images)) * (winsize + 4)
-        height = int(round(width * grid.shape[0] / grid.shape[1])) + 30
+        # Small crops are enlarged to about winsize here, so the labels keep a readable size on screen.
+        grid = make_grid(images, labels=labels, ncols=ncols, min_tile=winsize)
         vis.image(np.ascontiguousarray(grid.transpose(2, 0, 1)), win=win,
-                  opts=dict(title=title, caption=" | ".join(labels), width=width, height=height))
+                  opts=dict(title=title, width=grid.shape[1] + 20, height=grid.shape[0] + 60))
     return draw
 
 

@@ -83,11 +83,12 @@ def _fit(image, size):
     return np.asarray(Image.fromarray(image).resize((width, height), Image.NEAREST))
 
 
-def make_grid(images, labels=None, ncols=4, padding=2, background=255):
+def make_grid(images, labels=None, ncols=4, padding=2, background=255, min_tile=0, font_size=14):
     """Tile HWC uint8 images into one HWC uint8 image, `ncols` per row, each with its label above it.
 
     Images are resized to the size of the first one, so visuals of different sizes (e.g. a
-    discriminator map) still share a grid.
+    discriminator map) still share a grid. Tiles smaller than `min_tile` pixels are enlarged by a
+    whole factor (nearest), so small training crops stay readable next to their labels.
     """
     if not images:
         raise ValueError("make_grid needs at least one image")
@@ -96,8 +97,10 @@ def make_grid(images, labels=None, ncols=4, padding=2, background=255):
     if ncols < 1:
         raise ValueError(f"ncols must be at least 1, got {ncols}")
     tile_h, tile_w = images[0].shape[:2]
+    scale = max(1, int(min_tile) // max(tile_h, tile_w))
+    tile_h, tile_w = tile_h * scale, tile_w * scale
     tiles = [_fit(np.asarray(im, dtype=np.uint8), (tile_h, tile_w)) for im in images]
-    font = ImageFont.load_default()
+    font = _font(font_size)
     label_h = 0
     if labels:
         label_h = max(_text_size(font, text)[1] for text in labels) + 2 * padding
@@ -114,6 +117,13 @@ def make_grid(images, labels=None, ncols=4, padding=2, background=255):
             draw.text((x, y + padding // 2), text, fill=(0, 0, 0), font=font)
         canvas.paste(Image.fromarray(tile), (x, y + label_h))
     return np.asarray(canvas)
+
+
+def _font(size):
+    try:
+        return ImageFont.load_default(size=size)  # scalable with FreeType (Pillow >= 10.1)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
 
 
 def _text_size(font, text):
