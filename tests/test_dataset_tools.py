@@ -1,0 +1,147 @@
+"""combine_A_and_B, make_subset and the download script (no network: a closed local port and file:// URLs)."""
+import importlib.util
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DOWNLOAD = ROOT / "datasets" / "download_pix2pix_dataset.sh"
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "datasets" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # worker processes find its functions by module name
+    spec.loader.exec_module(module)
+    return module
+
+
+def save(path, value, size=(8, 8), mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    Image.fromarray(np.full(shape, value, dtype=np.uint8), mode).save(path)
+
+
+# ------------------------------------------------------------------------------------------- combine_A_and_B
+def test_combine_pairs_images_side_by_side_and_reports_every_mismatch(tmp_path):
+    A, B, AB = tmp_path / "A", tmp_path / "B", tmp_path / "AB"
+    for i in range(3):
+        save(A / "train" / f"{i}.png", 10 * i)
+        save(B / "train" / f"{i}.png", 200, mode="L")  # grey B next to colour A: converted to RGB
+    save(A / "train" / "onlyA.png", 1)  # missing partner in B
+    save(B / "train" / "onlyB.png", 1)  # missing partner in A
+    save(A / "train" / "big.png", 1, size=(8, 8))
+    save(B / "train" / "big.png", 1, size=(16, 8))  # size mismatch
+    save(A / "train" / "broken.png", 1)
+    (B / "train" / "broken.png").write_bytes(b"not an image")  # unreadable
+    save(A / "test" / "t.png", 5)  # B has no test split at all
+    tool = load_tool("combine_A_and_B")
+    written, problems = tool.main(["--fold_A", str(A), "--fold_B", str(B), "--fold_AB", str(AB),
+                                   "--no_multiprocessing"])
+    assert written == 3
+    assert sorted(p.name for p in (AB / "train").iterdir()) == ["0.png", "1.png", "2.png"]
+    combined = np.asarray(Image.open(AB / "train" / "2.png"))
+    assert combined.shape == (8, 16, 3)
+    assert (combined[:, :8] == 20).all() and (combined[:, 8:] == 200).all()
+    text = "\n".join(problems)
+    assert len(problems) == 5
+    assert "onlyA.png: no partner" in text and "onlyB.png: no partner in" in text
+    assert "big.png is 8x8 but" in text and "is 16x8" in text
+    assert "broken.png: unreadable" in text
+    assert "test does not exist" in text
+    # the CLI's exit status is non-zero when anything was reported, zero when all pairs worked
+    cli = [sys.executable, str(ROOT / "datasets" / "combine_A_and_B.py"), "--fold_A", str(A), "--fold_B", str(B),
+           "--fold_AB", str(tmp_path / "AB2"), "--no_multiprocessing"]
+    run = subprocess.run(cli, capture_output=True, text=True)
+    assert run.returncode == 1 and "5 files could not be paired" in run.stderr and "onlyB.png" in run.stderr
+
+
+def test_combine_use_AB_names_num_imgs_and_clean_exit(tmp_path):
+    folder = tmp_path / "both"
+    for i in range(4):
+        save(folder / "train" / f"x{i}_A.jpg", 30)
+        save(folder / "train" / f"x{i}_B.jpg", 90)
+    tool = load_tool("combine_A_and_B")
+    written, problems = tool.combine(str(folder), str(folder), str(tmp_path / "AB"), use_AB=True, num_imgs=3,
+                                     multiprocessing_ok=True)
+    assert problems == [] and written == 3
+    assert sorted(p.name for p in (tmp_path / "AB" / "train").iterdir()) == ["x0.jpg", "x1.jpg", "x2.jpg"]
+    with pytest.raises(FileNotFoundError, match="--fold_B .* is not a folder"):
+        tool.combine(str(folder), str(tmp_path / "nope"), str(tmp_path / "AB"))
+
+
+# ------------------------------------------------------------------------------------------- make_subset
+def test_make_subset_takes_the_first_n_in_loader_order_and_links_other_splits(tmp_path):
+    root = tmp_path / "night2day"
+    names = ["10.jpg", "2.jpg", "1.jpg", "3.jpg", "sub/0.jpg"]
+    for k, name in enumerate(names):
+        save(root / "train" / name, k, size=(16, 8))
+    save(root / "test" / "t.jpg", 1, size=(16, 8))
+    tool = load_tool("make_subset")
+    written = tool.main(["--dataroot", str(root), "--out", str(tmp_path / "n5k"), "--n", "3"])
+    assert written[str(tmp_path / "n5k" / "train")] == 3
+    kept = sorted(str(p.relative_to(tmp_path / "n5k" / "train")) for p in (tmp_path / "n5k" / "train").rglob("*.jpg"))
+    assert kept == ["1.jpg", "10.jpg", "2.jpg"]  # sorted paths, as data/image_folder.make_dataset lists them
+    assert os.path.islink(tmp_path / "n5k" / "train" / "1.jpg")
+    assert os.path.islink(tmp_path / "n5k" / "test") and (tmp_path / "n5k" / "test" / "t.jpg").is_file()
+    with pytest.raises(FileExistsError, match="--force"):
+        tool.main(["--dataroot", str(root), "--out", str(tmp_path / "n5k"), "--n", "3"])
+
+
+def test_make_subset_unpaired_writes_halves(tmp_path):
+    root = tmp_path / "edges"
+    image = np.zeros((8, 16, 3), dtype=np.uint8)
+    image[:, 8:] = 255
+    (root / "train").mkdir(parents=True)
+    Image.fromarray(image).save(root / "train" / "a.png")
+    tool = load_tool("make_subset")
+    tool.make_subset(str(root), str(tmp_path / "out"), unpaired=True, other_phases=())
+    left = np.asarray(Image.open(tmp_path / "out" / "trainA" / "a.png"))
+    right = np.asarray(Image.open(tmp_path / "out" / "trainB" / "a.png"))
+    assert left.shape == right.shape == (8, 8, 3) and left.max() == 0 and right.min() == 255
+
+
+# ------------------------------------------------------------------------------------------- download script
+def run_download(name, tmp_path, url):
+    env = dict(os.environ, DATASETS_DIR=str(tmp_path / "data"), PIX2PIX_DATASETS_URL=url)
+    return subprocess.run(["bash", str(DOWNLOAD), name], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_download_unknown_name_lists_valid_names(tmp_path):
+    run = run_download("facade", tmp_path, "http://127.0.0.1:9")
+    assert run.returncode != 0
+    assert "unknown dataset 'facade'" in run.stderr
+    for name in ("facades", "maps", "cityscapes", "night2day", "edges2shoes", "edges2handbags"):
+        assert name in run.stderr
+    assert "Downloading" not in run.stdout
+
+
+def test_download_failure_says_what_to_do(tmp_path):
+    run = run_download("maps", tmp_path, "http://127.0.0.1:9")  # a closed local port: fails at once
+    assert run.returncode != 0
+    assert "could not download http://127.0.0.1:9/maps.tar.gz" in run.stderr
+    assert "tar -xzf maps.tar.gz" in run.stderr
+    assert not (tmp_path / "data" / "maps").exists()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == []  # the temporary folder is cleaned up
+
+
+def test_download_unpacks_an_archive(tmp_path):
+    source = tmp_path / "mirror_src" / "facades"
+    save(source / "train" / "1.jpg", 1, size=(16, 8))
+    save(source / "val" / "1.jpg", 1, size=(16, 8))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with tarfile.open(mirror / "facades.tar.gz", "w:gz") as tar:
+        tar.add(source, arcname="facades")
+    run = run_download("facades", tmp_path, f"file://{mirror}")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "data" / "facades" / "train" / "1.jpg").is_file()
+    assert "train: 1 images" in run.stdout
+    again = run_download("facades", tmp_path, f"file://{mirror}")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
