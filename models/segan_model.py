@@ -52,7 +52,8 @@ class SeganModel(BaseModel):
                                help="jsd (Eq. 7, the paper's) or dv (Donsker-Varadhan, Eq. 5)")
             group.add_argument("--n_neg", type=int, default=1, help="negative (independent) pairs per positive pair")
             group.add_argument("--mi_negatives", type=str, default="fresh", choices=["fresh", "shuffle"],
-                               help="codes of the negative pairs: fresh N(0, I) draws (Eq. 7) or the batch's codes shuffled")
+                               help="codes of the negative pairs: fresh N(0, I) draws (Eq. 7) or the batch's "
+                                    "codes shuffled")
             group.add_argument("--samples_per_input", type=int, default=8,
                                help="codes drawn per input image in a step (paper: batch 4 x 8 = 32 pairs for T)")
             group.add_argument("--num_D", type=int, default=2, help="scales of the multi-scale PatchGAN")
@@ -156,9 +157,9 @@ class SeganModel(BaseModel):
             self._forward_samples()
             return
         # Every input is translated with `samples_per_input` codes; T sees all these pairs (Monte Carlo, Eq. 7).
-        self.input_A = repeat(self.real_A, "b c h w -> (b k) c h w", k=self.samples_per_input)
-        self.z = torch.randn(self.input_A.shape[0], self.nz, device=self.device)
-        self.fake_B_all = self.netG(self.input_A, self.z)
+        self.repeated_A = repeat(self.real_A, "b c h w -> (b k) c h w", k=self.samples_per_input)
+        self.z = torch.randn(self.repeated_A.shape[0], self.nz, device=self.device)
+        self.fake_B_all = self.netG(self.repeated_A, self.z)
         per_code = rearrange(self.fake_B_all, "(b k) c h w -> k b c h w", k=self.samples_per_input)
         for k in range(min(self.samples_per_input, TRAIN_VISUAL_SAMPLES)):
             setattr(self, f"fake_B_{k}", per_code[k])
@@ -179,7 +180,8 @@ class SeganModel(BaseModel):
 
     def backward_D(self):
         # Detached fakes: D's step does not reach into G. GANLoss averages over the D's scales.
-        self.loss_D_fake = self.criterionGAN(self.netD(self._d_input(self.fake_B_all.detach(), self.input_A)), False)
+        fake = self._d_input(self.fake_B_all.detach(), self.repeated_A)
+        self.loss_D_fake = self.criterionGAN(self.netD(fake), False)
         self.loss_D_real = self.criterionGAN(self.netD(self._d_input(self.real_B, self.real_A)), True)
         self.loss_D = (self.loss_D_fake + self.loss_D_real) * 0.5
         return self.loss_D
@@ -191,7 +193,8 @@ class SeganModel(BaseModel):
 
     def backward_G(self):
         """Eq. 8 for G: adversarial + lambda_L1 * L1 (aligned only) - lambda_MI * MI (G ascends the estimate)."""
-        self.loss_G_GAN = self.criterionGAN(self.netD(self._d_input(self.fake_B_all, self.input_A)), True)
+        fake = self._d_input(self.fake_B_all, self.repeated_A)
+        self.loss_G_GAN = self.criterionGAN(self.netD(fake), True)
         self.loss_G = self.loss_G_GAN
         if self.supervised:
             # Eq. 3: every sample of an input is compared with that input's target.

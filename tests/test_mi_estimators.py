@@ -61,6 +61,15 @@ def test_bad_arguments_are_named():
         make_pairs(torch.randn(2, 2), torch.randn(3, 2))
 
 
+@pytest.fixture
+def one_thread():
+    """Hundreds of tiny steps: one thread avoids thread start-up and contention costs on a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 class VectorCritic(nn.Module):
     """T(z, b) as a small MLP on the concatenated vectors."""
 
@@ -96,7 +105,7 @@ def independent_vectors(batch):
 
 
 @pytest.mark.parametrize("estimator,margin", [("jsd", 0.8), ("dv", 2.0)])
-def test_estimator_separates_dependent_from_independent(estimator, margin):
+def test_estimator_separates_dependent_from_independent(estimator, margin, one_thread):
     torch.manual_seed(0)
     dependent = train_critic(VectorCritic(2), dependent_vectors, estimator, steps=300)
     torch.manual_seed(0)
@@ -108,7 +117,7 @@ def test_estimator_separates_dependent_from_independent(estimator, margin):
         assert abs(independent) < 0.3 and dependent < math.log(101) + 0.5  # DV is a lower bound
 
 
-def test_statistics_network_learns_image_code_dependence():
+def test_statistics_network_learns_image_code_dependence(one_thread):
     # Images whose two channels are constant planes tanh(z): the critic must find the code in the image.
     def images_from_codes(batch):
         z = torch.randn(batch, 2)
