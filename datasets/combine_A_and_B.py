@@ -142,6 +142,7 @@ def main(argv=None):
     p.add_argument("--num_imgs", type=int, default=None, help="at most this many pairs per split")
     p.add_argument("--use_AB", action="store_true", help="pair x_A.<ext> with x_B.<ext> and write x.<ext>")
     p.add_argument("--no_multiprocessing", action="store_true", help="work in one process")
+    p.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     written, problems = combine(args.fold_A, args.fold_B, args.fold_AB, args.use_AB, args.num_imgs,
@@ -153,4 +154,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(1 if main()[1] else 0)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from util.cli import run_main
+    run_main(lambda: 1 if main()[1] else 0)  # non-zero when any file could not be paired

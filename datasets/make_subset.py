@@ -125,6 +125,7 @@ def main(argv=None):
     p.add_argument("--unpaired", action="store_true",
                    help="write <phase>A/ and <phase>B/ halves for --dataset_mode unaligned")
     p.add_argument("--force", action="store_true", help="overwrite existing output folders")
+    p.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
     args = p.parse_args(argv)
     if args.n < 0:
         raise ValueError(f"--n must be >= 0, got {args.n}")
@@ -137,4 +138,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from util.cli import run_main
+    run_main(lambda: main() and 0)  # one-line errors for users; main() returns its results for tests

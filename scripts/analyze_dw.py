@@ -164,6 +164,7 @@ def main(argv=None):
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the normality tests")
     p.add_argument("--out", default=None, help="JSON output (default: <history>/dw_analysis.json)")
     p.add_argument("--plot", default=None, help="PNG output (default: <history>/dw_analysis.png)")
+    p.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     directory = history_dir(args.run_dir)
@@ -191,4 +192,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from util.cli import run_main
+    run_main(lambda: main() and 0)  # one-line errors for users; main() returns its results for tests

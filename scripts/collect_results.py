@@ -16,6 +16,8 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 log = logging.getLogger("collect_results")
 
 DATASET_ORDER = ("facades", "maps", "cityscapes", "night2day")
@@ -150,6 +152,7 @@ def main(argv=None):
     p.add_argument("--out_md", default=None, help="write the Markdown table here (default: print it)")
     p.add_argument("--out_csv", default=None, help="write the CSV table here")
     p.add_argument("--paper", action="store_true", help="add the paper's pix2pix and ATME rows for comparison")
+    p.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     files = find_kid_files(args.paths)
@@ -170,4 +173,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from util.cli import run_main
+    run_main(lambda: main() and 0)  # one-line errors for users; main() returns its results for tests

@@ -51,6 +51,7 @@ def build_parser():
     run.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
                      help="extra fields for the JSON (e.g. --tag dataset=facades); repeatable")
     run.add_argument("--quiet", action="store_true", help="no torch-fidelity progress output")
+    run.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
     return p
 
 
@@ -123,4 +124,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from util.cli import run_main
+    run_main(lambda: main() and 0)  # one-line errors for users; main() returns its results for tests

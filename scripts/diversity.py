@@ -150,6 +150,7 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=32, help="image pairs per LPIPS batch")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--out", default=None, help="JSON output (default: <results_dir>/diversity.json)")
+    p.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.num_samples < 2:
@@ -178,4 +179,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from util.cli import run_main
+    run_main(lambda: main() and 0)  # one-line errors for users; main() returns its results for tests

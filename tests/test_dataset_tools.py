@@ -145,3 +145,61 @@ def test_download_unpacks_an_archive(tmp_path):
     assert "train: 1 images" in run.stdout
     again = run_download("facades", tmp_path, f"file://{mirror}")
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+# ------------------------------------------------------------------------------------------- per-dataset scripts
+def dry_run(script, *args, **env):
+    full_env = dict(os.environ, DRY_RUN="1", DATASETS_DIR="/nonexistent/data", **env)
+    return subprocess.run(["bash", str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
+                          env=full_env, timeout=60)
+
+
+def commands(run, program):
+    return [line for line in run.stdout.splitlines() if line.startswith("+ ") and program in line]
+
+
+def test_every_model_dataset_script_exists_and_runs_the_papers_settings():
+    for model in ("atme", "pix2pix"):
+        for dataset in ("facades", "maps", "cityscapes", "night2day"):
+            run = dry_run(f"{model}/{dataset}.sh")
+            assert run.returncode == 0, run.stderr
+            trains = commands(run, "train.py")
+            assert len(trains) == 2  # both directions
+            for direction, line in zip(("AtoB", "BtoA"), trains):
+                assert f"--name {dataset}_{model}_{direction} " in line and f"--direction {direction}" in line
+                # ATME paper, Sec. 5.3: batch 48, 100 + 100 epochs, instance norm, lr 2e-4, beta1 0.5
+                for flag in ("--batch_size 48", "--n_epochs 100", "--n_epochs_decay 100", "--norm instance",
+                             "--lr 0.0002", "--beta1 0.5", f"--model {model}"):
+                    assert flag in line
+            phase = "val" if dataset in ("maps", "cityscapes") else "test"
+            kids = commands(run, "compute_kid.py")
+            assert len(kids) == 2 and f"/{dataset}_{model}_BtoA/{phase}_latest" in kids[1]
+    night = commands(dry_run("atme/night2day.sh", "BtoA", "prepare", "train"), "")
+    assert any("make_subset.py" in line and "--n 5000" in line for line in night)
+    assert any("train.py --dataroot /nonexistent/data/night2day_5k" in line for line in night)
+
+
+def test_segan_scripts_follow_the_supervised_and_unsupervised_settings():
+    facades = dry_run("segan/facades.sh")
+    train = commands(facades, "train.py")[0]
+    for flag in ("--name facades_segan_BtoA", "--nz 8", "--lambda_MI 1", "--lambda_L1 3", "--samples_per_input 8",
+                 "--batch_size 4", "--crop_size 256"):
+        assert flag in train
+    assert "--n_samples 20 --num_test 100" in commands(facades, "test.py")[0]
+    assert "--num_inputs 100 --num_samples 20" in commands(facades, "diversity.py")[0]
+    shoes = dry_run("segan/edges2shoes.sh")
+    train = commands(shoes, "train.py")[0]
+    assert "--dataset_mode unaligned" in train and "--crop_size 128" in train and "--lambda_L1" not in train
+    assert "edges2shoes_unpaired" in train and "--unpaired" in commands(shoes, "make_subset.py")[0]
+    assert "--dataset_mode aligned" in commands(shoes, "test.py")[0]
+
+
+def test_experiment_script_rejects_bad_arguments():
+    run = dry_run("experiment.sh", "atme", "facades", "sideways")
+    assert run.returncode == 2 and "unknown stage 'sideways'" in run.stderr
+    run = dry_run("pix2pix/facades.sh", "AtoB", "fcn")  # fcn is for cityscapes B->A only
+    assert run.returncode == 0 and "skipped" in run.stdout
+    run = dry_run("experiment.sh", "segan", "night2day")
+    assert run.returncode == 2 and "segan runs on facades, maps, edges2shoes" in run.stderr
+    run = dry_run("atme/cityscapes.sh", "BtoA", SEG_WEIGHTS="/w/fcn.pth")
+    assert len(commands(run, "eval_cityscapes.py")) == 2  # generated photos and the ground-truth row
