@@ -63,6 +63,29 @@ def test_evaluate_model_averages_over_images_and_respects_max_batches():
         evaluate_model(model, [])
 
 
+def test_evaluate_model_with_the_pix2pix_model_on_demo_data(demo_root, tmp_path):
+    from data import create_dataloader, create_dataset
+    from models import create_model
+    from options.train_options import TrainOptions
+    opt = TrainOptions().parse(["--dataroot", demo_root, "--checkpoints_dir", str(tmp_path), "--name", "val",
+                                "--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8",
+                                "--load_size", "32", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0",
+                                "--display_id", "0", "--phase", "val", "--gpu_ids", "-1", "--no_flip"])
+    model = create_model(opt)
+    model.setup(opt)
+    model.eval()
+    loader = create_dataloader(create_dataset(opt), opt, shuffle=False)
+    result = evaluate_model(model, loader)
+    assert result["n_images"] == 4
+    assert 0 < result["l1"] < 2 and 0 < result["psnr"] < 60
+    by_hand = []  # the same numbers as scoring the batches one by one
+    for batch in loader:
+        model.set_input(batch)
+        model.test()
+        by_hand.append(batch_l1(model.fake_B, model.real_B))
+    assert result["l1"] == pytest.approx(torch.cat(by_hand).mean().item(), rel=1e-5)
+
+
 # ------------------------------------------------------------------------------------------- FCN scores
 def test_fcn_scores_on_a_known_confusion_matrix():
     scores = fcn_scores(torch.tensor([[3, 1], [0, 4]]))  # rows: ground truth, columns: prediction
