@@ -7,8 +7,8 @@ The ATME paper asks W_t = W(D_{t-1}) to initially follow a Brownian motion throu
 W_t - W_{t-1} are then independent and normal. Per saved image this reports the lag-1 autocorrelation of the
 increments over epochs (near 0 for independent increments, near 1 for a smooth drift) and normality tests of
 them (D'Agostino-Pearson on the increments pooled over pixels after a leave-one-out standardisation per pixel,
-and the fraction of pixels whose own increments fail a Shapiro-Wilk test, about alpha under normality). Writes dw_analysis.json and
-dw_analysis.png into the history folder.
+and the fraction of pixels whose own increments fail a Shapiro-Wilk test, about alpha under normality).
+Writes dw_analysis.json and dw_analysis.png into the history folder.
 """
 import argparse
 import logging

@@ -88,7 +88,7 @@ def logits_of(output, num_classes):
 def load_label(path, label_format="auto", max_distance=60.0, num_classes=19):
     """Train ids (H, W) from a colour label image or a single-channel train-id image."""
     with Image.open(path) as img:
-        single = img.mode in ("L", "P", "I", "I;16")
+        single = img.mode in ("L", "I", "I;16")  # palette ("P") images carry colours
         if label_format == "color" or (label_format == "auto" and not single):
             return colors_to_train_ids(np.asarray(img.convert("RGB")), max_distance=max_distance)
         ids = torch.from_numpy(np.asarray(img).astype(np.int64))
@@ -107,6 +107,20 @@ def load_photo(path, norm):
     return x
 
 
+def parse_size(text):
+    """'512' -> (512, 512); '1024x2048' -> (1024, 2048)."""
+    parts = str(text).lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, e.g. 256 or 1024x2048, got {text!r}") from None
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, e.g. 256 or 1024x2048, got {text!r}")
+    return size
+
+
 def pair_files(results_dir, photo_label, label_label):
     directory = images_dir(results_dir)
     photos = find_labelled_images(directory, photo_label)
@@ -122,7 +136,7 @@ def pair_files(results_dir, photo_label, label_label):
 
 
 @torch.no_grad()
-def evaluate(net, pairs, *, num_classes=19, norm="imagenet", seg_size=0, label_format="auto",
+def evaluate(net, pairs, *, num_classes=19, norm="imagenet", seg_size=None, label_format="auto",
              max_distance=60.0, batch_size=8, device="cpu"):
     """Confusion matrix of the network's segmentation of each photo against its label image."""
     conf = ConfusionMatrix(num_classes, device=device)
@@ -134,7 +148,7 @@ def evaluate(net, pairs, *, num_classes=19, norm="imagenet", seg_size=0, label_f
             raise ValueError(f"photos of different sizes in one batch ({chunk[0][0]} ...): use --batch_size 1")
         x = torch.stack(photos).to(device)
         if seg_size:
-            x = F.interpolate(x, size=(seg_size, seg_size), mode="bilinear", align_corners=False)
+            x = F.interpolate(x, size=seg_size, mode="bilinear", align_corners=False)
         logits = logits_of(net(x), num_classes)
         for (photo, label_path), one in zip(chunk, logits):
             label = load_label(label_path, label_format, max_distance, num_classes).to(device)
@@ -154,7 +168,8 @@ def main(argv=None):
     p.add_argument("--num_classes", type=int, default=19, help="classes the network predicts (train ids)")
     p.add_argument("--input_norm", default="imagenet", choices=("imagenet", "tanh", "none"),
                    help="photo normalisation the network expects: ImageNet mean/std, [-1,1], or [0,1]")
-    p.add_argument("--seg_size", type=int, default=0, help="resize photos to this square size first (0: as they are)")
+    p.add_argument("--seg_size", type=parse_size, default=None,
+                   help="resize photos to N (square) or HxW (e.g. 1024x2048, Cityscapes' own size) before segmenting")
     p.add_argument("--label_format", default="auto", choices=("auto", "color", "trainid"),
                    help="colour label images, or single-channel train ids (auto: by image mode)")
     p.add_argument("--color_tolerance", type=float, default=60.0,

@@ -164,7 +164,7 @@ def test_eval_cityscapes_end_to_end_with_known_scores(tmp_path):
     torch.jit.script(NearestColourSegmenter()).save(str(weights))
     payload = load_script("eval_cityscapes").main([
         "--results_dir", str(images.parent), "--seg_weights", str(weights), "--input_norm", "none",
-        "--device", "cpu", "--batch_size", "2"])
+        "--device", "cpu", "--batch_size", "2", "--seg_size", "32x32"])
     assert payload["n_images"] == 2 and payload["n_pixels"] == 512 - 16
     assert payload["per_pixel_acc"] == pytest.approx((240 + 128) / 496)
     # road: 112 + 128 labelled, all right; car: 128 right; sky: 128 labelled, none right (predicted road)
@@ -193,10 +193,10 @@ def test_segmentation_state_dict_loads_into_torchvision_fcn(tmp_path):
 
 # ------------------------------------------------------------------------------------------- diversity
 def write_samples(directory, stem, values, size=16, seed=0):
+    """`<stem>_fake_B_<k>.png` for each value: a grey level (a flat image) or a whole (size, size, 3) array."""
     rng = np.random.default_rng(seed)
     for k, value in enumerate(values):
-        pattern = value if np.isscalar(value) else value
-        array = np.broadcast_to(pattern, (size, size, 3)) if np.isscalar(value) else value
+        array = np.broadcast_to(value, (size, size, 3)) if np.isscalar(value) else value
         save(directory / f"{stem}_fake_B_{k}.png", array)
     save(directory / f"{stem}_real_A.png", rng.integers(0, 255, (size, size, 3)))
 
