@@ -17,6 +17,7 @@ from models import create_model
 from options.test_options import TestOptions
 from util.devices import seed_everything
 from util.html import HTML, save_images
+from util.cli import run_main
 from util.run_logs import setup_logging
 
 log = logging.getLogger("test")
@@ -58,5 +59,4 @@ def main(args=None):
 
 
 if __name__ == "__main__":
-    with torch.inference_mode(False):
-        sys.exit(main())
+    run_main(main)

@@ -24,6 +24,7 @@ from options.train_options import TrainOptions
 from util import distributed
 from util.dashboard import Dashboard
 from util.devices import seed_everything
+from util.cli import run_main
 from util.run_logs import CsvLog, setup_logging
 
 log = logging.getLogger("train")
@@ -159,4 +160,4 @@ def main(args=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

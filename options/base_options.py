@@ -166,7 +166,6 @@ def save_options(opt, parser, prefix):
     """Write `<prefix>_opt.txt` and `<prefix>_opt.json` to the run directory (atomically)."""
     from util.checkpoint import atomic_write_text
     directory = run_dir(opt)
-    os.makedirs(directory, exist_ok=True)
     atomic_write_text(os.path.join(directory, f"{prefix}_opt.txt"), options_text(opt, parser) + "\n")
     payload = {k: _jsonable(v) for k, v in sorted(vars(opt).items())}
     atomic_write_text(os.path.join(directory, f"{prefix}_opt.json"), json.dumps(payload, indent=1) + "\n")

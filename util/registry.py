@@ -9,7 +9,7 @@ def available_names(package, suffix):
     names = []
     for filename in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(filename)
-        if ext == ".py" and stem.endswith(suffix) and stem != "template" + suffix:
+        if ext == ".py" and stem.endswith(suffix) and stem not in ("template" + suffix, "base" + suffix):
             names.append(stem[: -len(suffix)])
     return names
 
