@@ -1,0 +1,267 @@
+"""Throughput and memory of the fast paths (bf16 autocast, channels_last, torch.compile) against fp32 eager.
+
+    python scripts/benchmark.py --model atme --size 256 --batch_size 4 --repeats 2 --out bench_atme.json
+    python scripts/benchmark.py --model pix2pix --size 256 --batch_size 4 --modes fp32,bf16,cl,bf16+cl
+    python scripts/benchmark.py --pool --pool_sizes 1000,1000000 --out bench_pool.json
+
+All modes run in one process. Each model is built through the real option parser and `models.create_model`
+(a temporary checkpoints directory, synthetic batches), so the numbers measure the framework's code.
+Throughput is images/s of the median of `--repeats` timed steps after `--warmup` untimed ones. Peak memory
+is torch.cuda.max_memory_allocated on CUDA; on the CPU it is the highest resident set sampled during the
+mode, minus the resident set before it (ru_maxrss only ever grows, so it cannot separate modes).
+"""
+import argparse
+import gc
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from models import create_model  # noqa: E402
+from options.train_options import TrainOptions  # noqa: E402
+
+log = logging.getLogger("benchmark")
+
+# mode name -> extra train.py flags
+MODE_FLAGS = {
+    "fp32": [],
+    "bf16": ["--amp", "bf16"],
+    "cl": ["--channels_last"],
+    "bf16+cl": ["--amp", "bf16", "--channels_last"],
+    "compile": ["--compile"],
+    "bf16+cl+compile": ["--amp", "bf16", "--channels_last", "--compile"],
+}
+# Small but paper-shaped defaults per model; the size-dependent generator is picked for pix2pix.
+MODEL_FLAGS = {
+    "pix2pix": lambda size: ["--netG", "unet_256" if size >= 256 else "unet_128" if size >= 128 else "unet"],
+    "atme": lambda size: [],
+    "segan": lambda size: [],
+}
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+class PeakRss:
+    """Samples the resident set in a thread; `.peak` is the highest value seen while active."""
+
+    def __init__(self, interval=0.005):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def __enter__(self):
+        self.start = self.peak = rss_bytes()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def build_model(name, size, batch_size, mode_flags, checkpoints_dir, extra=()):
+    """A training model of `name` as train.py builds it, on a synthetic data set of `batch_size` images."""
+    args = ["--model", name, "--name", "bench", "--checkpoints_dir", checkpoints_dir, "--dataroot", checkpoints_dir,
+            "--load_size", str(size), "--crop_size", str(size), "--batch_size", str(batch_size), "--seed", "0",
+            "--display_id", "0", "--no_html", "--num_threads", "0", *MODEL_FLAGS[name](size), *mode_flags, *extra]
+    opt = TrainOptions().parse(args)
+    opt.dataset_size = batch_size  # the ATME pool needs one map per image; no files are read
+    torch.manual_seed(0)
+    model = create_model(opt)
+    model.setup(opt)
+    return model, opt
+
+
+def synthetic_batch(model, opt, batch_size, size):
+    generator = torch.Generator().manual_seed(0)
+    batch = {"A": torch.rand(batch_size, opt.input_nc, size, size, generator=generator) * 2 - 1,
+             "B": torch.rand(batch_size, opt.output_nc, size, size, generator=generator) * 2 - 1,
+             "A_paths": [f"{i}.png" for i in range(batch_size)], "B_paths": [f"{i}.png" for i in range(batch_size)],
+             "index": torch.arange(batch_size)}
+    pool = getattr(model, "disc_pool", None)
+    if pool is not None:
+        batch["disc_prev"] = pool.read(range(batch_size))
+    return batch
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def bench_mode(name, mode, args, checkpoints_dir):
+    """Train-step and inference throughput and peak memory of one mode."""
+    gc.collect()
+    with PeakRss() as mem:
+        model, opt = build_model(name, args.size, args.batch_size, MODE_FLAGS[mode], checkpoints_dir,
+                                 args.extra.split() if args.extra else ())
+        device = model.device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        batch = synthetic_batch(model, opt, args.batch_size, args.size)
+
+        def train_step():
+            model.set_input(batch)
+            model.optimize_parameters()
+
+        model.train()
+        train_s, train_all = timed(train_step, device, args.warmup, args.repeats)
+        model.eval()
+        model.set_input(batch)
+        infer_s, infer_all = timed(model.test, device, args.warmup, args.repeats)
+        losses = model.get_current_losses()
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else mem.peak - mem.start)
+    del model
+    return {"mode": mode, "train_img_s": args.batch_size / train_s, "infer_img_s": args.batch_size / infer_s,
+            "train_step_s": train_all, "infer_step_s": infer_all, "peak_mem_mb": peak / 2 ** 20,
+            "memory_measure": "cuda_max_allocated" if device.type == "cuda" else "rss_peak_minus_start",
+            "losses": losses, "device": str(device)}
+
+
+def bench_models(args):
+    rows = []
+    for mode in args.modes.split(","):
+        if mode not in MODE_FLAGS:
+            raise ValueError(f"--modes: unknown mode {mode!r}; choose from {', '.join(MODE_FLAGS)}")
+        with tempfile.TemporaryDirectory() as tmp:
+            log.info("%s %dx%d batch %d: mode %s", args.model, args.size, args.size, args.batch_size, mode)
+            rows.append(bench_mode(args.model, mode, args, tmp))
+            log.info("  train %.3f img/s, inference %.3f img/s", rows[-1]["train_img_s"], rows[-1]["infer_img_s"])
+    base = next((r for r in rows if r["mode"] == "fp32"), rows[0])
+    for r in rows:
+        r["train_speedup"] = r["train_img_s"] / base["train_img_s"]
+        r["infer_speedup"] = r["infer_img_s"] / base["infer_img_s"]
+    return rows
+
+
+def model_table(rows):
+    lines = ["| mode | train img/s | x fp32 | infer img/s | x fp32 | peak mem MB |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['train_img_s']:.3f} | {r['train_speedup']:.2f} | {r['infer_img_s']:.3f} | "
+                     f"{r['infer_speedup']:.2f} | {r['peak_mem_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def bench_pool(args):
+    """DiscPool read+write time per batch and the process RSS, for pools of each size in `--pool_sizes`."""
+    from util.disc_pool import DiscPool
+    rows = []
+    side = args.pool_map
+    rng = np.random.default_rng(0)
+    for count in (int(float(s)) for s in args.pool_sizes.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            rss_before = rss_bytes()
+            start = time.perf_counter()
+            pool = DiscPool.create(os.path.join(tmp, "disc_pool.npy"), count, (side, side))
+            create_s = time.perf_counter() - start
+            maps = torch.rand(args.batch_size, 1, side, side)
+            times = []
+            for _ in range(args.pool_batches):
+                idx = rng.choice(count, size=min(args.batch_size, count), replace=False)
+                start = time.perf_counter()
+                pool.read(idx)
+                pool.write(idx, maps[:len(idx)])
+                times.append(time.perf_counter() - start)
+            rows.append({"images": count, "map": f"{side}x{side}", "file_mb": os.path.getsize(pool.path) / 2 ** 20,
+                         "create_s": create_s, "read_write_ms_median": 1e3 * statistics.median(times),
+                         "rss_mb": rss_bytes() / 2 ** 20, "rss_growth_mb": (rss_bytes() - rss_before) / 2 ** 20})
+            pool.close()
+            del pool
+    return rows
+
+
+def pool_table(rows):
+    lines = ["| images | map | file MB | create s | read+write ms/batch | RSS MB | RSS growth MB |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['images']} | {r['map']} | {r['file_mb']:.0f} | {r['create_s']:.1f} | "
+                     f"{r['read_write_ms_median']:.3f} | {r['rss_mb']:.0f} | {r['rss_growth_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="atme", choices=sorted(MODEL_FLAGS))
+    p.add_argument("--size", type=int, default=256, help="square image side")
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--modes", default="fp32,bf16,cl,bf16+cl",
+                   help=f"comma-separated, from {', '.join(MODE_FLAGS)}")
+    p.add_argument("--compile", action="store_true", help="add the compile and bf16+cl+compile modes")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per mode")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps per mode (the median is reported)")
+    p.add_argument("--extra", default="", help="more train.py flags for the model, e.g. '--ngf 32'")
+    p.add_argument("--pool", action="store_true", help="benchmark util/disc_pool.DiscPool instead of a model")
+    p.add_argument("--pool_sizes", default="1000,1000000", help="pool sizes (images), comma-separated")
+    p.add_argument("--pool_map", type=int, default=30, help="side of a pool map (30 for 256x256 basic PatchGAN)")
+    p.add_argument("--pool_batches", type=int, default=200, help="timed read+write batches per pool size")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    args = p.parse_args(argv)
+    if args.compile:
+        args.modes += ",compile,bf16+cl+compile"
+    if args.repeats < 1 or args.warmup < 0:
+        p.error("--repeats must be at least 1 and --warmup at least 0")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("models").setLevel(logging.WARNING)
+    logging.getLogger("util").setLevel(logging.WARNING)
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    if args.pool:
+        rows = bench_pool(args)
+        table = pool_table(rows)
+        result = {"kind": "pool", "batch_size": args.batch_size, **info, "rows": rows}
+    else:
+        rows = bench_models(args)
+        table = model_table(rows)
+        result = {"kind": "model", "model": args.model, "size": args.size, "batch_size": args.batch_size,
+                  "warmup": args.warmup, "repeats": args.repeats, **info, "rows": rows}
+    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(table)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+        log.info("wrote %s", args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
