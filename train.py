@@ -52,6 +52,33 @@ class StopRequest:
         return 128 + self.signum
 
 
+def make_val_loader(opt):
+    """The `val` split, in order, with the test-time preprocessing (no random crop or flip)."""
+    import copy
+    val_opt = copy.copy(opt)
+    val_opt.phase, val_opt.isTrain, val_opt.no_flip, val_opt.serial_batches = "val", False, True, True
+    val_opt.load_size = opt.crop_size
+    val_opt.num_threads = 0
+    return create_dataloader(create_dataset(val_opt), val_opt, shuffle=False)
+
+
+def validate(model, loader, epoch, val_log, dashboard, rank):
+    """Mean L1 and PSNR on the val split; keeps a `best` checkpoint by the lowest L1."""
+    from util.metrics import evaluate_model
+    model.eval()
+    scores = evaluate_model(model, loader)
+    model.train()
+    if rank != 0:
+        return
+    previous = [float(r["l1"]) for r in val_log.rows()]
+    val_log.append(dict(epoch=epoch, **scores))
+    dashboard.plot_lines("validation", epoch, {k: v for k, v in scores.items() if k in ("l1", "psnr")})
+    log.info("validation after epoch %d: L1 %.4f, PSNR %.2f dB", epoch, scores["l1"], scores["psnr"])
+    if not previous or scores["l1"] < min(previous):
+        model.save_networks("best")
+        log.info("new best L1: saved best_net_*.pth")
+
+
 def main(args=None):
     opt = TrainOptions().parse(args)
     distributed.init_from_environment("cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu")
@@ -61,6 +88,7 @@ def main(args=None):
     stop = StopRequest()
 
     dataset = create_dataset(opt)
+    opt.dataset_size = len(dataset)
     model = create_model(opt)
     model.setup(opt)
     resumed = model.resume_state or {}
@@ -74,6 +102,10 @@ def main(args=None):
     dashboard = Dashboard(opt.run_dir, opt.name, display_id=opt.display_id, server=opt.display_server,
                           port=opt.display_port, env=opt.display_env, ncols=opt.display_ncols,
                           winsize=opt.display_winsize, use_html=not opt.no_html, enabled=rank == 0)
+    val_loader = None
+    if opt.val_freq > 0:
+        val_loader = make_val_loader(opt)
+    val_log = CsvLog(os.path.join(opt.run_dir, "val_log.csv")) if rank == 0 else None
     loss_log = CsvLog(os.path.join(opt.run_dir, "loss_log.csv")) if rank == 0 else None
     conv_log = CsvLog(os.path.join(opt.run_dir, "convergence.csv")) if rank == 0 else None
     images_per_step = opt.batch_size * world
@@ -149,6 +181,8 @@ def main(args=None):
         epoch_seconds = time.perf_counter() - t_epoch
         log.info("end of epoch %d / %d: %.1f s, %.2f images/s", epoch, last_epoch, epoch_seconds,
                  steps * images_per_step / max(epoch_seconds, 1e-9))
+        if val_loader is not None and epoch % opt.val_freq == 0:
+            validate(model, val_loader, epoch, val_log, dashboard, rank)
         if epoch % opt.save_epoch_freq == 0 or epoch == last_epoch:
             save("latest", epoch + 1, 0)
             save(str(epoch), epoch + 1, 0)

@@ -153,7 +153,8 @@ class AtmeModel(BaseModel):
         self.image_paths = batch["A_paths"]
         self.sample_index = batch["index"]
         height, width = self.real_A.shape[-2:]
-        if self.isTrain:
+        # Validation during training runs with the networks in eval mode: it sees test-time maps, not the pool.
+        if self.isTrain and self.netW.training:
             if (height, width) != (self.opt.crop_size, self.opt.crop_size):
                 raise ValueError(f"training images are {height}x{width}, but the discriminator pool holds maps for "
                                  f"--crop_size {self.opt.crop_size} squares; use --preprocess resize_and_crop, "

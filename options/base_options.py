@@ -90,12 +90,16 @@ class BaseOptions:
     # ------------------------------------------------------------------ parsing
     def build_parser(self, args):
         """The full parser for `args`: base flags plus the chosen model's and dataset's."""
+        # The early passes must not act on --help: the model's and dataset's flags are not there yet.
+        early = [a for a in args if a not in ("-h", "--help")]
         parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                          description=self.__doc__)
         self.initialize(parser)
-        known, _ = parser.parse_known_args(args)
-        models.get_option_setter(known.model)(parser, self.isTrain)
-        known, _ = parser.parse_known_args(args)  # the model may change the dataset_mode default
+        known, _ = parser.parse_known_args(early)
+        model_class = models.find_model_using_name(known.model)
+        model_class.modify_commandline_options(parser, self.isTrain)
+        self.architecture_flags = ARCHITECTURE_FLAGS + tuple(getattr(model_class, "architecture_flags", ()))
+        known, _ = parser.parse_known_args(early)  # the model may change the dataset_mode default
         data.get_option_setter(known.dataset_mode)(parser, self.isTrain)
         return parser
 

@@ -1,7 +1,7 @@
 """Test flags. Architecture options come from the run's stored `train_opt.json`."""
 import logging
 
-from options.base_options import (ARCHITECTURE_FLAGS, INVOCATION_FLAGS, BaseOptions, load_stored_options,
+from options.base_options import (INVOCATION_FLAGS, BaseOptions, load_stored_options,
                                   run_dir, save_options)
 from options.parsing import add_bool_flag
 
@@ -32,7 +32,8 @@ class TestOptions(BaseOptions):
         import sys
         args = sys.argv[1:] if args is None else list(args)
         parser = self.build_parser(args)
-        first = parser.parse_args(args)
+        # Known args only: flags of the stored model (e.g. --n_samples) are unknown to the default one.
+        first, _ = parser.parse_known_args([a for a in args if a not in ("-h", "--help")])
         stored = load_stored_options(run_dir(first))
         if stored is not None:
             # The stored model may differ from the default: rebuild the parser for it.
@@ -42,7 +43,7 @@ class TestOptions(BaseOptions):
             opt = parser.parse_args(args)
             self.apply_stored(opt, parser, args, stored, run_dir(first))
         else:
-            opt = first
+            opt = parser.parse_args(args)
             log.info("no train_opt.json in %s: using the flags as given", run_dir(first))
         opt.isTrain = False
         opt = self.resolve(opt, parser, args)
@@ -59,7 +60,7 @@ class TestOptions(BaseOptions):
                 value = tuple(value)
             current = getattr(opt, key)
             if key in explicit:
-                if key in ARCHITECTURE_FLAGS and current != value:
+                if key in self.architecture_flags and current != value:
                     conflicts.append(f"--{key} {current} (the run was trained with --{key} {value})")
                 continue
             setattr(opt, key, value)

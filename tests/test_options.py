@@ -78,3 +78,19 @@ def test_test_options_reject_a_contradicting_flag(tmp_path):
     opt = TestOptions().parse(["--dataroot", str(tmp_path), "--checkpoints_dir", str(tmp_path / "ck"),
                                "--name", "run", "--ngf", "32", "--num_test", "3"])
     assert opt.ngf == 32 and opt.num_test == 3
+
+
+def test_model_architecture_flags_are_checked_at_test_time(tmp_path):
+    TrainOptions().parse(train_args(tmp_path, "--model", "atme", "--dim", "16", "--dim_mults", "1,2"))
+    base = ["--dataroot", str(tmp_path), "--checkpoints_dir", str(tmp_path / "ck"), "--name", "run"]
+    opt = TestOptions().parse(base)
+    assert opt.model == "atme" and opt.dim == 16 and tuple(opt.dim_mults) == (1, 2)
+    with pytest.raises(ValueError, match="--dim 32"):
+        TestOptions().parse(base + ["--dim", "32"])
+
+
+def test_help_shows_the_models_flags(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        TrainOptions().parse(["--model", "atme", "--help"])
+    out = capsys.readouterr().out
+    assert "--dim_mults" in out and "--pool_stores" in out

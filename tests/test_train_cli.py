@@ -22,8 +22,11 @@ def train(demo_root, ck, name, *extra, **kw):
 
 def test_train_then_test_end_to_end(demo_root, tmp_path):
     ck, res = tmp_path / "ck", tmp_path / "res"
-    train(demo_root, ck, "e2e", "--n_epochs", "1", "--n_epochs_decay", "1")
+    train(demo_root, ck, "e2e", "--n_epochs", "1", "--n_epochs_decay", "1", "--val_freq", "1")
     run = ck / "e2e"
+    val_rows = list(csv.DictReader(open(run / "val_log.csv")))
+    assert [int(r["epoch"]) for r in val_rows] == [1, 2] and all(float(r["psnr"]) > 0 for r in val_rows)
+    assert (run / "best_net_G.pth").exists()
     for name in ("latest_net_G.pth", "latest_net_D.pth", "2_net_G.pth", "latest_train_state.pth",
                  "train_opt.txt", "train_opt.json", "loss_log.csv", "convergence.csv", "web/index.html"):
         assert (run / name).exists(), name
