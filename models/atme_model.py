@@ -193,17 +193,8 @@ class AtmeModel(BaseModel):
     def optimize_parameters(self):
         with self.autocast():
             self.forward()
-        self.set_requires_grad(self.netD, True)
-        with self.autocast():
-            loss_D = self.backward_D()
-        self.backward(loss_D, self.optimizer_D)
-        self.step(self.optimizer_D)
-        self.accumulate_convergence(self.loss_D_real, self.loss_D_fake)
-        self.set_requires_grad(self.netD, False)
-        with self.autocast():
-            loss_G = self.backward_G()
-        self.backward(loss_G, self.optimizer_G)
-        self.step(self.optimizer_G)
+        self.update_D()
+        self.optimizer_step(self.backward_G, self.optimizer_G)
         self.store_disc_maps()
 
     def store_disc_maps(self):
@@ -211,7 +202,13 @@ class AtmeModel(BaseModel):
         maps = self.disc_fake.detach().float()
         if self.opt.pool_stores == "prob":
             maps = torch.sigmoid(maps)
-        self.disc_pool.write(self.sample_index, maps)
+        indices = torch.as_tensor(self.sample_index, dtype=torch.long, device=maps.device).reshape(-1)
+        if distributed.is_distributed():
+            # Each node's pool file gets every rank's maps; one process per node writes them.
+            indices, maps = gather_from_ranks(indices), gather_from_ranks(maps)
+            if (distributed.local_rank() or 0) != 0:
+                return
+        self.disc_pool.write(indices, maps)
 
     # ------------------------------------------------------------------ noisy history
     def noisy_history_indices(self):
@@ -239,3 +236,19 @@ class AtmeModel(BaseModel):
             save_image(tensor2im(probs[i] * 2 - 1), stem + "_D.png")
             save_image(tensor2im(w_maps[i]), stem + "_W.png")
         log.info("saved D_t and W_t of %d images to %s", len(indices), directory)
+
+
+def gather_from_ranks(tensor):
+    """Concatenate `tensor` (batch first) over all ranks in rank order; batches may differ in size."""
+    import torch.distributed as dist
+    world = distributed.world_size()
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    counts = [int(c) for c in counts]
+    longest = max(counts)
+    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+    padded[:tensor.shape[0]] = tensor
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:n] for part, n in zip(parts, counts)])

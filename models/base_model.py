@@ -159,12 +159,37 @@ class BaseModel(ABC):
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    def optimizer_step(self, compute_loss, optimizer):
+        """`compute_loss()` under autocast, then backward and step; returns the loss."""
+        with self.autocast():
+            loss = compute_loss()
+        self.backward(loss, optimizer)
+        self.step(optimizer)
+        return loss
+
+    def update_D(self):
+        """One step of `netD` on `backward_D()` with `optimizer_D`, then D frozen for the generator's step.
+
+        `backward_D` sets `loss_D_real` and `loss_D_fake`; their epoch means feed convergence.csv.
+        """
+        self.set_requires_grad(self.netD, True)
+        self.optimizer_step(self.backward_D, self.optimizer_D)
+        self.accumulate_convergence(self.loss_D_real, self.loss_D_fake)
+        self.set_requires_grad(self.netD, False)
+
     @staticmethod
     def set_requires_grad(nets, requires_grad=False):
+        """Freeze or unfreeze networks. A frozen DDP network also stops preparing a gradient reduction in its
+        forward: the generator step runs D without producing D gradients, and DDP would otherwise wait for
+        them and fail at D's next forward."""
         for net in nets if isinstance(nets, (list, tuple)) else [nets]:
-            if net is not None:
-                for p in net.parameters():
-                    p.requires_grad_(requires_grad)
+            if net is None:
+                continue
+            for p in net.parameters():
+                p.requires_grad_(requires_grad)
+            inner = getattr(net, "_orig_mod", net)  # torch.compile around DDP
+            if hasattr(inner, "require_backward_grad_sync"):
+                inner.require_backward_grad_sync = requires_grad
 
     def update_learning_rate(self):
         old = self.optimizers[0].param_groups[0]["lr"]

@@ -68,16 +68,6 @@ class Pix2PixModel(BaseModel):
     def optimize_parameters(self):
         with self.autocast():
             self.forward()
-        # D step
-        self.set_requires_grad(self.netD, True)
-        with self.autocast():
-            loss_D = self.backward_D()
-        self.backward(loss_D, self.optimizer_D)
-        self.step(self.optimizer_D)
-        self.accumulate_convergence(self.loss_D_real, self.loss_D_fake)
+        self.update_D()
         # G step, with D frozen
-        self.set_requires_grad(self.netD, False)
-        with self.autocast():
-            loss_G = self.backward_G()
-        self.backward(loss_G, self.optimizer_G)
-        self.step(self.optimizer_G)
+        self.optimizer_step(self.backward_G, self.optimizer_G)

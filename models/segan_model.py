@@ -209,23 +209,11 @@ class SeganModel(BaseModel):
     def optimize_parameters(self):
         with self.autocast():
             self.forward()
-        # D step
-        self.set_requires_grad(self.netD, True)
-        with self.autocast():
-            loss_D = self.backward_D()
-        self.backward(loss_D, self.optimizer_D)
-        self.step(self.optimizer_D)
-        self.accumulate_convergence(self.loss_D_real, self.loss_D_fake)
+        self.update_D()
         # T step: T and D alternate with G alike (Eq. 6)
         if self.use_mi:
             self.set_requires_grad(self.netT, True)
-            with self.autocast():
-                loss_T = self.backward_T()
-            self.backward(loss_T, self.optimizer_T)
-            self.step(self.optimizer_T)
+            self.optimizer_step(self.backward_T, self.optimizer_T)
+            self.set_requires_grad(self.netT, False)
         # G step, with D and T frozen
-        self.set_requires_grad([self.netD, getattr(self, "netT", None)], False)
-        with self.autocast():
-            loss_G = self.backward_G()
-        self.backward(loss_G, self.optimizer_G)
-        self.step(self.optimizer_G)
+        self.optimizer_step(self.backward_G, self.optimizer_G)

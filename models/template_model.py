@@ -10,10 +10,10 @@ The contract:
   `<epoch>_net_<NAME>.pth`), and, when training, `optimizers` (build them with `self.make_adam`).
 - `set_input(batch)`: move the batch onto the device with `self.to_device`.
 - `forward()`: produce the outputs; `test()` calls it under `torch.no_grad()`.
-- `optimize_parameters()`: compute losses under `self.autocast()`, then `self.backward(loss, optimizer)`
-  and `self.step(optimizer)` (these handle mixed precision and zero the gradients). Call
-  `self.accumulate_convergence(loss_D_real, loss_D_fake)` once per step if the model has a discriminator:
-  the trainer writes its epoch means and -L_GAN to convergence.csv.
+- `optimize_parameters()`: `self.optimizer_step(compute_loss, optimizer)` runs a loss function under
+  autocast, then backward and step (mixed precision and zeroing the gradients are handled). A model with
+  `netD`, `optimizer_D` and a `backward_D()` that sets `loss_D_real`/`loss_D_fake` calls `self.update_D()`:
+  it steps D, freezes it for the generator's step and feeds convergence.csv (-L_GAN per epoch).
 - Optional hooks: `sample_readers()` (extra per-sample data read in the loader workers),
   `on_epoch_end(epoch)`, `extra_state()` / `load_extra_state(state)` (kept in the training-state file),
   `architecture_flags` (model flags a resume or test must not change), `checkpoint_aliases`.
@@ -60,8 +60,8 @@ class TemplateModel(BaseModel):
         self.output = self.netG(self.data_A)
 
     def optimize_parameters(self):
-        with self.autocast():
+        def loss():
             self.forward()
             self.loss_G = self.criterion(self.output, self.data_B) * self.opt.lambda_regression
-        self.backward(self.loss_G, self.optimizer)
-        self.step(self.optimizer)
+            return self.loss_G
+        self.optimizer_step(loss, self.optimizer)
