@@ -57,6 +57,16 @@ def rss_bytes():
         return int(f.read().split()[1]) * PAGE
 
 
+def rss_parts_mb():
+    """Anonymous and file-backed resident memory (MB): memory-mapped pool pages count as file-backed."""
+    parts = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                parts[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return parts.get("RssAnon", float("nan")), parts.get("RssFile", float("nan"))
+
+
 class PeakRss:
     """Samples the resident set in a thread; `.peak` is the highest value seen while active."""
 
@@ -197,7 +207,8 @@ def bench_pool(args):
                 pool.read(idx)
                 pool.write(idx, maps[:len(idx)])
                 times.append(time.perf_counter() - start)
-            rows.append({"images": count, "map": f"{side}x{side}", "file_mb": os.path.getsize(pool.path) / 2 ** 20,
+            anon_mb, file_mb = rss_parts_mb()
+            rows.append({"images": count, "rss_anon_mb": anon_mb, "rss_file_mb": file_mb, "map": f"{side}x{side}", "file_mb": os.path.getsize(pool.path) / 2 ** 20,
                          "create_s": create_s, "read_write_ms_median": 1e3 * statistics.median(times),
                          "rss_mb": rss_bytes() / 2 ** 20, "rss_growth_mb": (rss_bytes() - rss_before) / 2 ** 20})
             pool.close()
@@ -206,11 +217,12 @@ def bench_pool(args):
 
 
 def pool_table(rows):
-    lines = ["| images | map | file MB | create s | read+write ms/batch | RSS MB | RSS growth MB |",
-             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| images | map | file MB | create s | read+write ms/batch | RSS MB | RSS growth MB | anon / file MB |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         lines.append(f"| {r['images']} | {r['map']} | {r['file_mb']:.0f} | {r['create_s']:.1f} | "
-                     f"{r['read_write_ms_median']:.3f} | {r['rss_mb']:.0f} | {r['rss_growth_mb']:.0f} |")
+                     f"{r['read_write_ms_median']:.3f} | {r['rss_mb']:.0f} | {r['rss_growth_mb']:.0f} | "
+                     f"{r['rss_anon_mb']:.0f} / {r['rss_file_mb']:.0f} |")
     return "\n".join(lines)
 
 
