@@ -9,7 +9,7 @@ different sizes, unreadable) and the exit status is 1 if there was any.
 """
 import argparse
 import logging
-import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
 import os
 import sys
 import tempfile
@@ -126,8 +126,10 @@ def combine(fold_A, fold_B, fold_AB, use_AB=False, num_imgs=None, multiprocessin
             raise FileNotFoundError(f"{flag} {folder} is not a folder")
     jobs, problems = plan(fold_A, fold_B, fold_AB, use_AB, num_imgs)
     if multiprocessing_ok and len(jobs) > 1:
-        with multiprocessing.Pool(min(os.cpu_count() or 1, 8)) as pool:
-            outcomes = pool.map(combine_pair, jobs, chunksize=16)
+        # Threads, not forked processes: forking a process that has loaded torch's thread pools can
+        # deadlock, and PIL releases the GIL while it decodes and encodes.
+        with ThreadPoolExecutor(min(os.cpu_count() or 1, 8)) as pool:
+            outcomes = list(pool.map(combine_pair, jobs, chunksize=16))
     else:
         outcomes = [combine_pair(job) for job in jobs]
     problems += [message for message in outcomes if message]
