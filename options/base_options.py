@@ -42,7 +42,7 @@ class BaseOptions:
         g.add_argument("--name", default="experiment_name",
                        help="run name: outputs go to <checkpoints_dir>/<name>/")
         g.add_argument("--gpu_ids", default="0", type=str,
-                       help="GPU ids, e.g. 0 or 0,1 (several start distributed training); -1 forces the CPU. "
+                       help="GPU ids, e.g. 0 or 0,1 (for several GPUs launch with torchrun); -1 forces the CPU. "
                             "Without CUDA the CPU is used.")
         g.add_argument("--checkpoints_dir", default="./checkpoints", help="where run directories live")
         g.add_argument("--seed", type=int, default=None, help="seed Python, NumPy, torch and data order")
