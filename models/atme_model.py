@@ -22,6 +22,7 @@ from models.diffusion_unet import DiffusionUNet
 from models.discriminators import define_D, patch_output_size
 from models.layers import init_weights
 from models.losses import GANLoss
+from models.pix2pix_model import Pix2PixModel
 from options.parsing import add_bool_flag, int_tuple
 from util import distributed
 from util.disc_pool import POOL_FILENAME, DiscPool, test_time_maps
@@ -173,22 +174,9 @@ class AtmeModel(BaseModel):
         t = reduce(self.W.float(), "b c h w -> b", "mean")
         self.fake_B = self.netG(self.noisy_A, t)
 
-    def backward_D(self):
-        # The fake is detached so D's step does not reach into G and W.
-        fake_AB = torch.cat((self.real_A, self.fake_B.detach()), 1)
-        real_AB = torch.cat((self.real_A, self.real_B), 1)
-        self.loss_D_fake = self.criterionGAN(self.netD(fake_AB), False)
-        self.loss_D_real = self.criterionGAN(self.netD(real_AB), True)
-        self.loss_D = (self.loss_D_fake + self.loss_D_real) * 0.5
-        return self.loss_D
-
-    def backward_G(self):
-        fake_AB = torch.cat((self.real_A, self.fake_B), 1)
-        self.disc_fake = self.netD(fake_AB)  # also the map stored in the pool
-        self.loss_G_GAN = self.criterionGAN(self.disc_fake, True)
-        self.loss_G_L1 = self.criterionL1(self.fake_B, self.real_B) * self.opt.lambda_L1
-        self.loss_G = self.loss_G_GAN + self.loss_G_L1
-        return self.loss_G
+    # The same conditional losses as pix2pix: D sees the clean input with the real or generated output.
+    backward_D = Pix2PixModel.backward_D
+    backward_G = Pix2PixModel.backward_G
 
     def optimize_parameters(self):
         with self.autocast():

@@ -60,7 +60,8 @@ class Pix2PixModel(BaseModel):
 
     def backward_G(self):
         fake_AB = torch.cat((self.real_A, self.fake_B), 1)
-        self.loss_G_GAN = self.criterionGAN(self.netD(fake_AB), True)
+        self.disc_fake = self.netD(fake_AB)  # kept: ATME stores this map in its pool
+        self.loss_G_GAN = self.criterionGAN(self.disc_fake, True)
         self.loss_G_L1 = self.criterionL1(self.fake_B, self.real_B) * self.opt.lambda_L1
         self.loss_G = self.loss_G_GAN + self.loss_G_L1
         return self.loss_G
