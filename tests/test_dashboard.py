@@ -166,7 +166,6 @@ def test_fake_server_going_away_and_coming_back(tmp_path, caplog):
     last = server.events_for("losses_3")[-1]
     assert len(last["data"][0]["x"]) == 29
     assert len(server.events_for("losses_3")) <= 2
-    assert wait_until(lambda: any("reachable again" in r.getMessage() for r in caplog.records))
     assert len(dashboard_warnings(caplog)) == 1
     server.stop()
 
