@@ -35,6 +35,7 @@ def _atomic(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared and served
         os.replace(tmp, path)
     except OSError as err:
         _remove_quietly(tmp)

@@ -1,12 +1,12 @@
 """Static HTML pages of images (dominate): the run's `web/index.html` and test.py's results page."""
 import os
-import tempfile
 from collections import OrderedDict
 from urllib.parse import quote
 
 import dominate
 from dominate.tags import a, br, h3, img, meta, p, style, table, td, tr
 
+from util.checkpoint import atomic_write_text
 from util.image_utils import save_image, tensor2im
 
 _CSS = """
@@ -70,16 +70,7 @@ class HTML:
     def save(self):
         """Write `index.html` atomically (a reader never sees half a page); returns its path."""
         path = os.path.join(self.web_dir, "index.html")
-        fd, tmp = tempfile.mkstemp(dir=self.web_dir, prefix=".tmp_index_", suffix=".html")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.render())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, self.render())
         return path
 
 
