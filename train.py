@@ -5,7 +5,8 @@
 
 Everything about the run goes to <checkpoints_dir>/<name>/: options, loss_log.csv, convergence.csv,
 train.log, web/index.html, checkpoints. Ctrl-C or SIGTERM saves a resumable state and exits;
-`--continue_train` resumes it. Several processes: `torchrun --nproc_per_node N train.py ...`.
+`--continue_train` resumes it. Several GPUs (`--gpu_ids 0,1`) or `--nproc_per_node N` start one process each
+under torchrun (DistributedDataParallel); `torchrun ... train.py ...` works too, and is needed for several nodes.
 """
 import logging
 import math
@@ -24,6 +25,7 @@ from options.train_options import TrainOptions
 from util import distributed
 from util.dashboard import Dashboard
 from util.devices import seed_everything
+from util.launch import launch_local_workers, local_processes
 from util.cli import run_main
 from util.run_logs import CsvLog, setup_logging
 
@@ -46,6 +48,15 @@ class StopRequest:
 
     def __bool__(self):
         return self.signum is not None
+
+    def agreed(self):
+        """Whether any process was asked to stop. Every rank calls this at the same point of the loop and gets
+        the same answer, so all of them stop after the same step (the signal reaches them at slightly
+        different moments, and a rank that went on alone would wait forever for the others)."""
+        signum = distributed.max_over_ranks(self.signum or 0)
+        if signum:
+            self.signum = self.signum or signum
+        return bool(signum)
 
     @property
     def exit_code(self):
@@ -81,9 +92,12 @@ def validate(model, loader, epoch, val_log, dashboard, rank):
 
 def main(args=None):
     opt = TrainOptions().parse(args)
+    setup_logging(os.path.join(opt.run_dir, "train.log"), distributed.rank(), opt.verbose)
+    processes = local_processes(opt.gpu_ids, opt.nproc_per_node)
+    if processes > 1:  # this process only starts and waits for the workers, which run this script again
+        return launch_local_workers(os.path.abspath(__file__), sys.argv[1:] if args is None else args, processes)
     distributed.init_from_environment("cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu")
     rank, world = distributed.rank(), distributed.world_size()
-    setup_logging(os.path.join(opt.run_dir, "train.log"), rank, opt.verbose)
     seed_everything(opt.seed, rank)
     stop = StopRequest()
 
@@ -157,11 +171,11 @@ def main(args=None):
                 save("latest", epoch, epoch_iter)
                 if opt.save_by_iter:
                     save(f"iter_{total_iters}", epoch, epoch_iter)
-            if stop:
+            if stop.agreed():
                 break
             t_data = time.perf_counter()
         bar.close()
-        if stop:
+        if stop.agreed():
             save("latest", epoch, epoch_iter)
             log.info("stopped in epoch %d after %d of its images; the state is in %s/latest_train_state.pth",
                      epoch, epoch_iter, opt.run_dir)
@@ -186,7 +200,7 @@ def main(args=None):
         if epoch % opt.save_epoch_freq == 0 or epoch == last_epoch:
             save("latest", epoch + 1, 0)
             save(str(epoch), epoch + 1, 0)
-        if stop:
+        if stop.agreed():
             break
     dashboard.close()
     distributed.cleanup()

@@ -93,12 +93,17 @@ class BaseModel(ABC):
         self.print_networks(opt.verbose)
 
     def wrap_distributed(self):
-        """DistributedDataParallel around every trainable network (SyncBatchNorm with batch norm)."""
+        """DistributedDataParallel around every trainable network (SyncBatchNorm with batch norm on CUDA)."""
         from torch.nn.parallel import DistributedDataParallel as DDP
+        batch_norm = getattr(self.opt, "norm", None) == "batch"
+        if batch_norm and self.device.type != "cuda" and distributed.is_main_process():
+            # DDP refuses SyncBatchNorm on the CPU; each process then normalises with its own batch's statistics.
+            log.warning("--norm batch on CPU processes: batch statistics are per process (--batch_size images), "
+                        "not synchronised; SyncBatchNorm needs CUDA")
         for name, net in self.networks():
             if not any(p.requires_grad for p in net.parameters()):
                 continue
-            if getattr(self.opt, "norm", None) == "batch":
+            if batch_norm and self.device.type == "cuda":
                 net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
             ids = [self.device.index] if self.device.type == "cuda" else None
             setattr(self, "net" + name, DDP(net, device_ids=ids, broadcast_buffers=False))

@@ -27,7 +27,7 @@ ARCHITECTURE_FLAGS = ("model", "input_nc", "output_nc", "ngf", "ndf", "netG", "n
 INVOCATION_FLAGS = ("dataroot", "name", "checkpoints_dir", "gpu_ids", "phase", "batch_size", "num_threads",
                     "serial_batches", "max_dataset_size", "display_winsize", "verbose", "seed", "suffix",
                     "skip_bad_images", "no_flip", "amp", "channels_last", "compile", "epoch", "load_iter",
-                    "isTrain", "results_dir", "num_test", "eval", "aspect_ratio")
+                    "isTrain", "results_dir", "num_test", "eval", "aspect_ratio", "nproc_per_node")
 
 
 class BaseOptions:
@@ -42,8 +42,9 @@ class BaseOptions:
         g.add_argument("--name", default="experiment_name",
                        help="run name: outputs go to <checkpoints_dir>/<name>/")
         g.add_argument("--gpu_ids", default="0", type=str,
-                       help="GPU ids, e.g. 0 or 0,1 (for several GPUs launch with torchrun); -1 forces the CPU. "
-                            "Without CUDA the CPU is used.")
+                       help="GPU ids, e.g. 0 or 0,1; training with several ids starts one process per GPU "
+                            "(DistributedDataParallel, see --nproc_per_node). -1 forces the CPU. Without CUDA the "
+                            "CPU is used.")
         g.add_argument("--checkpoints_dir", default="./checkpoints", help="where run directories live")
         g.add_argument("--seed", type=int, default=None, help="seed Python, NumPy, torch and data order")
         add_bool_flag(g, "--verbose", help="print network architectures and debug logs")

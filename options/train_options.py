@@ -43,6 +43,12 @@ class TrainOptions(BaseOptions):
         g.add_argument("--lr_decay_iters", type=int, default=50, help="step policy: multiply by 0.1 every N epochs")
         g.add_argument("--val_freq", type=int, default=0, help="evaluate on the val split every N epochs (0: never)")
 
+        g = parser.add_argument_group("processes")
+        g.add_argument("--nproc_per_node", type=int, default=0,
+                       help="processes to start on this machine (DistributedDataParallel, --batch_size each): "
+                            "0 = one per --gpu_ids entry when CUDA is available, else 1; N > 1 with --gpu_ids -1 "
+                            "starts N CPU processes. Ignored under torchrun")
+
         g = parser.add_argument_group("speed")
         g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"],
                        help="mixed precision (bf16 also on the CPU; fp16 uses a gradient scaler)")

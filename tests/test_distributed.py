@@ -1,7 +1,12 @@
-"""train.py under torchrun (2 CPU processes, gloo) matches a 1-process run of the same global batch, and resumes."""
+"""train.py under torchrun (2 CPU processes, gloo) matches a 1-process run of the same global batch, and resumes;
+`train.py --nproc_per_node 2` (or several --gpu_ids) starts that same path by itself."""
+import json
+import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -9,6 +14,7 @@ import torch
 
 from conftest import ROOT, run_cli
 from util.disc_pool import DiscPool
+from util.launch import local_processes, worker_environment
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -22,6 +28,7 @@ SAME_DATA = ["--serial_batches", "--no_flip", "--preprocess", "none", "--load_si
              "--lr_policy", "step"]  # a constant rate (the linear policy ends epoch 1 at 0)
 PIX2PIX = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "none", "--no_dropout"]
 ATME = ["--model", "atme", "--dim", "8", "--init_dim", "8", "--dim_mults", "1,2", "--groups", "4", "--ndf", "8"]
+LAUNCHER_ENV = {"OMP_NUM_THREADS": "1"}  # 2 processes on a 2-core machine
 
 
 def torchrun(*args, nproc=2, timeout=300):
@@ -52,6 +59,8 @@ def pix2pix_runs(demo_root, tmp_path_factory):
     common = ["--dataroot", demo_root, "--checkpoints_dir", ck, *PIX2PIX, *SAME_DATA]
     run_cli("train.py", *common, "--name", "single", "--batch_size", GLOBAL_BATCH)
     torchrun(*common, "--name", "ddp", "--batch_size", GLOBAL_BATCH // 2)
+    run_cli("train.py", *common, "--name", "launched", "--batch_size", GLOBAL_BATCH // 2, "--nproc_per_node", 2,
+            env=LAUNCHER_ENV)
     return ck, common
 
 
@@ -63,6 +72,18 @@ def test_two_processes_match_one_process(pix2pix_runs):
                     for k in single)
         assert moved == 0  # epoch 1 and latest are the same state
         assert_same_weights(single, ddp)
+
+
+def test_nproc_per_node_launches_the_torchrun_path(pix2pix_runs):
+    ck, _ = pix2pix_runs
+    for name in ("G", "D"):
+        assert_same_weights(weights(ck / "single", 1, name), weights(ck / "launched", 1, name))
+    log = (ck / "launched" / "train.log").read_text()
+    assert "starting 2 processes" in log and "(2 processes)" in log, log
+    # The workers store the options of a torchrun launch; only the run's name and the launch flag differ.
+    launched, ddp = (json.loads((ck / run / "train_opt.json").read_text()) for run in ("launched", "ddp"))
+    assert launched.pop("nproc_per_node") == 2 and ddp.pop("nproc_per_node") == 0
+    assert {k: v for k, v in launched.items() if k != "name"} == {k: v for k, v in ddp.items() if k != "name"}
 
 
 def test_resume_under_torchrun_continues(pix2pix_runs):
@@ -87,3 +108,91 @@ def test_atme_pool_written_by_two_ranks_equals_one_process_pool(demo_root, tmp_p
     np.testing.assert_allclose(ddp, single, atol=1e-5)
     for name in ("G", "W"):
         assert_same_weights(weights(tmp_path / "single", 1, name), weights(tmp_path / "ddp", 1, name))
+
+
+def test_resume_under_torchrun_ignores_nproc_per_node(pix2pix_runs):
+    """A run started by the launcher resumes under a hand-written torchrun that repeats --nproc_per_node: the
+    workers see WORLD_SIZE and do not start processes of their own."""
+    ck, common = pix2pix_runs
+    args = [a if a != "1" or common[i - 1] != "--n_epochs" else "2" for i, a in enumerate(map(str, common))]
+    torchrun(*args, "--name", "launched", "--batch_size", GLOBAL_BATCH // 2, "--nproc_per_node", 2, "--verbose",
+             "--continue_train")
+    log = (ck / "launched" / "train.log").read_text()
+    assert "already under torchrun (WORLD_SIZE=2): --nproc_per_node 2 is ignored" in log
+    assert log.count("starting 2 processes") == 1  # the first, launched run only
+    before, after = weights(ck / "launched", 1, "G"), weights(ck / "launched", 2, "G")
+    assert any(not torch.equal(before[k], after[k]) for k in before), "the resumed epoch did not train"
+
+
+def test_launcher_passes_sigterm_on_and_exits_143(demo_root, tmp_path):
+    """SIGTERM to `train.py --nproc_per_node 2` reaches both workers, which stop after the same step and save.
+    pix2pix's default --norm batch also runs on CPU processes (per-process statistics, no SyncBatchNorm)."""
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--dataroot", demo_root, "--checkpoints_dir",
+           str(tmp_path), "--name", "stop", "--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8",
+           "--load_size", "32", "--crop_size", "32", "--num_threads", "0", "--seed", "0", "--gpu_ids", "-1",
+           "--display_id", "0", "--no_html", "--n_epochs", "500", "--n_epochs_decay", "0", "--batch_size", "2",
+           "--nproc_per_node", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, **LAUNCHER_ENV))
+    deadline = time.time() + 240
+    while not (tmp_path / "stop" / "convergence.csv").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-6000:]
+    assert out.count("SIGTERM received: finishing this step") == 2, out[-6000:]
+    state = torch.load(tmp_path / "stop" / "latest_train_state.pth", weights_only=False)
+    assert state["epoch"] >= 2 and state["epoch"] < 500
+
+
+@pytest.fixture
+def cuda(monkeypatch):
+    """Pretend to have `count` visible GPUs (0: no CUDA)."""
+    def pretend(count):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    return pretend
+
+
+@pytest.mark.parametrize("gpus, gpu_ids, nproc, expected", [
+    (0, [], 0, 1),            # --gpu_ids -1
+    (0, [], 2, 2),            # --gpu_ids -1 --nproc_per_node 2: CPU processes
+    (0, [0, 1], 0, 1),        # several ids without CUDA: one CPU process
+    (0, [0, 1], 3, 3),
+    (2, [], 2, 2),            # CUDA present but --gpu_ids -1
+    (2, [0], 0, 1),
+    (2, [0, 1], 0, 2),        # one process per listed GPU
+    (4, [0, 1, 2, 3], 2, 2),  # fewer processes than GPUs: the first ones
+    (2, [1, 0], 0, 2),
+])
+def test_local_processes(cuda, gpus, gpu_ids, nproc, expected):
+    cuda(gpus)
+    assert local_processes(gpu_ids, nproc, environ={}) == expected
+
+
+def test_local_processes_errors_name_the_flags(cuda):
+    cuda(2)
+    with pytest.raises(ValueError, match="--nproc_per_node 3 .*--gpu_ids 0,1"):
+        local_processes([0, 1], 3, environ={})
+    with pytest.raises(ValueError, match="--gpu_ids lists GPU 2, but only 2 GPU"):
+        local_processes([0, 2], 0, environ={})
+    with pytest.raises(ValueError, match="--nproc_per_node must be"):
+        local_processes([], -1, environ={})
+
+
+def test_no_new_processes_under_torchrun(cuda, caplog):
+    cuda(2)
+    under_torchrun = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
+    with caplog.at_level(logging.DEBUG, logger="util.launch"):
+        assert local_processes([0, 1], 0, environ=under_torchrun) == 1
+        assert local_processes([], 2, environ=under_torchrun) == 1
+        assert local_processes([0, 1], 3, environ=under_torchrun) == 1  # no error either: torchrun decided
+    assert "--nproc_per_node 2 is ignored" in caplog.text
+
+
+def test_worker_environment_shares_the_cores():
+    cores = len(os.sched_getaffinity(0))
+    assert worker_environment(2, environ={})["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+    assert worker_environment(cores * 4, environ={})["OMP_NUM_THREADS"] == "1"
+    assert worker_environment(2, environ={"OMP_NUM_THREADS": "7"})["OMP_NUM_THREADS"] == "7"
+

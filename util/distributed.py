@@ -53,6 +53,24 @@ def all_reduce_mean(tensor):
     return all_reduce_sum(tensor) / world_size()
 
 
+_control_group = None
+
+
+def max_over_ranks(value):
+    """The largest of an integer over all ranks (every rank must call it). It goes through a gloo group on the
+    CPU, so with NCCL it costs no device synchronisation."""
+    global _control_group
+    if not is_distributed():
+        return value
+    if _control_group is None:
+        _control_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    tensor = torch.tensor([int(value)], dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_control_group)
+    return int(tensor.item())
+
+
 def cleanup():
+    global _control_group
     if is_distributed():
         dist.destroy_process_group()
+    _control_group = None
