@@ -52,7 +52,7 @@ def _derangement(count, *, generator, device):
     return index
 
 
-def make_pairs(z, images, n_neg=1, generator=None, negatives="fresh"):
+def make_pairs(z, images, n_neg=1, generator=None, negatives="fresh", fresh_codes=None):
     """Joint pairs (z_i, b_i) and `n_neg` times as many marginal pairs (z', b_i), with z' independent of b_i.
 
     z: (B, nz) codes that generated images: (B, ...). Each image appears once in the positives and
@@ -65,7 +65,9 @@ def make_pairs(z, images, n_neg=1, generator=None, negatives="fresh"):
       samples of p(z) are available, e.g. encoded codes). The negatives then follow the batch's empirical
       code distribution, and each code appears in both a positive and a negative pair. Needs B >= 2.
 
-    `generator` (a torch.Generator on z's device) makes the draws reproducible.
+    `generator` (a torch.Generator on z's device) makes the draws reproducible. `fresh_codes` (n_neg * B, nz),
+    with 'fresh': the N(0, I) draws made by the caller instead (e.g. per sample, so that they do not depend on
+    how a batch is split over processes); row n * B + i is paired with image i.
     """
     if z.dim() != 2 or z.shape[0] != images.shape[0]:
         raise ValueError(f"need codes (B, nz) and images (B, ...) with the same B, got {tuple(z.shape)} "
@@ -74,7 +76,12 @@ def make_pairs(z, images, n_neg=1, generator=None, negatives="fresh"):
         raise ValueError(f"--n_neg (negatives per positive) must be at least 1, got {n_neg}")
     batch = z.shape[0]
     b_marginal = repeat(images, "b ... -> (n b) ...", n=n_neg)
-    if negatives == "fresh":
+    if negatives == "fresh" and fresh_codes is not None:
+        if fresh_codes.shape != (n_neg * batch, z.shape[1]):
+            raise ValueError(f"fresh_codes must be (n_neg * B, nz) = {(n_neg * batch, z.shape[1])}, "
+                             f"got {tuple(fresh_codes.shape)}")
+        z_marginal = fresh_codes.to(device=z.device, dtype=z.dtype)
+    elif negatives == "fresh":
         z_marginal = torch.randn((n_neg * batch, z.shape[1]), generator=generator, device=z.device, dtype=z.dtype)
     elif negatives == "shuffle":
         if batch < 2:
@@ -86,14 +93,14 @@ def make_pairs(z, images, n_neg=1, generator=None, negatives="fresh"):
     return Pairs(z, images, z_marginal, b_marginal)
 
 
-def mi_estimate(stat_net, z, images, estimator="jsd", n_neg=1, generator=None, negatives="fresh"):
+def mi_estimate(stat_net, z, images, estimator="jsd", n_neg=1, generator=None, negatives="fresh", fresh_codes=None):
     """Estimate I(Z; B) with critic `stat_net(z, b) -> (N,)` scores: Eq. (7) for 'jsd', Eq. (5) for 'dv'.
 
     Differentiable in both the critic's weights (T maximises it, Eq. 6) and `images` (so does G).
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown MI estimator {estimator!r} (--mi_estimator); choose one of {sorted(ESTIMATORS)}")
-    pairs = make_pairs(z, images, n_neg, generator=generator, negatives=negatives)
+    pairs = make_pairs(z, images, n_neg, generator=generator, negatives=negatives, fresh_codes=fresh_codes)
     # One pass over positives and negatives together: T has no batch statistics, so scores do not depend
     # on what else is in the batch, and one large call is cheaper than two.
     scores = stat_net(torch.cat([pairs.z_joint, pairs.z_marginal]), torch.cat([pairs.b_joint, pairs.b_marginal]))

@@ -11,6 +11,7 @@ into every encoder layer, 2-scale PatchGAN D on the output alone (Eq. 2), JSD es
 """
 import logging
 
+import numpy as np
 import torch
 from einops import rearrange, repeat
 
@@ -99,6 +100,11 @@ class SeganModel(BaseModel):
             raise ValueError(f"SEGAN's multi-scale D is built of PatchGANs: --netD basic or n_layers, got {opt.netD!r}")
         self.use_mi = opt.lambda_MI > 0
         self.samples_per_input = opt.samples_per_input
+        # Codes are drawn per image (see _draw_codes): from (--seed, epoch, dataset index), so they do not depend
+        # on the batch size, the data order or how a batch is split over processes. Without --seed, a random base.
+        self.code_seed = opt.seed if opt.seed is not None else int(torch.randint(2 ** 62, ()))
+        self.code_epoch = opt.epoch_count
+        self.sample_index = None
         self.loss_names = ["G_GAN"] + (["G_L1"] if self.supervised else []) + (["MI"] if self.use_mi else [])
         self.loss_names += ["D_real", "D_fake"] + (["T"] if self.use_mi else [])
         self.visual_names += [f"fake_B_{k}" for k in range(min(opt.samples_per_input, TRAIN_VISUAL_SAMPLES))]
@@ -143,11 +149,28 @@ class SeganModel(BaseModel):
         self.sample_codes = codes.to(self.device)
         self.visual_names += [f"{self.sample_prefix}_{k}" for k in range(len(codes))]
 
+    def setup(self, opt):
+        super().setup(opt)
+        if self.resume_state:
+            self.code_epoch = self.resume_state["epoch"]
+
+    def on_epoch_end(self, epoch):
+        super().on_epoch_end(epoch)
+        self.code_epoch = epoch + 1
+
+    def extra_state(self):
+        return {**super().extra_state(), "code_seed": self.code_seed}
+
+    def load_extra_state(self, state):
+        super().load_extra_state(state)
+        self.code_seed = state.get("code_seed", self.code_seed)
+
     # ------------------------------------------------------------------ data and forward
     def set_input(self, batch):
         self.real_A = self.to_device(batch["A"])
         self.real_B = self.to_device(batch["B"]) if "B" in batch else None
         self.image_paths = batch["A_paths"]
+        self.sample_index = batch.get("index")
         if self.isTrain and self.real_B is None:
             raise ValueError(f"SEGAN training needs target images B; --dataset_mode {self.opt.dataset_mode} gives "
                              f"none. Use --dataset_mode aligned (paired) or unaligned (unpaired).")
@@ -158,11 +181,38 @@ class SeganModel(BaseModel):
             return
         # Every input is translated with `samples_per_input` codes; T sees all these pairs (Monte Carlo, Eq. 7).
         self.repeated_A = repeat(self.real_A, "b c h w -> (b k) c h w", k=self.samples_per_input)
-        self.z = torch.randn(self.repeated_A.shape[0], self.nz, device=self.device)
+        self.z, self.fresh_codes = self._draw_codes()
         self.fake_B_all = self.netG(self.repeated_A, self.z)
         per_code = rearrange(self.fake_B_all, "(b k) c h w -> k b c h w", k=self.samples_per_input)
         for k in range(min(self.samples_per_input, TRAIN_VISUAL_SAMPLES)):
             setattr(self, f"fake_B_{k}", per_code[k])
+
+    def _draw_codes(self):
+        """The codes z (b * k, nz) of this batch and the fresh negatives of T's and G's MI terms (or None).
+
+        Image i of epoch e takes its codes from a generator seeded by (--seed, e, i): first its k codes, then
+        n_neg * k negatives for T's step and as many for G's. A 2-process run (each with half of the batch) thus
+        draws exactly the codes of a 1-process run, and a resume the codes of an uninterrupted run. A batch
+        without dataset indices falls back to the global random stream.
+        """
+        k, n_neg = self.samples_per_input, self.opt.n_neg
+        fresh = self.use_mi and self.opt.mi_negatives == "fresh"
+        if self.sample_index is None:
+            return torch.randn(self.repeated_A.shape[0], self.nz, device=self.device), None
+        per_image = k * (1 + 2 * n_neg) if fresh else k
+        codes = []
+        for index in torch.as_tensor(self.sample_index).reshape(-1).tolist():
+            key = [v % 2 ** 64 for v in (self.code_seed, self.code_epoch, int(index))]
+            seed = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0])  # nearby keys, unrelated seeds
+            generator = torch.Generator().manual_seed(seed)
+            codes.append(torch.randn(per_image, self.nz, generator=generator))
+        codes = torch.stack(codes).to(self.device, non_blocking=True)  # drawn on the CPU: the same on any device
+        z = rearrange(codes[:, :k], "b k nz -> (b k) nz")
+        if not fresh:
+            return z, None
+        # Row n * (b k) + (i k + j) of the negatives is paired with output (i, j), as make_pairs lays them out.
+        negatives = rearrange(codes[:, k:], "b (step n k) nz -> step (n b k) nz", step=2, n=n_neg)
+        return z, {"T": negatives[0], "G": negatives[1]}
 
     def _forward_samples(self):
         for k, code in enumerate(self.sample_codes):
@@ -174,9 +224,14 @@ class SeganModel(BaseModel):
         """D(b) of Eq. 2, or D(a, b) with --conditional_D."""
         return torch.cat([inputs, outputs], dim=1) if self.opt.conditional_D else outputs
 
-    def _mi(self, images):
+    def _mi(self, images, step):
+        # Under DDP each process estimates MI on its own share of the batch: the negatives pair its outputs with
+        # fresh codes (or, with --mi_negatives shuffle, with its own batch's codes), which are independent of
+        # those outputs whatever the split. With the JSD estimator (a mean over pairs) the averaged gradients are
+        # those of the whole batch; the DV estimator's log-mean-exp is taken per process, over fewer negatives.
+        fresh = None if self.fresh_codes is None else self.fresh_codes[step]
         return mi_estimate(self.netT, self.z, images, estimator=self.opt.mi_estimator, n_neg=self.opt.n_neg,
-                           negatives=self.opt.mi_negatives)
+                           negatives=self.opt.mi_negatives, fresh_codes=fresh)
 
     def backward_D(self):
         # Detached fakes: D's step does not reach into G. GANLoss averages over the D's scales.
@@ -188,7 +243,7 @@ class SeganModel(BaseModel):
 
     def backward_T(self):
         """T ascends the MI estimate on detached outputs (the inner max over omega in Eq. 6)."""
-        self.loss_T = -self._mi(self.fake_B_all.detach())
+        self.loss_T = -self._mi(self.fake_B_all.detach(), "T")
         return self.loss_T
 
     def backward_G(self):
@@ -202,7 +257,7 @@ class SeganModel(BaseModel):
             self.loss_G_L1 = self.criterionL1(self.fake_B_all, target) * self.opt.lambda_L1
             self.loss_G = self.loss_G + self.loss_G_L1
         if self.use_mi:
-            self.loss_MI = self._mi(self.fake_B_all)  # logged as the estimate itself (higher: more dependence)
+            self.loss_MI = self._mi(self.fake_B_all, "G")  # logged as the estimate itself (higher: more dependence)
             self.loss_G = self.loss_G - self.opt.lambda_MI * self.loss_MI
         return self.loss_G
 

@@ -1,5 +1,6 @@
 """train.py under torchrun (2 CPU processes, gloo) matches a 1-process run of the same global batch, and resumes;
 `train.py --nproc_per_node 2` (or several --gpu_ids) starts that same path by itself."""
+import csv
 import json
 import logging
 import os
@@ -28,6 +29,11 @@ SAME_DATA = ["--serial_batches", "--no_flip", "--preprocess", "none", "--load_si
              "--lr_policy", "step"]  # a constant rate (the linear policy ends epoch 1 at 0)
 PIX2PIX = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "none", "--no_dropout"]
 ATME = ["--model", "atme", "--dim", "8", "--init_dim", "8", "--dim_mults", "1,2", "--groups", "4", "--ndf", "8"]
+# --norm none: in front of an instance norm, conv biases (and the weights of the tiled code, a constant the norm
+# removes but at the borders) get gradients that are zero up to rounding, and Adam's first steps turn the sign of
+# that rounding into +-lr. Instance norm is per image, so it does not depend on how a batch is split anyway.
+SEGAN = ["--model", "segan", "--ngf", "4", "--ndf", "4", "--netD", "n_layers", "--n_layers_D", "2", "--nz", "4",
+         "--samples_per_input", "3", "--norm", "none"]
 LAUNCHER_ENV = {"OMP_NUM_THREADS": "1"}  # 2 processes on a 2-core machine
 
 
@@ -196,3 +202,31 @@ def test_worker_environment_shares_the_cores():
     assert worker_environment(cores * 4, environ={})["OMP_NUM_THREADS"] == "1"
     assert worker_environment(2, environ={"OMP_NUM_THREADS": "7"})["OMP_NUM_THREADS"] == "7"
 
+
+def loss_rows(run_dir):
+    with open(run_dir / "loss_log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_segan_two_processes_match_one_process(demo_root, tmp_path):
+    """SEGAN draws the codes of image i in epoch e from (--seed, e, i), so two processes with half of the batch
+    each draw the 1-process run's codes, fresh MI negatives included; every loss is a mean over the batch (the
+    JSD estimator too), so G, D and the statistics network T end the epoch with the same weights."""
+    common = ["--dataroot", demo_root, "--checkpoints_dir", tmp_path, *SEGAN, *SAME_DATA]
+    run_cli("train.py", *common, "--name", "single", "--batch_size", GLOBAL_BATCH)
+    torchrun(*common, "--name", "ddp", "--batch_size", GLOBAL_BATCH // 2)
+    for name in ("G", "D", "T"):
+        single, ddp = weights(tmp_path / "single", 1, name), weights(tmp_path / "ddp", 1, name)
+        assert single.keys() == ddp.keys()
+        diff = torch.cat([(single[k].float() - ddp[k].float()).abs().reshape(-1) for k in single])
+        scale = torch.cat([single[k].float().abs().reshape(-1) for k in single])
+        # Adam normalises each gradient element: one whose gradient is zero up to rounding moves by up to lr per
+        # step in either direction. A few such elements in T's 30k are allowed; all others agree to float noise.
+        off = diff > 1e-5 + 1e-4 * scale
+        assert off.float().mean() < 1e-3 and diff.max() <= 2 * 2e-4 * (N_IMAGES // GLOBAL_BATCH), \
+            f"net{name}: {int(off.sum())} of {diff.numel()} weights differ, by up to {diff.max().item():.2e}"
+    single, ddp = loss_rows(tmp_path / "single"), loss_rows(tmp_path / "ddp")
+    assert len(single) == len(ddp) == N_IMAGES // GLOBAL_BATCH
+    for one, two in zip(single, ddp):  # the logged losses are averaged over the ranks
+        for key in ("G_GAN", "G_L1", "MI", "D_real", "D_fake", "T"):
+            assert float(one[key]) == pytest.approx(float(two[key]), rel=1e-4, abs=1e-5), key

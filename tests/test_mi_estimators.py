@@ -41,6 +41,14 @@ def test_make_pairs_fresh_negatives():
     assert torch.equal(pairs.z_marginal, again.z_marginal)
 
 
+def test_make_pairs_takes_fresh_codes_drawn_by_the_caller():
+    z, images, drawn = torch.randn(3, 4), torch.randn(3, 2, 8, 8), torch.randn(6, 4)
+    pairs = make_pairs(z, images, n_neg=2, fresh_codes=drawn)
+    assert torch.equal(pairs.z_marginal, drawn) and torch.equal(pairs.b_marginal[3:], images)
+    with pytest.raises(ValueError, match="fresh_codes"):
+        make_pairs(z, images, n_neg=2, fresh_codes=drawn[:3])
+
+
 def test_make_pairs_shuffle_is_a_derangement():
     z, images = torch.arange(10.0).reshape(5, 2), torch.randn(5, 3)
     for seed in range(5):

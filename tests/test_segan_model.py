@@ -157,3 +157,31 @@ def test_test_cli_writes_distinct_samples_per_input(demo_root, tmp_path):
         for a in range(3):
             for b in range(a + 1, 3):
                 assert np.abs(samples[a] - samples[b]).mean() > 0.5, (stem, a, b)
+
+
+def test_codes_depend_on_seed_epoch_and_image_only(demo_root, tmp_path):
+    """Image i's codes in epoch e come from (--seed, e, i): the same in any batch it lands in (so a batch split
+    over processes draws the codes of one process), fresh MI negatives included; another epoch, other codes."""
+    model, opt = build(demo_root, tmp_path, "--n_neg", "2")
+    dataset = create_dataset(opt)
+
+    def codes(*indices):
+        model.set_input(default_collate([dataset[i] for i in indices]))
+        with torch.no_grad():
+            model.forward()
+        return model.z, model.fresh_codes
+
+    z, fresh = codes(0, 1)
+    z_alone, fresh_alone = codes(1)
+    assert torch.equal(z[3:], z_alone)  # 3 codes per image
+    for step in ("T", "G"):  # row n * 6 + (3 i + j) pairs with output (i, j): image 1's rows are 3:6 and 9:12
+        assert torch.equal(fresh[step].reshape(2, 6, 4)[:, 3:], fresh_alone[step].reshape(2, 3, 4))
+    assert not torch.equal(fresh["T"], fresh["G"]) and not torch.equal(z[:3], z[3:])
+    assert torch.equal(codes(0, 1)[0], z)  # reproducible
+    model.on_epoch_end(opt.epoch_count)
+    assert not torch.equal(codes(0, 1)[0], z)
+    other_seed, _ = build(demo_root, tmp_path / "other", "--seed", "1")
+    other_seed.set_input(default_collate([dataset[0], dataset[1]]))
+    with torch.no_grad():
+        other_seed.forward()
+    assert not torch.equal(other_seed.z, z)
