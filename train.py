@@ -131,7 +131,7 @@ def main(args=None):
         model.save_training_state(tag, epoch, done, total_iters)
         distributed.barrier()
 
-    epoch = start_epoch
+    epoch, compile_logged = start_epoch, False
     for epoch in range(start_epoch, last_epoch + 1):
         sampler.set_epoch(epoch, start=epoch_iter)
         model.train()
@@ -145,6 +145,10 @@ def main(args=None):
             data_time += now - t_data
             model.set_input(batch)
             model.optimize_parameters()
+            if opt.compile and not compile_logged:  # the first step compiles the networks
+                compile_logged = True
+                log.info("first step: %.1f s, most of it torch.compile (later steps reuse the compiled code)",
+                         time.perf_counter() - now)
             n = batch["A"].shape[0]
             epoch_iter += n
             total_iters += n * world

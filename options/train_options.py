@@ -53,7 +53,8 @@ class TrainOptions(BaseOptions):
         g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"],
                        help="mixed precision (bf16 also on the CPU; fp16 uses a gradient scaler)")
         add_bool_flag(g, "--channels_last", help="channels-last memory format for networks and inputs")
-        add_bool_flag(g, "--compile", help="torch.compile the networks (compile time is logged apart)")
+        add_bool_flag(g, "--compile",
+                      help="torch.compile the networks (the first step, which compiles, is timed in the log)")
         return parser
 
     def resolve(self, opt, parser, args):

@@ -3,12 +3,20 @@
     python scripts/benchmark.py --model atme --size 256 --batch_size 4 --repeats 2 --out bench_atme.json
     python scripts/benchmark.py --model pix2pix --size 256 --batch_size 4 --modes fp32,bf16,cl,bf16+cl
     python scripts/benchmark.py --pool --pool_sizes 1000,1000000 --out bench_pool.json
+    python scripts/benchmark.py --model atme --dataroot datasets/demo --size 64 --epochs 2 --modes fp32,cl
 
-All modes run in one process. Each model is built through the real option parser and `models.create_model`
+Which mode is fastest depends on the hardware: bf16 pays off on CUDA and on CPUs with AVX512-BF16 or AMX,
+and is several times slower than fp32 on CPUs without them (the results name the CPU and whether it has
+native bf16). The model kind runs all modes in one process. Each model is built through the real option parser and `models.create_model`
 (a temporary checkpoints directory, synthetic batches), so the numbers measure the framework's code.
 Throughput is images/s of the median of `--repeats` timed steps after `--warmup` untimed ones. Peak memory
 is torch.cuda.max_memory_allocated on CUDA; on the CPU it is the highest resident set sampled during the
-mode, minus the resident set before it (ru_maxrss only ever grows, so it cannot separate modes).
+mode, minus the resident set before it (ru_maxrss only ever grows, so it cannot separate modes). The first
+(warm-up) step is timed apart: for the compile modes, `compile_s` is its excess over a steady step.
+
+With `--dataroot`, each mode instead trains with train.py itself (a subprocess, same seed, real data and
+loader workers) for `--epochs` epochs and reads its loss_log.csv: the loop's images/s, the share of the step
+spent waiting for data, and the final L1 loss (and val L1, when the data has a val split) against fp32's.
 """
 import argparse
 import gc
@@ -17,6 +25,7 @@ import logging
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -31,6 +40,8 @@ if ROOT not in sys.path:
 
 from models import create_model  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
+from util.devices import hardware_info  # noqa: E402
+from util.run_logs import CsvLog  # noqa: E402
 
 log = logging.getLogger("benchmark")
 
@@ -121,16 +132,18 @@ def sync(device):
 
 
 def timed(fn, device, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
+    """(median of the timed steps, their times, time of the first warm-up step or None)."""
+    times, first = [], None
+    for i in range(warmup + repeats):
         start = time.perf_counter()
         fn()
         sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        elapsed = time.perf_counter() - start
+        if i == 0 and warmup:
+            first = elapsed
+        if i >= warmup:
+            times.append(elapsed)
+    return statistics.median(times), times, first
 
 
 def bench_mode(name, mode, args, checkpoints_dir):
@@ -149,24 +162,34 @@ def bench_mode(name, mode, args, checkpoints_dir):
             model.optimize_parameters()
 
         model.train()
-        train_s, train_all = timed(train_step, device, args.warmup, args.repeats)
+        train_s, train_all, train_first = timed(train_step, device, args.warmup, args.repeats)
         model.eval()
         model.set_input(batch)
-        infer_s, infer_all = timed(model.test, device, args.warmup, args.repeats)
+        infer_s, infer_all, infer_first = timed(model.test, device, args.warmup, args.repeats)
         losses = model.get_current_losses()
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else mem.peak - mem.start)
     del model
+    compile_s = None
+    if "compile" in mode:  # the first training and inference steps compile the graphs they run
+        compile_s = (train_first - train_s) + (infer_first - infer_s)
     return {"mode": mode, "train_img_s": args.batch_size / train_s, "infer_img_s": args.batch_size / infer_s,
-            "train_step_s": train_all, "infer_step_s": infer_all, "peak_mem_mb": peak / 2 ** 20,
+            "train_step_s": train_all, "infer_step_s": infer_all, "train_first_step_s": train_first,
+            "infer_first_step_s": infer_first, "compile_s": compile_s, "peak_mem_mb": peak / 2 ** 20,
             "memory_measure": "cuda_max_allocated" if device.type == "cuda" else "rss_peak_minus_start",
             "losses": losses, "device": str(device)}
 
 
-def bench_models(args):
-    rows = []
-    for mode in args.modes.split(","):
+def selected_modes(args):
+    modes = args.modes.split(",")
+    for mode in modes:
         if mode not in MODE_FLAGS:
             raise ValueError(f"--modes: unknown mode {mode!r}; choose from {', '.join(MODE_FLAGS)}")
+    return modes
+
+
+def bench_models(args):
+    rows = []
+    for mode in selected_modes(args):
         with tempfile.TemporaryDirectory() as tmp:
             log.info("%s %dx%d batch %d: mode %s", args.model, args.size, args.size, args.batch_size, mode)
             rows.append(bench_mode(args.model, mode, args, tmp))
@@ -179,11 +202,81 @@ def bench_models(args):
 
 
 def model_table(rows):
-    lines = ["| mode | train img/s | x fp32 | infer img/s | x fp32 | peak mem MB |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| mode | train img/s | x fp32 | infer img/s | x fp32 | peak mem MB | compile s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
+        compile_s = "" if r["compile_s"] is None else f"{r['compile_s']:.0f}"
         lines.append(f"| {r['mode']} | {r['train_img_s']:.3f} | {r['train_speedup']:.2f} | {r['infer_img_s']:.3f} | "
-                     f"{r['infer_speedup']:.2f} | {r['peak_mem_mb']:.0f} |")
+                     f"{r['infer_speedup']:.2f} | {r['peak_mem_mb']:.0f} | {compile_s} |")
+    return "\n".join(lines)
+
+
+def run_training(args, mode, run_root):
+    """train.py on `args.dataroot` in `mode`, as a subprocess; returns its run directory."""
+    val = os.path.isdir(os.path.join(args.dataroot, "val"))
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--model", args.model, "--dataroot", args.dataroot,
+           "--name", mode, "--checkpoints_dir", run_root, "--seed", "0", "--gpu_ids", args.gpu_ids,
+           "--load_size", str(args.size), "--crop_size", str(args.size), "--batch_size", str(args.batch_size),
+           "--n_epochs", str(args.epochs), "--n_epochs_decay", "0", "--num_threads", str(args.num_threads),
+           "--display_id", "0", "--no_html", "--print_freq", str(args.batch_size * args.print_steps),
+           "--save_latest_freq", str(10 ** 9), "--save_epoch_freq", str(10 ** 6),
+           *(["--val_freq", str(args.epochs)] if val else []),
+           *MODEL_FLAGS[args.model](args.size), *MODE_FLAGS[mode], *(args.extra.split() if args.extra else ())]
+    log_path = os.path.join(run_root, f"{mode}.out")
+    with open(log_path, "w") as out:
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    if done.returncode != 0:
+        with open(log_path) as f:
+            tail = "".join(f.readlines()[-15:])
+        raise RuntimeError(f"train.py failed in mode {mode} (exit {done.returncode}):\n{tail}")
+    return os.path.join(run_root, mode)
+
+
+def loop_row(mode, run_dir):
+    """Throughput, data-wait share and final losses of one train.py run from its CSV logs."""
+    rows = CsvLog(os.path.join(run_dir, "loss_log.csv")).rows()
+    if not rows:
+        raise RuntimeError(f"{run_dir}/loss_log.csv is empty: train longer (--epochs) or lower --print_steps")
+    # The first interval holds start-up (worker launch, compilation): steady state is the rest.
+    steady = rows[1:] or rows
+    per_image = statistics.mean(float(r["time_per_image"]) for r in steady)
+    data = statistics.mean(float(r["data_time"]) for r in steady)
+    last = rows[-max(1, len(rows) // 4):]
+    l1 = statistics.mean(float(r["G_L1"]) for r in last) if "G_L1" in rows[0] else None
+    val = CsvLog(os.path.join(run_dir, "val_log.csv")).rows()
+    return {"mode": mode, "loop_img_s": 1 / per_image, "data_wait_share": data / per_image,
+            "final_train_L1": l1, "val_L1": float(val[-1]["l1"]) if val else None, "log_rows": len(rows)}
+
+
+def bench_loop(args):
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in selected_modes(args):
+            log.info("%s on %s, %d epochs: mode %s", args.model, args.dataroot, args.epochs, mode)
+            rows.append(loop_row(mode, run_training(args, mode, tmp)))
+            log.info("  %.2f img/s, data wait %.1f%%", rows[-1]["loop_img_s"], 100 * rows[-1]["data_wait_share"])
+    base = next((r for r in rows if r["mode"] == "fp32"), rows[0])
+    for r in rows:
+        r["loop_speedup"] = r["loop_img_s"] / base["loop_img_s"]
+        for key in ("final_train_L1", "val_L1"):
+            ok = r[key] is not None and base[key]
+            r[key + "_vs_fp32"] = r[key] / base[key] - 1 if ok else None
+    return rows
+
+
+def loop_table(rows):
+    def pct(value):
+        return "" if value is None else f"{100 * value:+.1f}%"
+
+    def num(value):
+        return "" if value is None else f"{value:.4f}"
+
+    lines = ["| mode | loop img/s | x fp32 | data wait | final G_L1 loss | vs fp32 | val L1 | vs fp32 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['loop_img_s']:.2f} | {r['loop_speedup']:.2f} | "
+                     f"{100 * r['data_wait_share']:.1f}% | {num(r['final_train_L1'])} | "
+                     f"{pct(r['final_train_L1_vs_fp32'])} | {num(r['val_L1'])} | {pct(r['val_L1_vs_fp32'])} |")
     return "\n".join(lines)
 
 
@@ -237,6 +330,12 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per mode")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per mode (the median is reported)")
     p.add_argument("--extra", default="", help="more train.py flags for the model, e.g. '--ngf 32'")
+    p.add_argument("--dataroot", default=None,
+                   help="train with train.py on this data instead (data wait share, final L1 against fp32)")
+    p.add_argument("--epochs", type=int, default=2, help="with --dataroot: epochs per mode")
+    p.add_argument("--num_threads", type=int, default=2, help="with --dataroot: data-loading workers")
+    p.add_argument("--print_steps", type=int, default=5, help="with --dataroot: steps per loss_log.csv row")
+    p.add_argument("--gpu_ids", default="0", help="with --dataroot: train.py's --gpu_ids (-1 forces the CPU)")
     p.add_argument("--pool", action="store_true", help="benchmark util/disc_pool.DiscPool instead of a model")
     p.add_argument("--pool_sizes", default="1000,1000000", help="pool sizes (images), comma-separated")
     p.add_argument("--pool_map", type=int, default=30, help="side of a pool map (30 for 256x256 basic PatchGAN)")
@@ -247,6 +346,13 @@ def parse_args(argv=None):
         args.modes += ",compile,bf16+cl+compile"
     if args.repeats < 1 or args.warmup < 0:
         p.error("--repeats must be at least 1 and --warmup at least 0")
+    if "compile" in args.modes and args.warmup < 1:
+        p.error("the compile modes need --warmup 1 or more: the first step compiles")
+    if args.dataroot is not None and not os.path.isdir(args.dataroot):
+        p.error(f"--dataroot {args.dataroot} is not a directory (make the demo set with "
+                f"`python datasets/make_demo_dataset.py --out datasets/demo`)")
+    if args.epochs < 1 or args.print_steps < 1:
+        p.error("--epochs and --print_steps must be at least 1")
     return args
 
 
@@ -255,17 +361,27 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("models").setLevel(logging.WARNING)
     logging.getLogger("util").setLevel(logging.WARNING)
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    info = hardware_info()
+    log.info("%s (%s, native bf16: %s), %d threads, torch %s, CUDA: %s", info["cpu"], info["cpu_capability"],
+             "yes" if info["cpu_native_bf16"] else "no", info["threads"], info["torch"], info["cuda"] or "none")
     if args.pool:
         rows = bench_pool(args)
         table = pool_table(rows)
         result = {"kind": "pool", "batch_size": args.batch_size, **info, "rows": rows}
+    elif args.dataroot:
+        rows = bench_loop(args)
+        table = loop_table(rows)
+        result = {"kind": "loop", "model": args.model, "dataroot": args.dataroot, "size": args.size,
+                  "batch_size": args.batch_size, "epochs": args.epochs, **info, "rows": rows}
     else:
         rows = bench_models(args)
         table = model_table(rows)
         result = {"kind": "model", "model": args.model, "size": args.size, "batch_size": args.batch_size,
                   "warmup": args.warmup, "repeats": args.repeats, **info, "rows": rows}
+        for kind in ("train", "infer"):
+            best = max(rows, key=lambda r: r[f"{kind}_img_s"])
+            result[f"fastest_{kind}"] = best["mode"]
+            table += f"\nfastest {kind} mode here: {best['mode']} ({best[f'{kind}_speedup']:.2f}x fp32 eager)"
     result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(table)
     if args.out:

@@ -177,3 +177,31 @@ def test_convert_release_reports_but_accepts_other_g_configs(tmp_path, caplog):
         written = convert_release(str(tmp_path), expected=expected)
     assert os.path.isfile(written["W"])
     assert "default ATME layout" in caplog.text and "latest_net_G.pth" in caplog.text
+
+
+def test_blocks_match_the_release_formulas():
+    """The fused rewrites (var_mean; q and v scalings moved onto the context) give the release's outputs."""
+    from einops import rearrange
+
+    from models.atme_blocks import LayerNorm, LinearAttention, WeightStandardizedConv2d
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 8, 8)
+
+    conv = WeightStandardizedConv2d(16, 8, 3, padding=1)
+    w = conv.weight
+    mean = w.mean(dim=(1, 2, 3), keepdim=True)
+    var = w.var(dim=(1, 2, 3), unbiased=False, keepdim=True)
+    expected = torch.nn.functional.conv2d(x, (w - mean) / (var + 1e-5).sqrt(), conv.bias, padding=1)
+    assert torch.allclose(conv(x), expected, atol=1e-5)
+
+    norm = LayerNorm(16)
+    norm.g.data.uniform_(0.5, 1.5)
+    expected = (x - x.mean(1, keepdim=True)) / (x.var(1, unbiased=False, keepdim=True) + 1e-5).sqrt() * norm.g
+    assert torch.allclose(norm(x), expected, atol=1e-5)
+
+    attn = LinearAttention(16, heads=2, dim_head=8)
+    q, k, v = (rearrange(t, "b (h c) x y -> b h c (x y)", h=2) for t in attn.to_qkv(x).chunk(3, dim=1))
+    q, k, v = q.softmax(dim=-2) * 8 ** -0.5, k.softmax(dim=-1), v / 64
+    out = torch.einsum("b h d e, b h d n -> b h e n", torch.einsum("b h d n, b h e n -> b h d e", k, v), q)
+    expected = attn.to_out(rearrange(out, "b h c (x y) -> b (h c) x y", x=8, y=8))
+    assert torch.allclose(attn(x), expected, atol=1e-5)

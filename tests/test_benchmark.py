@@ -31,3 +31,49 @@ def test_pool_benchmark(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["images"] for r in rows] == [10, 100]
     assert rows[1]["file_mb"] > rows[0]["file_mb"]
+
+
+def test_model_benchmark_times_the_first_step_apart_and_names_the_hardware(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    load_benchmark().main(["--model", "atme", "--size", "32", "--batch_size", "1", "--modes", "fp32,cl",
+                           "--warmup", "1", "--repeats", "1", "--extra",
+                           "--dim 8 --init_dim 8 --dim_mults 1,2 --groups 4 --ndf 8", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["cpu"] and isinstance(result["cpu_native_bf16"], bool) and result["cpu_capability"]
+    for row in result["rows"]:
+        assert row["train_first_step_s"] > 0 and row["infer_first_step_s"] > 0
+        assert row["compile_s"] is None  # no compile mode ran
+    best = max(result["rows"], key=lambda r: r["train_img_s"])["mode"]
+    assert result["fastest_train"] == best
+    assert f"fastest train mode here: {best}" in capsys.readouterr().out
+
+
+def test_compile_modes_need_a_warmup_step():
+    import pytest
+    with pytest.raises(SystemExit):
+        load_benchmark().parse_args(["--modes", "fp32,compile", "--warmup", "0"])
+
+
+def test_loop_benchmark_trains_with_train_py_and_reports_data_wait_and_l1(tmp_path, demo_root):
+    out = tmp_path / "loop.json"
+    result = load_benchmark().main(["--model", "pix2pix", "--dataroot", demo_root, "--size", "32",
+                                    "--batch_size", "2", "--epochs", "1", "--print_steps", "1", "--modes", "fp32,cl",
+                                    "--num_threads", "1", "--gpu_ids", "-1", "--extra", "--ngf 8 --ndf 8",
+                                    "--out", str(out)])
+    assert json.loads(out.read_text())["kind"] == "loop"
+    fp32, cl = result["rows"]
+    assert [fp32["mode"], cl["mode"]] == ["fp32", "cl"]
+    assert fp32["log_rows"] == 4  # 8 images, batch 2, a row per step
+    for row in (fp32, cl):
+        assert 0 <= row["data_wait_share"] < 1 and row["loop_img_s"] > 0
+        assert row["final_train_L1"] > 0 and 0 < row["val_L1"] < 2  # the demo data has a val split
+    assert fp32["final_train_L1_vs_fp32"] == 0.0
+    # channels_last only reorders sums: the same seed ends at nearly the same losses
+    assert abs(cl["final_train_L1_vs_fp32"]) < 0.01 and abs(cl["val_L1_vs_fp32"]) < 0.01
+
+
+def test_loop_benchmark_reports_a_failed_run(tmp_path, demo_root):
+    import pytest
+    with pytest.raises(RuntimeError, match="train.py failed in mode fp32"):
+        load_benchmark().main(["--model", "pix2pix", "--dataroot", demo_root, "--size", "32", "--modes", "fp32",
+                               "--gpu_ids", "-1", "--extra", "--netD no_such_net"])

@@ -21,11 +21,55 @@ def resolve_device(gpu_ids, local_rank=None):
     return torch.device("cuda", index)
 
 
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_native_bf16():
+    """Whether oneDNN runs bf16 convolutions and matmuls natively here (AVX512-BF16 / AMX class CPUs).
+
+    Without it, bf16 convolutions on the CPU fall back to a slow reference kernel.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def hardware_info(device=None):
+    """What decides which speed flags pay off on this machine, for logs and benchmark results."""
+    info = {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": None}
+    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+        info["cuda"] = torch.cuda.get_device_name(device)
+    return info
+
+
 def amp_dtype(name, device):
-    """torch dtype for --amp; fp16 on the CPU is refused with a hint to use bf16."""
+    """torch dtype for --amp; fp16 on the CPU is refused with a hint to use bf16.
+
+    bf16 on a CPU without native bf16 is allowed (the numerics are the same) but warned about: it is slower
+    than fp32 there, not faster.
+    """
     if name in (None, "none"):
         return None
     if name == "bf16":
+        if device.type == "cpu" and not cpu_has_native_bf16():
+            log.warning("--amp bf16: this CPU (%s, %s) has no native bf16 (AVX512-BF16 or AMX), so bf16 "
+                        "convolutions take a slow fallback kernel and training runs several times SLOWER than "
+                        "fp32. Drop --amp here; it pays off on CUDA and on CPUs with AVX512-BF16/AMX. "
+                        "`python scripts/benchmark.py` measures every mode on this machine.",
+                        cpu_model(), torch.backends.cpu.get_cpu_capability())
         return torch.bfloat16
     if name == "fp16":
         if device.type != "cuda":
