@@ -196,7 +196,7 @@ class AtmeModel(BaseModel):
             indices, maps = gather_from_ranks(indices), gather_from_ranks(maps)
             if (distributed.local_rank() or 0) != 0:
                 return
-        self.disc_pool.write(indices, maps)
+        self.disc_pool.write_deferred(indices, maps)
 
     # ------------------------------------------------------------------ noisy history
     def noisy_history_indices(self):

@@ -298,7 +298,7 @@ def bench_pool(args):
                 idx = rng.choice(count, size=min(args.batch_size, count), replace=False)
                 start = time.perf_counter()
                 pool.read(idx)
-                pool.write(idx, maps[:len(idx)])
+                pool.write_deferred(idx, maps[:len(idx)])  # as the trainer does; the next read stores it
                 times.append(time.perf_counter() - start)
             anon_mb, file_mb = rss_parts_mb()
             rows.append({"images": count, "rss_anon_mb": anon_mb, "rss_file_mb": file_mb, "map": f"{side}x{side}", "file_mb": os.path.getsize(pool.path) / 2 ** 20,

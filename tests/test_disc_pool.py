@@ -149,3 +149,25 @@ def test_test_time_maps_statistics():
     assert abs(maps.std().item() - 0.001) < 1e-4
     again = test_time_maps(64, (30, 30), generator=torch.Generator().manual_seed(0))
     assert torch.equal(maps, again)
+
+
+def test_deferred_writes_land_by_the_next_write_read_or_flush(pool):
+    """The trainer's write_deferred never makes the host wait; every map still reaches the file in time."""
+    other_process_view = pool.reader()  # opens its own read-only mapping, as a loader worker does
+    start = pool.read(range(10))
+    first = torch.full((2, 1, 3, 4), 0.125)
+    pool.write_deferred(torch.tensor([1, 4]), first)
+    first += 1  # the caller may reuse its tensor: the pool kept a copy
+    second = torch.full((1, 1, 3, 4), 0.75)
+    pool.write_deferred([6], second)  # stores the first batch
+    assert torch.all(other_process_view(1) == 0.125) and torch.all(other_process_view(4) == 0.125)
+    assert torch.equal(other_process_view(6), start[6])  # the second batch is still pending
+    assert torch.all(pool.read([6]) == 0.75)  # a read sees pending maps
+
+    pool.write_deferred([9], torch.zeros(1, 1, 3, 4))
+    pool.flush()  # the trainer flushes at the end of every epoch and before every checkpoint
+    assert torch.all(other_process_view(9) == 0)
+
+    with pytest.raises(IndexError, match="outside 0..9"):  # at the call that passed them, not at a later flush
+        pool.write_deferred([10], torch.zeros(1, 1, 3, 4))
+    pool.flush()

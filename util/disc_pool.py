@@ -73,6 +73,7 @@ class DiscPool(_LazyMemmap):
 
     def __init__(self, path, writable=True):
         super().__init__(path, writable)
+        self._pending = None  # (indices, maps, cuda event or None) of write_deferred, not stored yet
         array = self.array  # validate now so a broken file fails at start, not mid-epoch
         if array.ndim != 4 or array.shape[1] != 1 or array.dtype != np.float32:
             raise ValueError(f"{self.path} is not a discriminator pool (expected float32 (N, 1, h, w), found "
@@ -151,6 +152,7 @@ class DiscPool(_LazyMemmap):
 
     def read(self, indices):
         """Maps of `indices` -> float32 tensor (B, 1, h, w) (a copy, safe to keep)."""
+        self._store_pending()
         idx = _as_index_array(indices, len(self))
         return torch.from_numpy(np.array(self.array[idx], dtype=np.float32))
 
@@ -167,10 +169,47 @@ class DiscPool(_LazyMemmap):
                              f"holds {expected[1:]} per image ({idx.size} indices given)")
         self.array[idx] = values
 
+    def write_deferred(self, indices, maps):
+        """`write`, without making the host wait for the device: the trainer's per-step call.
+
+        The maps are copied off the device asynchronously (pinned memory on CUDA) and stored at the next
+        `write_deferred`, `read`, `flush` or `close`, by which time the copy has long finished. Every map is
+        read again one epoch later, after the trainer's end-of-epoch `flush`.
+        """
+        self._store_pending()
+        maps = maps.detach()
+        indices = torch.as_tensor(indices).detach().reshape(-1)
+        if not indices.is_cuda:  # checked now, where the error belongs (device indices: when stored)
+            _as_index_array(indices, len(self))
+        if maps.is_cuda:
+            host_maps = torch.empty(maps.shape, dtype=torch.float32, pin_memory=True)
+            host_maps.copy_(maps, non_blocking=True)
+            host_indices = torch.empty(indices.shape, dtype=torch.int64, pin_memory=True)
+            host_indices.copy_(indices, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending = (host_indices, host_maps, event)
+        else:
+            self._pending = (indices.to(torch.int64).clone(), maps.to(torch.float32).clone(), None)
+
+    def _store_pending(self):
+        if self._pending is None:
+            return
+        indices, maps, event = self._pending
+        self._pending = None
+        if event is not None:
+            event.synchronize()
+        self.write(indices, maps)
+
     def flush(self):
-        """Push written maps to the file (they are visible to other processes already)."""
+        """Store deferred maps and push written maps to the file (other processes see them from then on)."""
+        self._store_pending()
         if self._array is not None and self.writable:
             self._array.flush()
+
+    def close(self):
+        self._store_pending()
+        super().close()
 
     def reader(self):
         """A picklable callable index -> (1, h, w) tensor that reopens the file read-only in each process."""
