@@ -40,7 +40,7 @@ if ROOT not in sys.path:
 
 from models import create_model  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
-from util.devices import hardware_info  # noqa: E402
+from util.devices import cpu_has_native_bf16, hardware_info  # noqa: E402
 from util.run_logs import CsvLog  # noqa: E402
 
 log = logging.getLogger("benchmark")
@@ -52,8 +52,17 @@ MODE_FLAGS = {
     "cl": ["--channels_last"],
     "bf16+cl": ["--amp", "bf16", "--channels_last"],
     "compile": ["--compile"],
+    "cl+compile": ["--channels_last", "--compile"],
     "bf16+cl+compile": ["--amp", "bf16", "--channels_last", "--compile"],
 }
+
+
+def default_modes(with_compile, native_bf16):
+    """The modes worth timing here: bf16 ones only where bf16 is native (CUDA, AVX512-BF16/AMX CPUs)."""
+    modes = ["fp32", "bf16", "cl", "bf16+cl"] if native_bf16 else ["fp32", "cl"]
+    if with_compile:
+        modes += ["compile", "bf16+cl+compile"] if native_bf16 else ["compile", "cl+compile"]
+    return ",".join(modes)
 # Small but paper-shaped defaults per model; the size-dependent generator is picked for pix2pix.
 MODEL_FLAGS = {
     "pix2pix": lambda size: ["--netG", "unet_256" if size >= 256 else "unet_128" if size >= 128 else "unet"],
@@ -324,9 +333,11 @@ def parse_args(argv=None):
     p.add_argument("--model", default="atme", choices=sorted(MODEL_FLAGS))
     p.add_argument("--size", type=int, default=256, help="square image side")
     p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--modes", default="fp32,bf16,cl,bf16+cl",
-                   help=f"comma-separated, from {', '.join(MODE_FLAGS)}")
-    p.add_argument("--compile", action="store_true", help="add the compile and bf16+cl+compile modes")
+    p.add_argument("--modes", default=None,
+                   help=f"comma-separated, from {', '.join(MODE_FLAGS)} (default: fp32,bf16,cl,bf16+cl where bf16 "
+                        f"is native, on CUDA or AVX512-BF16/AMX CPUs; fp32,cl elsewhere)")
+    p.add_argument("--compile", action="store_true",
+                   help="with the default modes, add compile and bf16+cl+compile (cl+compile without native bf16)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per mode")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per mode (the median is reported)")
     p.add_argument("--extra", default="", help="more train.py flags for the model, e.g. '--ngf 32'")
@@ -342,8 +353,11 @@ def parse_args(argv=None):
     p.add_argument("--pool_batches", type=int, default=200, help="timed read+write batches per pool size")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
-    if args.compile:
-        args.modes += ",compile,bf16+cl+compile"
+    if args.modes is None:
+        native = torch.cuda.is_available() or cpu_has_native_bf16()
+        args.modes = default_modes(args.compile, native)
+    elif args.compile:
+        p.error("--compile adds to the default modes; with --modes, name the compile modes there")
     if args.repeats < 1 or args.warmup < 0:
         p.error("--repeats must be at least 1 and --warmup at least 0")
     if "compile" in args.modes and args.warmup < 1:

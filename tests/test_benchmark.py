@@ -77,3 +77,15 @@ def test_loop_benchmark_reports_a_failed_run(tmp_path, demo_root):
     with pytest.raises(RuntimeError, match="train.py failed in mode fp32"):
         load_benchmark().main(["--model", "pix2pix", "--dataroot", demo_root, "--size", "32", "--modes", "fp32",
                                "--gpu_ids", "-1", "--extra", "--netD no_such_net"])
+
+
+def test_default_modes_follow_the_hardware():
+    bench = load_benchmark()
+    assert bench.default_modes(False, native_bf16=True) == "fp32,bf16,cl,bf16+cl"
+    assert bench.default_modes(False, native_bf16=False) == "fp32,cl"
+    assert bench.default_modes(True, native_bf16=False) == "fp32,cl,compile,cl+compile"
+    assert bench.default_modes(True, native_bf16=True).endswith(",compile,bf16+cl+compile")
+    args = bench.parse_args([])
+    native = bench.torch.cuda.is_available() or bench.cpu_has_native_bf16()
+    assert ("bf16" in args.modes.split(",")) == native
+    assert all(mode in bench.MODE_FLAGS for mode in args.modes.split(","))
