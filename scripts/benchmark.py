@@ -7,8 +7,9 @@
 
 Which mode is fastest depends on the hardware: bf16 pays off on CUDA and on CPUs with AVX512-BF16 or AMX,
 and is several times slower than fp32 on CPUs without them (the results name the CPU and whether it has
-native bf16). The model kind runs all modes in one process. Each model is built through the real option parser and `models.create_model`
-(a temporary checkpoints directory, synthetic batches), so the numbers measure the framework's code.
+native bf16). The model kind runs all modes in one process. Each model is built through the real option
+parser and `models.create_model` (a temporary checkpoints directory, synthetic batches), so the numbers
+measure the framework's code.
 Throughput is images/s of the median of `--repeats` timed steps after `--warmup` untimed ones. Peak memory
 is torch.cuda.max_memory_allocated on CUDA; on the CPU it is the highest resident set sampled during the
 mode, minus the resident set before it (ru_maxrss only ever grows, so it cannot separate modes). The first
@@ -63,6 +64,8 @@ def default_modes(with_compile, native_bf16):
     if with_compile:
         modes += ["compile", "bf16+cl+compile"] if native_bf16 else ["compile", "cl+compile"]
     return ",".join(modes)
+
+
 # Small but paper-shaped defaults per model; the size-dependent generator is picked for pix2pix.
 MODEL_FLAGS = {
     "pix2pix": lambda size: ["--netG", "unet_256" if size >= 256 else "unet_128" if size >= 128 else "unet"],
@@ -310,8 +313,8 @@ def bench_pool(args):
                 pool.write_deferred(idx, maps[:len(idx)])  # as the trainer does; the next read stores it
                 times.append(time.perf_counter() - start)
             anon_mb, file_mb = rss_parts_mb()
-            rows.append({"images": count, "rss_anon_mb": anon_mb, "rss_file_mb": file_mb, "map": f"{side}x{side}", "file_mb": os.path.getsize(pool.path) / 2 ** 20,
-                         "create_s": create_s, "read_write_ms_median": 1e3 * statistics.median(times),
+            rows.append({"images": count, "rss_anon_mb": anon_mb, "rss_file_mb": file_mb, "map": f"{side}x{side}",
+                         "file_mb": os.path.getsize(pool.path) / 2 ** 20, "create_s": create_s, "read_write_ms_median": 1e3 * statistics.median(times),
                          "rss_mb": rss_bytes() / 2 ** 20, "rss_growth_mb": (rss_bytes() - rss_before) / 2 ** 20})
             pool.close()
             del pool

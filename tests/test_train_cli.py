@@ -121,3 +121,15 @@ def test_missing_dataroot_is_named(tmp_path):
                    "--name", "m", *TINY, check=False)
     assert proc.returncode != 0
     assert "--dataroot" in proc.stderr and str(tmp_path / "nothing") in proc.stderr
+
+
+def test_compile_trains_saves_plain_weights_and_times_the_first_step(demo_root, tmp_path):
+    """--compile (torch.compile) trains, logs how long the compiling first step took, and saves checkpoints with
+    the plain key names (no `_orig_mod.` prefix), so eager runs and test.py load them."""
+    ck = tmp_path / "ck"
+    proc = train(demo_root, ck, "compiled", "--compile", "--n_epochs", "1", "--n_epochs_decay", "0")
+    assert "first step:" in proc.stdout and "torch.compile" in proc.stdout
+    state = torch.load(ck / "compiled" / "latest_net_G.pth", map_location="cpu")
+    assert state and not any(key.startswith("_orig_mod") for key in state)
+    losses = list(csv.DictReader(open(ck / "compiled" / "loss_log.csv")))
+    assert losses and all(float(r["G_L1"]) > 0 for r in losses)

@@ -66,9 +66,9 @@ def amp_dtype(name, device):
     if name == "bf16":
         if device.type == "cpu" and not cpu_has_native_bf16():
             log.warning("--amp bf16: this CPU (%s, %s) has no native bf16 (AVX512-BF16 or AMX), so bf16 "
-                        "convolutions take a slow fallback kernel and training runs several times SLOWER than "
-                        "fp32. Drop --amp here; it pays off on CUDA and on CPUs with AVX512-BF16/AMX. "
-                        "`python scripts/benchmark.py` measures every mode on this machine.",
+                        "convolutions take a slow fallback kernel: training and inference run from several to "
+                        "tens of times SLOWER than fp32. Drop --amp here; it pays off on CUDA and on CPUs with "
+                        "AVX512-BF16/AMX. `python scripts/benchmark.py` measures every mode on this machine.",
                         cpu_model(), torch.backends.cpu.get_cpu_capability())
         return torch.bfloat16
     if name == "fp16":
