@@ -168,6 +168,9 @@ def test_deferred_writes_land_by_the_next_write_read_or_flush(pool):
     pool.flush()  # the trainer flushes at the end of every epoch and before every checkpoint
     assert torch.all(other_process_view(9) == 0)
 
-    with pytest.raises(IndexError, match="outside 0..9"):  # at the call that passed them, not at a later flush
+    # Bad input fails at the call that passed it, not at a later write or flush.
+    with pytest.raises(IndexError, match="outside 0..9"):
         pool.write_deferred([10], torch.zeros(1, 1, 3, 4))
+    with pytest.raises(ValueError, match=r"shape \(1, 1, 4, 4\) do not fit"):
+        pool.write_deferred([3], torch.zeros(1, 1, 4, 4))
     pool.flush()

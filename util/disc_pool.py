@@ -163,11 +163,14 @@ class DiscPool(_LazyMemmap):
         idx = _as_index_array(indices, len(self))
         values = maps.detach().to(device="cpu", dtype=torch.float32).numpy() if isinstance(maps, torch.Tensor) \
             else np.asarray(maps, dtype=np.float32)
-        expected = (idx.size, 1, *self.map_size)
-        if values.shape != expected:
-            raise ValueError(f"discriminator maps of shape {values.shape} do not fit the pool {self.path}, which "
-                             f"holds {expected[1:]} per image ({idx.size} indices given)")
+        self._check_shape(idx.size, values.shape)
         self.array[idx] = values
+
+    def _check_shape(self, count, shape):
+        expected = (count, 1, *self.map_size)
+        if tuple(shape) != expected:
+            raise ValueError(f"discriminator maps of shape {tuple(shape)} do not fit the pool {self.path}, which "
+                             f"holds {expected[1:]} per image ({count} indices given)")
 
     def write_deferred(self, indices, maps):
         """`write`, without making the host wait for the device: the trainer's per-step call.
@@ -179,7 +182,9 @@ class DiscPool(_LazyMemmap):
         self._store_pending()
         maps = maps.detach()
         indices = torch.as_tensor(indices).detach().reshape(-1)
-        if not indices.is_cuda:  # checked now, where the error belongs (device indices: when stored)
+        # Checked now, where the error belongs (the values of device indices only when stored).
+        self._check_shape(indices.numel(), maps.shape)
+        if not indices.is_cuda:
             _as_index_array(indices, len(self))
         if maps.is_cuda:
             host_maps = torch.empty(maps.shape, dtype=torch.float32, pin_memory=True)
@@ -202,7 +207,7 @@ class DiscPool(_LazyMemmap):
         self.write(indices, maps)
 
     def flush(self):
-        """Store deferred maps and push written maps to the file (other processes see them from then on)."""
+        """Store deferred maps (other processes see a map once it is stored) and push written maps to disk."""
         self._store_pending()
         if self._array is not None and self.writable:
             self._array.flush()
