@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -163,7 +164,7 @@ def bench_mode(name, mode, args, checkpoints_dir):
     gc.collect()
     with PeakRss() as mem:
         model, opt = build_model(name, args.size, args.batch_size, MODE_FLAGS[mode], checkpoints_dir,
-                                 args.extra.split() if args.extra else ())
+                                 shlex.split(args.extra))
         device = model.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -233,7 +234,7 @@ def run_training(args, mode, run_root):
            "--display_id", "0", "--no_html", "--print_freq", str(args.batch_size * args.print_steps),
            "--save_latest_freq", str(10 ** 9), "--save_epoch_freq", str(10 ** 6),
            *(["--val_freq", str(args.epochs)] if val else []),
-           *MODEL_FLAGS[args.model](args.size), *MODE_FLAGS[mode], *(args.extra.split() if args.extra else ())]
+           *MODEL_FLAGS[args.model](args.size), *MODE_FLAGS[mode], *shlex.split(args.extra)]
     log_path = os.path.join(run_root, f"{mode}.out")
     with open(log_path, "w") as out:
         done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -365,9 +366,11 @@ def parse_args(argv=None):
         p.error("--repeats must be at least 1 and --warmup at least 0")
     if "compile" in args.modes and args.warmup < 1:
         p.error("the compile modes need --warmup 1 or more: the first step compiles")
-    if args.dataroot is not None and not os.path.isdir(args.dataroot):
-        p.error(f"--dataroot {args.dataroot} is not a directory (make the demo set with "
-                f"`python datasets/make_demo_dataset.py --out datasets/demo`)")
+    if args.dataroot is not None:
+        if not os.path.isdir(args.dataroot):
+            p.error(f"--dataroot {args.dataroot} is not a directory (make the demo set with "
+                    f"`python datasets/make_demo_dataset.py --out datasets/demo`)")
+        args.dataroot = os.path.abspath(args.dataroot)  # train.py runs from the repository root
     if args.epochs < 1 or args.print_steps < 1:
         p.error("--epochs and --print_steps must be at least 1")
     return args

@@ -89,3 +89,9 @@ def test_default_modes_follow_the_hardware():
     native = bench.torch.cuda.is_available() or bench.cpu_has_native_bf16()
     assert ("bf16" in args.modes.split(",")) == native
     assert all(mode in bench.MODE_FLAGS for mode in args.modes.split(","))
+
+
+def test_loop_dataroot_relative_to_the_callers_directory(demo_root, monkeypatch):
+    monkeypatch.chdir(os.path.dirname(demo_root))  # train.py then runs from the repository root
+    args = load_benchmark().parse_args(["--dataroot", os.path.basename(demo_root)])
+    assert args.dataroot == os.path.abspath(demo_root)
