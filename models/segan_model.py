@@ -186,6 +186,7 @@ class SeganModel(BaseModel):
         per_code = rearrange(self.fake_B_all, "(b k) c h w -> k b c h w", k=self.samples_per_input)
         for k in range(min(self.samples_per_input, TRAIN_VISUAL_SAMPLES)):
             setattr(self, f"fake_B_{k}", per_code[k])
+        self.fake_B = per_code[0]  # one translation per input: what --val_freq scores (L1, PSNR)
 
     def _draw_codes(self):
         """The codes z (b * k, nz) of this batch and the fresh negatives of T's and G's MI terms (or None).
@@ -218,6 +219,7 @@ class SeganModel(BaseModel):
         for k, code in enumerate(self.sample_codes):
             codes = repeat(code, "nz -> b nz", b=self.real_A.shape[0])
             setattr(self, f"{self.sample_prefix}_{k}", self.netG(self.real_A, codes))
+        self.fake_B = getattr(self, f"{self.sample_prefix}_0")  # the first code's output, for metrics
 
     # ------------------------------------------------------------------ losses
     def _d_input(self, outputs, inputs):

@@ -185,3 +185,18 @@ def test_codes_depend_on_seed_epoch_and_image_only(demo_root, tmp_path):
     with torch.no_grad():
         other_seed.forward()
     assert not torch.equal(other_seed.z, z)
+
+
+def test_training_with_validation_scores_the_first_code(demo_root, tmp_path):
+    """train.py --val_freq scores SEGAN's first-code translation (fake_B) against B on the val split."""
+    import csv
+    run_cli("train.py", "--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "val", *TINY,
+            "--n_epochs", "1", "--n_epochs_decay", "0", "--val_freq", "1")
+    rows = list(csv.DictReader(open(tmp_path / "val" / "val_log.csv")))
+    assert len(rows) == 1 and 0 < float(rows[0]["l1"]) < 2 and float(rows[0]["n_images"]) == 4
+    assert (tmp_path / "val" / "best_net_G.pth").exists()
+
+    model, _ = build(demo_root, tmp_path)
+    model.set_input(default_collate([create_dataset(model.opt)[i] for i in range(2)]))
+    model.test()
+    assert torch.equal(model.fake_B, model.fake_B_0)
