@@ -6,10 +6,10 @@
     python scripts/benchmark.py --model atme --dataroot datasets/demo --size 64 --epochs 2 --modes fp32,cl
 
 Which mode is fastest depends on the hardware: bf16 pays off on CUDA and on CPUs with AVX512-BF16 or AMX,
-and is several times slower than fp32 on CPUs without them (the results name the CPU and whether it has
-native bf16). The model kind runs all modes in one process. Each model is built through the real option
-parser and `models.create_model` (a temporary checkpoints directory, synthetic batches), so the numbers
-measure the framework's code.
+and is from several to tens of times slower than fp32 on CPUs without them (the results name the CPU and
+whether it has native bf16). The model kind runs all modes in one process. Each model is built through the
+real option parser and `models.create_model` (a temporary checkpoints directory, synthetic batches), so the
+numbers measure the framework's code.
 Throughput is images/s of the median of `--repeats` timed steps after `--warmup` untimed ones. Peak memory
 is torch.cuda.max_memory_allocated on CUDA; on the CPU it is the highest resident set sampled during the
 mode, minus the resident set before it (ru_maxrss only ever grows, so it cannot separate modes). The first
@@ -315,7 +315,8 @@ def bench_pool(args):
                 times.append(time.perf_counter() - start)
             anon_mb, file_mb = rss_parts_mb()
             rows.append({"images": count, "rss_anon_mb": anon_mb, "rss_file_mb": file_mb, "map": f"{side}x{side}",
-                         "file_mb": os.path.getsize(pool.path) / 2 ** 20, "create_s": create_s, "read_write_ms_median": 1e3 * statistics.median(times),
+                         "file_mb": os.path.getsize(pool.path) / 2 ** 20, "create_s": create_s,
+                         "read_write_ms_median": 1e3 * statistics.median(times),
                          "rss_mb": rss_bytes() / 2 ** 20, "rss_growth_mb": (rss_bytes() - rss_before) / 2 ** 20})
             pool.close()
             del pool

@@ -45,14 +45,11 @@ def cpu_has_native_bf16():
         return False
 
 
-def hardware_info(device=None):
+def hardware_info():
     """What decides which speed flags pay off on this machine, for logs and benchmark results."""
-    info = {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": None}
-    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
-        info["cuda"] = torch.cuda.get_device_name(device)
-    return info
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def amp_dtype(name, device):
