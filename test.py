@@ -7,9 +7,7 @@ Architecture options come from checkpoints/<name>/train_opt.json. Output:
 """
 import logging
 import os
-import sys
 
-import torch
 from tqdm import tqdm
 
 from data import create_dataloader, create_dataset

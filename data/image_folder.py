@@ -15,7 +15,7 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".we
 
 # Where a user gets data from when a folder is missing.
 _WHERE_TO_GET_DATA = ("get a pix2pix dataset with `bash datasets/download_pix2pix_dataset.sh facades` "
-                      "or build the small demo set with `python datasets/make_demo_dataset.py --out datasets/demo`")
+                      "or build the small demo set with `python -m datasets.make_demo_dataset --out datasets/demo`")
 
 # Errors PIL raises for files it cannot decode: OSError (UnidentifiedImageError, "image file is
 # truncated", broken data stream), SyntaxError (malformed headers), ValueError and EOFError (odd chunks).

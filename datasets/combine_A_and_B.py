@@ -1,6 +1,6 @@
 """Pair two folders of images into the aligned layout `A|B` (side by side) that `--dataset_mode aligned` reads.
 
-    python datasets/combine_A_and_B.py --fold_A path/A --fold_B path/B --fold_AB datasets/mydata
+    python -m datasets.combine_A_and_B --fold_A path/A --fold_B path/B --fold_AB datasets/mydata
 
 `fold_A` and `fold_B` hold the same splits (`train/ val/ test/`, or the images directly); an image
 `fold_A/<split>/x.png` is paired with `fold_B/<split>/x.png` (with --use_AB: `x_A.png` with `x_B.png`, written as
@@ -11,10 +11,10 @@ import argparse
 import logging
 from concurrent.futures import ThreadPoolExecutor
 import os
-import sys
-import tempfile
 
 from PIL import Image
+
+from util.atomic import atomic_write
 
 log = logging.getLogger("combine_A_and_B")
 
@@ -103,19 +103,10 @@ def combine_pair(job):
     im_AB = Image.new(im_A.mode, (2 * width, height))
     im_AB.paste(im_A, (0, 0))
     im_AB.paste(im_B, (width, 0))
-    directory = os.path.dirname(path_AB)
-    os.makedirs(directory, exist_ok=True)
     ext = os.path.splitext(path_AB)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=ext, dir=directory)
-    os.close(fd)
-    try:
-        options = {"quality": 95} if ext.lower() in (".jpg", ".jpeg") else {}
-        im_AB.save(tmp, **options)
-        os.replace(tmp, path_AB)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    options = {"quality": 95} if ext.lower() in (".jpg", ".jpeg") else {}
+    image_format = Image.registered_extensions().get(ext.lower(), "PNG")
+    atomic_write(path_AB, lambda handle: im_AB.save(handle, format=image_format, **options))
     return None
 
 
@@ -156,6 +147,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from util.cli import run_main
     run_main(lambda: 1 if main()[1] else 0)  # non-zero when any file could not be paired

@@ -5,7 +5,7 @@ a grid of framed windows with sills, a door, cornices, sky, shading) and A its l
 colour per class (PALETTE). Labels -> photo and photo -> labels are both learnable, in the spirit of
 CMP facades, and the default set builds in a few seconds on a CPU.
 
-Usage: python datasets/make_demo_dataset.py --out datasets/demo [--size 64] [--n_train 200]
+Usage: python -m datasets.make_demo_dataset --out datasets/demo [--size 64] [--n_train 200]
        [--n_val 20] [--n_test 20] [--seed 0] [--force]
 The output is deterministic: the same arguments give the same bytes. Image i of a split depends only
 on (seed, split, i), so a larger --n_train keeps the first images unchanged.
@@ -19,6 +19,8 @@ import sys
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from util.atomic import atomic_write_text
 
 log = logging.getLogger("make_demo_dataset")
 
@@ -201,11 +203,7 @@ def make_demo_dataset(out_dir, size=64, n_train=200, n_val=20, n_test=20, seed=0
                 labels, photo = render_pair(size, seed, split, index)
                 Image.fromarray(np.concatenate([labels, photo], axis=1)).save(os.path.join(folder, name))
                 bar.update(1)
-    tmp = manifest_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(_manifest(size, counts, seed), f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, manifest_path)
+    atomic_write_text(manifest_path, json.dumps(_manifest(size, counts, seed), indent=1, sort_keys=True) + "\n")
     log.info("wrote the demo dataset to %s: %s images of %dx%d (A = labels | B = photo)",
              out_dir, ", ".join(f"{n} {s}" for s, n in counts.items()), 2 * size, size)
     return out_dir

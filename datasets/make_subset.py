@@ -1,9 +1,9 @@
 """Derive a dataset from an aligned one: the first N training images, and/or unpaired A and B folders.
 
     # ATME paper: Night2day is trained on 5,000 images only (the first 5,000 in sorted order)
-    python datasets/make_subset.py --dataroot datasets/night2day --out datasets/night2day_5k --n 5000
+    python -m datasets.make_subset --dataroot datasets/night2day --out datasets/night2day_5k --n 5000
     # SEGAN's unsupervised setting: A and B halves in trainA/ trainB/ (valA/ valB/) for --dataset_mode unaligned
-    python datasets/make_subset.py --dataroot datasets/edges2shoes --out datasets/edges2shoes_unpaired \\
+    python -m datasets.make_subset --dataroot datasets/edges2shoes --out datasets/edges2shoes_unpaired \\
         --unpaired --other_phases val
 
 "First N" is the order the data loader uses (data/image_folder.make_dataset: sorted paths), so the subset equals
@@ -14,14 +14,11 @@ import argparse
 import logging
 import os
 import shutil
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.image_folder import make_dataset  # noqa: E402
+from data.image_folder import make_dataset
 
 log = logging.getLogger("make_subset")
 

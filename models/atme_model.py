@@ -15,17 +15,16 @@ import numpy as np
 import torch
 from einops import reduce
 
-from models.atme_blocks import WBlock
-from models.atme_checkpoint import strip_module_prefix
-from models.base_model import BaseModel, unwrap
-from models.diffusion_unet import DiffusionUNet
-from models.discriminators import define_D, patch_output_size
-from models.layers import init_weights
-from models.losses import GANLoss
-from models.pix2pix_model import Pix2PixModel
-from options.parsing import add_bool_flag, int_tuple
+from models.atme.blocks import WBlock
+from models.atme.diffusion_unet import DiffusionUNet
+from models.atme.pool import POOL_FILENAME, DiscPool, test_time_maps
+from models.base_model import BaseModel
+from models.networks.discriminators import define_D, patch_output_size
+from models.networks.layers import init_weights, unwrap
+from models.networks.losses import GANLoss, conditional_d_losses, conditional_g_losses
 from util import distributed
-from util.disc_pool import POOL_FILENAME, DiscPool, test_time_maps
+from util.arg_types import add_bool_flag, int_tuple
+from util.checkpoint import strip_module_prefix
 from util.image_utils import save_image, tensor2im
 
 log = logging.getLogger(__name__)
@@ -35,8 +34,9 @@ class AtmeModel(BaseModel):
     """ATME: diffusion U-Net generator with the W block, PatchGAN discriminator, per-image D pool."""
 
     # Model flags a resume must not change (the weights or the pool were made with them).
-    architecture_flags = ("dim", "dim_mults", "init_dim", "groups", "time_dim_mult", "learned_sinusoidal_cond",
-                          "random_fourier_features", "learned_sinusoidal_dim", "pool_stores")
+    architecture_flags = BaseModel.architecture_flags + (
+        "dim", "dim_mults", "init_dim", "groups", "time_dim_mult", "learned_sinusoidal_cond", "random_fourier_features",
+        "learned_sinusoidal_dim", "pool_stores")
     # The checkpoints published with the paper call W "T".
     checkpoint_aliases = {"W": ["T"]}
 
@@ -95,7 +95,6 @@ class AtmeModel(BaseModel):
             self.netD = define_D(opt.input_nc + opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm,
                                  opt.init_type, opt.init_gain)
             self.criterionGAN = GANLoss(opt.gan_mode).to(self.device)
-            self.criterionL1 = torch.nn.L1Loss()
             # W learns with G: it is the generator's ear for the discriminator.
             self.optimizer_G = self.make_adam(itertools.chain(self.netW.parameters(), self.netG.parameters()))
             self.optimizer_D = self.make_adam(self.netD.parameters())
@@ -110,7 +109,10 @@ class AtmeModel(BaseModel):
     def open_disc_pool(self, opt):
         """Open (resume) or create the run's discriminator pool; rank 0 creates, the others wait."""
         path = os.path.join(self.save_dir, POOL_FILENAME)
-        num_images = self.dataset_size(opt)
+        num_images = getattr(opt, "dataset_size", None)
+        if num_images is None:
+            raise ValueError("ATME training needs opt.dataset_size, the number of training images (one pool map "
+                             "each); train.py sets it from the dataset before it builds the model")
         seed = 0 if opt.seed is None else int(opt.seed)
         if distributed.is_main_process():
             self.disc_pool = DiscPool.open_or_create(path, num_images, self.map_size, resume=opt.continue_train,
@@ -118,14 +120,6 @@ class AtmeModel(BaseModel):
         distributed.barrier()
         if not distributed.is_main_process():
             self.disc_pool = DiscPool.open(path, num_images=num_images, map_size=self.map_size)
-
-    @staticmethod
-    def dataset_size(opt):
-        """Images in the training set: the pool keeps one map per image."""
-        if getattr(opt, "dataset_size", None) is not None:
-            return int(opt.dataset_size)
-        from data import create_dataset
-        return len(create_dataset(opt))
 
     def sample_readers(self):
         # Each sample's D_{t-1} is read from disk in the loader workers, overlapping the training step.
@@ -174,9 +168,16 @@ class AtmeModel(BaseModel):
         t = reduce(self.W.float(), "b c h w -> b", "mean")
         self.fake_B = self.netG(self.noisy_A, t)
 
-    # The same conditional losses as pix2pix: D sees the clean input with the real or generated output.
-    backward_D = Pix2PixModel.backward_D
-    backward_G = Pix2PixModel.backward_G
+    def backward_D(self):
+        self.loss_D, self.loss_D_real, self.loss_D_fake = conditional_d_losses(
+            self.netD, self.criterionGAN, self.real_A, self.real_B, self.fake_B)
+        return self.loss_D
+
+    def backward_G(self):
+        # D's map of (x, G(x_t)) goes to the pool: next epoch's D_{t-1} for these images.
+        self.loss_G, self.loss_G_GAN, self.loss_G_L1, self.disc_fake = conditional_g_losses(
+            self.netD, self.criterionGAN, self.real_A, self.real_B, self.fake_B, self.opt.lambda_L1)
+        return self.loss_G
 
     def optimize_parameters(self):
         with self.autocast():
@@ -193,7 +194,7 @@ class AtmeModel(BaseModel):
         indices = torch.as_tensor(self.sample_index, dtype=torch.long, device=maps.device).reshape(-1)
         if distributed.is_distributed():
             # Each node's pool file gets every rank's maps; one process per node writes them.
-            indices, maps = gather_from_ranks(indices), gather_from_ranks(maps)
+            indices, maps = distributed.gather_from_ranks(indices), distributed.gather_from_ranks(maps)
             if (distributed.local_rank() or 0) != 0:
                 return
         self.disc_pool.write_deferred(indices, maps)
@@ -225,18 +226,3 @@ class AtmeModel(BaseModel):
             save_image(tensor2im(w_maps[i]), stem + "_W.png")
         log.info("saved D_t and W_t of %d images to %s", len(indices), directory)
 
-
-def gather_from_ranks(tensor):
-    """Concatenate `tensor` (batch first) over all ranks in rank order; batches may differ in size."""
-    import torch.distributed as dist
-    world = distributed.world_size()
-    count = torch.tensor([tensor.shape[0]], device=tensor.device)
-    counts = [torch.zeros_like(count) for _ in range(world)]
-    dist.all_gather(counts, count)
-    counts = [int(c) for c in counts]
-    longest = max(counts)
-    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
-    padded[:tensor.shape[0]] = tensor
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded.contiguous())
-    return torch.cat([part[:n] for part, n in zip(parts, counts)])

@@ -7,7 +7,6 @@ learning-rate schedules, checkpoints (one `<epoch>_net_<NAME>.pth` state_dict pe
 `<epoch>_train_state.pth` with everything a resume needs) and the per-epoch convergence statistics.
 """
 import logging
-import math
 import os
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -15,20 +14,13 @@ from collections import OrderedDict
 import torch
 
 from models import schedulers
+from models.networks.layers import unwrap
 from util import distributed
-from util.checkpoint import atomic_save, describe_mismatch, load_file, state_dict_mismatch
+from util.checkpoint import atomic_save, describe_mismatch, layout_mismatch, load_file
+from util.convergence import LOG4
 from util.devices import amp_dtype, autocast, resolve_device, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
-
-LOG4 = math.log(4.0)
-
-
-def unwrap(net):
-    """The plain module behind DDP and torch.compile wrappers."""
-    net = getattr(net, "_orig_mod", net)
-    net = getattr(net, "module", net)
-    return getattr(net, "_orig_mod", net)
 
 
 class BaseModel(ABC):
@@ -36,6 +28,10 @@ class BaseModel(ABC):
 
     # Older checkpoint names a network may be stored under, e.g. {'W': ['T']} for released ATME weights.
     checkpoint_aliases = {}
+    # Flags that define the networks: a resume must not change them, and test.py takes them from the run's
+    # stored options (given again with another value they are an error). Subclasses extend the tuple.
+    architecture_flags = ("model", "input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D", "norm",
+                          "no_dropout", "direction")
 
     def __init__(self, opt):
         self.opt = opt
@@ -295,12 +291,12 @@ class BaseModel(ABC):
         """Load `state` into `net`, explaining any key or shape mismatch."""
         state = self.convert_checkpoint(name, state)
         target = unwrap(net)
-        missing, unexpected, misshaped = state_dict_mismatch(target.state_dict(), state)
-        if missing or unexpected or misshaped:
+        mismatch = layout_mismatch(target, state)
+        if mismatch:
             stored = os.path.join(self.save_dir, "train_opt.txt")
             raise RuntimeError(
                 f"{path} does not fit network {name} as built from the current options: "
-                f"{describe_mismatch(missing, unexpected, misshaped)}. The options the run was trained with "
+                f"{describe_mismatch(mismatch)}. The options the run was trained with "
                 f"are in {stored}{'' if os.path.isfile(stored) else ' (missing)'}; pass the same architecture "
                 f"flags (--netG, --netD, --ngf, --ndf, --norm, --input_nc, --output_nc, model flags).")
         target.load_state_dict(state)
@@ -356,9 +352,8 @@ class BaseModel(ABC):
         return {k: state[k] for k in ("epoch", "epoch_iter", "total_iters")}
 
     def _check_architecture(self, stored, path):
-        from options.base_options import ARCHITECTURE_FLAGS
         changed = []
-        for key in ARCHITECTURE_FLAGS + tuple(getattr(self, "architecture_flags", ())):
+        for key in self.architecture_flags:
             if key in stored and hasattr(self.opt, key):
                 now = getattr(self.opt, key)
                 was = tuple(stored[key]) if isinstance(stored[key], list) else stored[key]

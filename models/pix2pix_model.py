@@ -4,12 +4,10 @@ Loss: GAN(D(x, G(x))) + lambda_L1 * |G(x) - y|_1, with a PatchGAN D that sees th
 Paper defaults: U-Net-256 generator, 70x70 PatchGAN (`basic`), vanilla GAN loss, lambda_L1 = 100,
 batch norm, aligned data, Adam(2e-4, beta1 0.5), no image pool.
 """
-import torch
-
 from models.base_model import BaseModel
-from models.discriminators import define_D
-from models.generators import check_generator_size, define_G
-from models.losses import GANLoss
+from models.networks.discriminators import define_D
+from models.networks.generators import check_generator_size, define_G
+from models.networks.losses import GANLoss, conditional_d_losses, conditional_g_losses
 
 
 class Pix2PixModel(BaseModel):
@@ -36,7 +34,6 @@ class Pix2PixModel(BaseModel):
             self.netD = define_D(opt.input_nc + opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm,
                                  opt.init_type, opt.init_gain)
             self.criterionGAN = GANLoss(opt.gan_mode).to(self.device)
-            self.criterionL1 = torch.nn.L1Loss()
             self.optimizer_G = self.make_adam(self.netG.parameters())
             self.optimizer_D = self.make_adam(self.netD.parameters())
             self.optimizers = [self.optimizer_G, self.optimizer_D]
@@ -50,20 +47,13 @@ class Pix2PixModel(BaseModel):
         self.fake_B = self.netG(self.real_A)
 
     def backward_D(self):
-        # Detach the fake so D's step does not reach into G.
-        fake_AB = torch.cat((self.real_A, self.fake_B.detach()), 1)
-        real_AB = torch.cat((self.real_A, self.real_B), 1)
-        self.loss_D_fake = self.criterionGAN(self.netD(fake_AB), False)
-        self.loss_D_real = self.criterionGAN(self.netD(real_AB), True)
-        self.loss_D = (self.loss_D_fake + self.loss_D_real) * 0.5
+        self.loss_D, self.loss_D_real, self.loss_D_fake = conditional_d_losses(
+            self.netD, self.criterionGAN, self.real_A, self.real_B, self.fake_B)
         return self.loss_D
 
     def backward_G(self):
-        fake_AB = torch.cat((self.real_A, self.fake_B), 1)
-        self.disc_fake = self.netD(fake_AB)  # kept: ATME stores this map in its pool
-        self.loss_G_GAN = self.criterionGAN(self.disc_fake, True)
-        self.loss_G_L1 = self.criterionL1(self.fake_B, self.real_B) * self.opt.lambda_L1
-        self.loss_G = self.loss_G_GAN + self.loss_G_L1
+        self.loss_G, self.loss_G_GAN, self.loss_G_L1, _ = conditional_g_losses(
+            self.netD, self.criterionGAN, self.real_A, self.real_B, self.fake_B, self.opt.lambda_L1)
         return self.loss_G
 
     def optimize_parameters(self):

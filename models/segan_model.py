@@ -16,11 +16,11 @@ import torch
 from einops import rearrange, repeat
 
 from models.base_model import BaseModel
-from models.layers import get_norm_layer, init_weights
-from models.losses import GANLoss
-from models.mi_estimators import ESTIMATORS, mi_estimate
-from models.segan_networks import MultiscaleDiscriminator, NoiseUnetGenerator, StatisticsNetwork, unet_depth
-from options.parsing import add_bool_flag
+from models.networks.layers import get_norm_layer, init_weights
+from models.networks.losses import GANLoss
+from models.segan.mi_estimators import ESTIMATORS, mi_estimate
+from models.segan.networks import MultiscaleDiscriminator, NoiseUnetGenerator, StatisticsNetwork, unet_depth
+from util.arg_types import add_bool_flag
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ TRAIN_VISUAL_SAMPLES = 3  # outputs per input shown on the dashboard
 class SeganModel(BaseModel):
     """Noise U-Net G(a, z), multi-scale PatchGAN D(b), statistics network T(z, b)."""
 
-    architecture_flags = ("nz", "upsample", "num_D", "conditional_D")
+    architecture_flags = BaseModel.architecture_flags + ("nz", "upsample", "num_D", "conditional_D")
 
     @staticmethod
     def modify_commandline_options(parser, is_train=True):

@@ -16,20 +16,21 @@ The contract:
   it steps D, freezes it for the generator's step and feeds convergence.csv (-L_GAN per epoch).
 - Optional hooks: `sample_readers()` (extra per-sample data read in the loader workers),
   `on_epoch_end(epoch)`, `extra_state()` / `load_extra_state(state)` (kept in the training-state file),
-  `architecture_flags` (model flags a resume or test must not change), `checkpoint_aliases`.
+  `architecture_flags` (flags that define the networks, which a resume or test must not change:
+  extend `BaseModel.architecture_flags`), `checkpoint_aliases`.
 
 Below the model, networks take explicit arguments, never `opt`.
 """
 import torch
 
 from models.base_model import BaseModel
-from models.generators import define_G
+from models.networks.generators import define_G
 
 
 class TemplateModel(BaseModel):
     """A generator trained with a regression loss only: the smallest working model."""
 
-    architecture_flags = ()
+    architecture_flags = BaseModel.architecture_flags  # extend with the model's own flags
 
     @staticmethod
     def modify_commandline_options(parser, is_train=True):

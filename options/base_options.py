@@ -13,15 +13,12 @@ import sys
 
 import data
 import models
-from options.parsing import add_bool_flag, gpu_ids
+from util.arg_types import add_bool_flag, gpu_ids
+from util.atomic import WriteError, atomic_write_text
 from util.registry import available_names
 
 log = logging.getLogger(__name__)
 
-# Flags that a run's stored options decide at test time. Given again on the command line with another
-# value they are an error: the weights on disk were trained with the stored value.
-ARCHITECTURE_FLAGS = ("model", "input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D", "norm",
-                      "no_dropout", "direction")
 # Flags that are properties of one invocation (where the data is, which device, how many workers); never
 # taken from the stored run.
 INVOCATION_FLAGS = ("dataroot", "name", "checkpoints_dir", "gpu_ids", "phase", "batch_size", "num_threads",
@@ -99,7 +96,8 @@ class BaseOptions:
         known, _ = parser.parse_known_args(early)
         model_class = models.find_model_using_name(known.model)
         model_class.modify_commandline_options(parser, self.isTrain)
-        self.architecture_flags = ARCHITECTURE_FLAGS + tuple(getattr(model_class, "architecture_flags", ()))
+        # The flags that define the networks (the model declares them): test.py takes them from the run.
+        self.architecture_flags = model_class.architecture_flags
         known, _ = parser.parse_known_args(early)  # the model may change the dataset_mode default
         data.get_option_setter(known.dataset_mode)(parser, self.isTrain)
         return parser
@@ -169,11 +167,13 @@ def _jsonable(value):
 
 def save_options(opt, parser, prefix):
     """Write `<prefix>_opt.txt` and `<prefix>_opt.json` to the run directory (atomically)."""
-    from util.checkpoint import atomic_write_text
     directory = run_dir(opt)
-    atomic_write_text(os.path.join(directory, f"{prefix}_opt.txt"), options_text(opt, parser) + "\n")
     payload = {k: _jsonable(v) for k, v in sorted(vars(opt).items())}
-    atomic_write_text(os.path.join(directory, f"{prefix}_opt.json"), json.dumps(payload, indent=1) + "\n")
+    try:
+        atomic_write_text(os.path.join(directory, f"{prefix}_opt.txt"), options_text(opt, parser) + "\n")
+        atomic_write_text(os.path.join(directory, f"{prefix}_opt.json"), json.dumps(payload, indent=1) + "\n")
+    except WriteError as err:
+        raise err.with_hint("Or pass another --checkpoints_dir.") from err
 
 
 def load_stored_options(directory):

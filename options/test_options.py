@@ -3,7 +3,7 @@ import logging
 
 from options.base_options import (INVOCATION_FLAGS, BaseOptions, load_stored_options,
                                   run_dir, save_options)
-from options.parsing import add_bool_flag
+from util.arg_types import add_bool_flag
 
 log = logging.getLogger(__name__)
 

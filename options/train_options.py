@@ -1,6 +1,6 @@
 """Training flags: dashboard, saving, schedule, optimiser and speed."""
 from options.base_options import BaseOptions, run_dir, save_options
-from options.parsing import add_bool_flag
+from util.arg_types import add_bool_flag
 
 
 class TrainOptions(BaseOptions):

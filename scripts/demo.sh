@@ -12,7 +12,7 @@ EPOCHS=${EPOCHS:-4}
 EPOCHS_DECAY=${EPOCHS_DECAY:-4}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
-$PY datasets/make_demo_dataset.py --out datasets/demo --size 64
+$PY -m datasets.make_demo_dataset --out datasets/demo --size 64
 case "$MODEL" in
   atme)    ARCH=(--dim 16 --init_dim 16 --dim_mults 1,2,4 --groups 8 --batch_size 4) ;;
   pix2pix) ARCH=(--netG unet --ngf 32 --ndf 32 --batch_size 4) ;;

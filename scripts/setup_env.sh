@@ -21,9 +21,9 @@ $PIP install "setuptools<81" wheel
 $PIP install --no-build-isolation -r requirements.txt -r requirements-test.txt
 # The visdom server fetches its web assets from CDNs at start; install them from the npm registry so the
 # dashboard works offline. Training never needs them, so a failure here is a warning only.
-if ! "$VENV/bin/python" scripts/install_visdom_assets.py; then
+if ! "$VENV/bin/python" -m scripts.tools.install_visdom_assets; then
   echo "[setup] warning: visdom web assets not installed; the live dashboard needs them" \
-       "(retry: .venv/bin/python scripts/install_visdom_assets.py). Training is unaffected." >&2
+       "(retry: .venv/bin/python -m scripts.tools.install_visdom_assets). Training is unaffected." >&2
 fi
 echo "$want" > "$STAMP"
 echo "[setup] done: $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"

@@ -1,38 +1,75 @@
-"""Shared fixtures: a tiny demo data set and a helper that runs the CLIs in-process or as subprocesses."""
-import importlib.util
+"""Shared fixtures: a tiny demo data set, and helpers that run the CLIs in this process or as subprocesses.
+
+Tests that start a process, a browser or a compiler are marked `slow` (pytest.ini): the README's test command
+runs the rest by default and everything with `--full`.
+"""
+import contextlib
+import io
 import os
 import subprocess
 import sys
 
 import pytest
 
+from datasets.make_demo_dataset import make_demo_dataset
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-
-def _load_demo_module():
-    spec = importlib.util.spec_from_file_location("make_demo_dataset", os.path.join(ROOT, "datasets", "make_demo_dataset.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """A 32x32 demo data set in the aligned layout (train/val/test), shared by the whole session."""
     out = tmp_path_factory.mktemp("demo") / "demo"
-    _load_demo_module().make_demo_dataset(str(out), size=32, n_train=8, n_val=4, n_test=4, seed=0)
+    make_demo_dataset(str(out), size=32, n_train=8, n_val=4, n_test=4, seed=0)
     return str(out)
 
 
 def run_cli(script, *args, cwd=None, timeout=600, check=True, env=None):
-    """Run `python <script> args...` from the repository root; return the CompletedProcess."""
+    """Run `python <script> args...` (or `python -m <module> ...` when `script` is "-m") from the repository root
+    in a subprocess; return the CompletedProcess."""
     full_env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
     full_env.update(env or {})
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=cwd or ROOT,
+    target = ["-m", str(args[0])] if script == "-m" else [os.path.join(ROOT, script)]
+    rest = args[1:] if script == "-m" else args
+    proc = subprocess.run([sys.executable, *target, *map(str, rest)], cwd=cwd or ROOT,
                           capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\n"
                              f"STDERR:\n{proc.stderr[-4000:]}")
     return proc
+
+
+class InProcessResult:
+    """What `run_main` returns: the exit code and everything written to stdout and stderr."""
+
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_main(main, *args, check=True):
+    """Call a CLI's `main(args)` in this process through util.cli.run_main, as its `__main__` would: the exit
+    code, the log lines and the one-line error a user sees, without starting a Python process."""
+    from util import cli
+    out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in args]
+    old_argv = sys.argv
+    sys.argv = ["main"] + argv
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.run_main(lambda: main(argv))
+                code = 0
+            except SystemExit as stop:
+                code = stop.code or 0
+    finally:
+        sys.argv = old_argv
+        import logging
+        root = logging.getLogger()
+        for handler in list(root.handlers):  # the CLI's handlers point at the captured streams
+            if isinstance(handler, logging.FileHandler) or getattr(handler, "stream", None) in (out, err):
+                root.removeHandler(handler)
+                handler.close()
+    result = InProcessResult(code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"main exited {code}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-4000:]}")
+    return result

@@ -1,5 +1,5 @@
 """analyze_dw on synthetic histories: Brownian motion vs a smooth drift."""
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -10,9 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("analyze_dw", ROOT / "scripts" / "analyze_dw.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("scripts.analysis.analyze_dw")
     return module
 
 

@@ -6,13 +6,12 @@ import os
 import pytest
 import torch
 
-from models.atme_blocks import WBlock
-from models.atme_checkpoint import check_reference_layout, convert_release, format_problems, layout_of
-from models.diffusion_unet import DiffusionUNet
+from models.atme.blocks import WBlock
+from models.atme.release import convert_release, release_layouts
+from util.checkpoint import describe_mismatch, layout_mismatch, layout_of
+from models.atme.diffusion_unet import DiffusionUNet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAYOUT_PATH = "/work/shared/reference/atme_state_dict_layout.json"
-needs_layout = pytest.mark.skipif(not os.path.isfile(LAYOUT_PATH), reason="reference layout file not available")
 
 
 def tiny_unet(**kwargs):
@@ -23,8 +22,7 @@ def tiny_unet(**kwargs):
 
 @pytest.fixture(scope="module")
 def layout():
-    with open(LAYOUT_PATH) as f:
-        return {net: {k: tuple(v) for k, v in keys.items()} for net, keys in json.load(f).items()}
+    return release_layouts()
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +31,13 @@ def default_g():
     return DiffusionUNet()
 
 
-@needs_layout
 def test_default_generator_matches_reference_layout(layout, default_g):
     ours = layout_of(default_g)
     assert len(ours) == 284
     assert list(ours) == list(layout["G"])
-    assert check_reference_layout(default_g.state_dict(), layout["G"]) == []
+    assert not layout_mismatch(layout["G"], default_g.state_dict())
 
 
-@needs_layout
 def test_w_block_matches_reference_layout(layout):
     assert layout_of(WBlock()) == layout["W"]
 
@@ -54,7 +50,6 @@ def test_parameter_counts_at_default(default_g):
     assert round(w_params / 1e6, 3) == 0.038, w_params
 
 
-@needs_layout
 def test_parameter_counts_equal_reference_layout(layout, default_g):
     def count(shapes):
         return sum(torch.Size(s).numel() for s in shapes.values())
@@ -114,12 +109,12 @@ def test_bad_input_size_names_crop_size():
     assert g(torch.randn(1, 3, 4, 4), torch.rand(1)).shape == (1, 3, 4, 4)  # 2 ** (3 - 1) is the smallest side
 
 
-def test_check_reference_layout_reports_each_kind():
+def test_layout_mismatch_reports_each_kind():
     state = {"a": torch.zeros(2), "b": torch.zeros(3), "extra": torch.zeros(1)}
-    problems = check_reference_layout(state, {"a": (2,), "b": (4,), "gone": (1,)})
-    assert "missing: gone" in problems and "unexpected: extra" in problems
-    assert any(p.startswith("shape: b") for p in problems)
-    text = format_problems([f"missing: k{i}" for i in range(15)])
+    mismatch = layout_mismatch({"a": (2,), "b": (4,), "gone": (1,)}, state)
+    assert mismatch.missing == ["gone"] and mismatch.unexpected == ["extra"]
+    assert mismatch.misshaped == ["b: checkpoint (3,) vs model (4,)"]
+    text = describe_mismatch(layout_mismatch({f"k{i}": (1,) for i in range(15)}, {}))
     assert "k9" in text and "k10" not in text and "5 more" in text
 
 
@@ -161,10 +156,7 @@ def test_convert_release_rejects_foreign_layout(tmp_path):
 
 
 def test_convert_script_missing_files_errors(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "convert_atme_checkpoint", os.path.join(REPO, "scripts", "convert_atme_checkpoint.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from scripts.tools import convert_atme_checkpoint as script
     with pytest.raises(FileNotFoundError, match="latest_net_G.pth"):
         script.main(["--run_dir", str(tmp_path)])
 
@@ -183,7 +175,7 @@ def test_blocks_match_the_release_formulas():
     """The fused rewrites (var_mean; q and v scalings moved onto the context) give the release's outputs."""
     from einops import rearrange
 
-    from models.atme_blocks import LayerNorm, LinearAttention, WeightStandardizedConv2d
+    from models.atme.blocks import LayerNorm, LinearAttention, WeightStandardizedConv2d
     torch.manual_seed(0)
     x = torch.randn(2, 16, 8, 8)
 

@@ -1,22 +1,18 @@
-"""scripts/benchmark.py: one tiny run of each kind writes a table and JSON with one row per mode / pool size."""
-import importlib.util
+"""scripts/bench: one tiny run of each benchmark writes a table and JSON with one row per mode / pool size."""
 import json
 import os
 
-from conftest import ROOT
+import pytest
+import torch
 
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark", os.path.join(ROOT, "scripts", "benchmark.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from scripts.bench import common, loop, models, pool
+from util.devices import cpu_has_native_bf16
 
 
 def test_model_benchmark_rows_and_ratios(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    load_benchmark().main(["--model", "pix2pix", "--size", "32", "--batch_size", "2", "--modes", "fp32,bf16+cl",
-                           "--warmup", "0", "--repeats", "1", "--extra", "--ngf 8 --ndf 8", "--out", str(out)])
+    models.main(["--model", "pix2pix", "--size", "32", "--batch_size", "2", "--modes", "fp32,bf16+cl",
+                 "--warmup", "0", "--repeats", "1", "--extra", "--ngf 8 --ndf 8", "--out", str(out)])
     result = json.loads(out.read_text())
     assert [r["mode"] for r in result["rows"]] == ["fp32", "bf16+cl"]
     assert result["rows"][0]["train_speedup"] == 1.0 and result["rows"][0]["infer_speedup"] == 1.0
@@ -26,8 +22,8 @@ def test_model_benchmark_rows_and_ratios(tmp_path, capsys):
 
 def test_pool_benchmark(tmp_path):
     out = tmp_path / "pool.json"
-    load_benchmark().main(["--pool", "--pool_sizes", "10,100", "--pool_map", "4", "--pool_batches", "5",
-                           "--batch_size", "2", "--out", str(out)])
+    pool.main(["--pool_sizes", "10,100", "--pool_map", "4", "--pool_batches", "5",
+               "--batch_size", "2", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
     assert [r["images"] for r in rows] == [10, 100]
     assert rows[1]["file_mb"] > rows[0]["file_mb"]
@@ -35,9 +31,9 @@ def test_pool_benchmark(tmp_path):
 
 def test_model_benchmark_times_the_first_step_apart_and_names_the_hardware(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    load_benchmark().main(["--model", "atme", "--size", "32", "--batch_size", "1", "--modes", "fp32,cl",
-                           "--warmup", "1", "--repeats", "1", "--extra",
-                           "--dim 8 --init_dim 8 --dim_mults 1,2 --groups 4 --ndf 8", "--out", str(out)])
+    models.main(["--model", "atme", "--size", "32", "--batch_size", "1", "--modes", "fp32,cl",
+                 "--warmup", "1", "--repeats", "1", "--extra",
+                 "--dim 8 --init_dim 8 --dim_mults 1,2 --groups 4 --ndf 8", "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["cpu"] and isinstance(result["cpu_native_bf16"], bool) and result["cpu_capability"]
     for row in result["rows"]:
@@ -49,17 +45,16 @@ def test_model_benchmark_times_the_first_step_apart_and_names_the_hardware(tmp_p
 
 
 def test_compile_modes_need_a_warmup_step():
-    import pytest
     with pytest.raises(SystemExit):
-        load_benchmark().parse_args(["--modes", "fp32,compile", "--warmup", "0"])
+        models.parse_args(["--modes", "fp32,compile", "--warmup", "0"])
 
 
+@pytest.mark.slow
 def test_loop_benchmark_trains_with_train_py_and_reports_data_wait_and_l1(tmp_path, demo_root):
     out = tmp_path / "loop.json"
-    result = load_benchmark().main(["--model", "pix2pix", "--dataroot", demo_root, "--size", "32",
-                                    "--batch_size", "2", "--epochs", "1", "--print_steps", "1", "--modes", "fp32,cl",
-                                    "--num_threads", "1", "--gpu_ids", "-1", "--extra", "--ngf 8 --ndf 8",
-                                    "--out", str(out)])
+    result = loop.main(["--model", "pix2pix", "--dataroot", demo_root, "--size", "32",
+                        "--batch_size", "2", "--epochs", "1", "--print_steps", "1", "--modes", "fp32,cl",
+                        "--num_threads", "1", "--gpu_ids", "-1", "--extra", "--ngf 8 --ndf 8", "--out", str(out)])
     assert json.loads(out.read_text())["kind"] == "loop"
     fp32, cl = result["rows"]
     assert [fp32["mode"], cl["mode"]] == ["fp32", "cl"]
@@ -72,26 +67,25 @@ def test_loop_benchmark_trains_with_train_py_and_reports_data_wait_and_l1(tmp_pa
     assert abs(cl["final_train_L1_vs_fp32"]) < 0.01 and abs(cl["val_L1_vs_fp32"]) < 0.01
 
 
+@pytest.mark.slow
 def test_loop_benchmark_reports_a_failed_run(tmp_path, demo_root):
-    import pytest
     with pytest.raises(RuntimeError, match="train.py failed in mode fp32"):
-        load_benchmark().main(["--model", "pix2pix", "--dataroot", demo_root, "--size", "32", "--modes", "fp32",
-                               "--gpu_ids", "-1", "--extra", "--netD no_such_net"])
+        loop.main(["--model", "pix2pix", "--dataroot", demo_root, "--size", "32", "--modes", "fp32",
+                   "--gpu_ids", "-1", "--extra", "--netD no_such_net"])
 
 
 def test_default_modes_follow_the_hardware():
-    bench = load_benchmark()
-    assert bench.default_modes(False, native_bf16=True) == "fp32,bf16,cl,bf16+cl"
-    assert bench.default_modes(False, native_bf16=False) == "fp32,cl"
-    assert bench.default_modes(True, native_bf16=False) == "fp32,cl,compile,cl+compile"
-    assert bench.default_modes(True, native_bf16=True).endswith(",compile,bf16+cl+compile")
-    args = bench.parse_args([])
-    native = bench.torch.cuda.is_available() or bench.cpu_has_native_bf16()
+    assert common.default_modes(False, native_bf16=True) == "fp32,bf16,cl,bf16+cl"
+    assert common.default_modes(False, native_bf16=False) == "fp32,cl"
+    assert common.default_modes(True, native_bf16=False) == "fp32,cl,compile,cl+compile"
+    assert common.default_modes(True, native_bf16=True).endswith(",compile,bf16+cl+compile")
+    args = models.parse_args([])
+    native = torch.cuda.is_available() or cpu_has_native_bf16()
     assert ("bf16" in args.modes.split(",")) == native
-    assert all(mode in bench.MODE_FLAGS for mode in args.modes.split(","))
+    assert all(mode in common.MODE_FLAGS for mode in args.modes.split(","))
 
 
 def test_loop_dataroot_relative_to_the_callers_directory(demo_root, monkeypatch):
     monkeypatch.chdir(os.path.dirname(demo_root))  # train.py then runs from the repository root
-    args = load_benchmark().parse_args(["--dataroot", os.path.basename(demo_root)])
+    args = loop.parse_args(["--dataroot", os.path.basename(demo_root)])
     assert args.dataroot == os.path.abspath(demo_root)

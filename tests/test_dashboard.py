@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from util.dashboard import Dashboard, VisdomWorker
+from util.dashboard import Dashboard
+from util.dashboard.visdom_sink import VisdomWorker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,7 +40,7 @@ def wait_until(predicate, timeout=15.0):
 
 
 def dashboard_warnings(caplog):
-    return [r for r in caplog.records if r.name == "util.dashboard" and r.levelno == logging.WARNING]
+    return [r for r in caplog.records if r.name.startswith("util.dashboard") and r.levelno == logging.WARNING]
 
 
 class FakeVisdomServer:
@@ -103,7 +104,7 @@ def test_no_server_never_blocks_warns_once_and_still_writes_html(tmp_path, caplo
     assert len(warnings) == 1, [w.getMessage() for w in warnings]
     message = warnings[0].getMessage()
     assert f"python -m visdom.server -port {port}" in message
-    assert "install_visdom_assets.py" in message and "--display_id 0" in message
+    assert "scripts.tools.install_visdom_assets" in message and "--display_id 0" in message
     assert not dash.visdom.connected and dash.visdom.sent == 0
     page = (tmp_path / "run" / "web" / "index.html").read_text()
     for step in (0, 10, 20, 30):

@@ -5,7 +5,7 @@ not only the server's answers. It is skipped only when no Chromium is installed.
 """
 import base64
 import hashlib
-import importlib.util
+import importlib
 import io
 import os
 import shutil
@@ -26,11 +26,7 @@ CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "
 
 
 def load_assets_script():
-    spec = importlib.util.spec_from_file_location(
-        "install_visdom_assets", os.path.join(ROOT, "scripts", "install_visdom_assets.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("scripts.tools.install_visdom_assets")
 
 
 def free_port():
@@ -116,7 +112,7 @@ def visdom_server(tmp_path_factory):
     """`python -m visdom.server` on a free loopback port, with the offline assets installed first."""
     assets = load_assets_script()
     if assets.missing_assets(assets.visdom_static_dir()):
-        proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "install_visdom_assets.py")],
+        proc = subprocess.run([sys.executable, "-m", "scripts.tools.install_visdom_assets"],
                               capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             pytest.fail("visdom web assets are missing and could not be installed:\n" + proc.stderr[-2000:])

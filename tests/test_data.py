@@ -168,7 +168,7 @@ def test_make_dataset_recursive_sorted_ignores_non_images(tmp_path):
 
 
 def test_missing_and_empty_folders(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"does not exist.*--dataroot.*--phase.*make_demo_dataset\.py"):
+    with pytest.raises(FileNotFoundError, match=r"does not exist.*--dataroot.*--phase.*datasets.make_demo_dataset"):
         AlignedDataset(make_opt(dataroot=str(tmp_path / "nowhere")))
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "readme.txt").write_text("no images here")

@@ -1,5 +1,5 @@
 """combine_A_and_B, make_subset and the download script (no network: a closed local port and file:// URLs)."""
-import importlib.util
+import importlib
 import os
 import subprocess
 import sys
@@ -15,11 +15,7 @@ DOWNLOAD = ROOT / "datasets" / "download_pix2pix_dataset.sh"
 
 
 def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "datasets" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # worker processes find its functions by module name
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"datasets.{name}")
 
 
 def save(path, value, size=(8, 8), mode="RGB"):
@@ -56,9 +52,9 @@ def test_combine_pairs_images_side_by_side_and_reports_every_mismatch(tmp_path):
     assert "broken.png: unreadable" in text
     assert "test does not exist" in text
     # the CLI's exit status is non-zero when anything was reported, zero when all pairs worked
-    cli = [sys.executable, str(ROOT / "datasets" / "combine_A_and_B.py"), "--fold_A", str(A), "--fold_B", str(B),
+    cli = [sys.executable, "-m", "datasets.combine_A_and_B", "--fold_A", str(A), "--fold_B", str(B),
            "--fold_AB", str(tmp_path / "AB2"), "--no_multiprocessing"]
-    run = subprocess.run(cli, capture_output=True, text=True)
+    run = subprocess.run(cli, capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 1 and "5 files could not be paired" in run.stderr and "onlyB.png" in run.stderr
 
 
@@ -150,7 +146,7 @@ def test_download_unpacks_an_archive(tmp_path):
 # ------------------------------------------------------------------------------------------- per-dataset scripts
 def dry_run(script, *args, **env):
     full_env = dict(os.environ, DRY_RUN="1", DATASETS_DIR="/nonexistent/data", **env)
-    return subprocess.run(["bash", str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
+    return subprocess.run(["bash", str(ROOT / "scripts" / "experiments" / script), *args], capture_output=True, text=True,
                           env=full_env, timeout=60)
 
 
@@ -172,10 +168,10 @@ def test_every_model_dataset_script_exists_and_runs_the_papers_settings():
                              "--lr 0.0002", "--beta1 0.5", f"--model {model}"):
                     assert flag in line
             phase = "val" if dataset in ("maps", "cityscapes") else "test"
-            kids = commands(run, "compute_kid.py")
+            kids = commands(run, "scripts.eval.compute_kid")
             assert len(kids) == 2 and f"/{dataset}_{model}_BtoA/{phase}_latest" in kids[1]
     night = commands(dry_run("atme/night2day.sh", "BtoA", "prepare", "train"), "")
-    assert any("make_subset.py" in line and "--n 5000" in line for line in night)
+    assert any("datasets.make_subset" in line and "--n 5000" in line for line in night)
     assert any("train.py --dataroot /nonexistent/data/night2day_5k" in line for line in night)
 
 
@@ -186,11 +182,11 @@ def test_segan_scripts_follow_the_supervised_and_unsupervised_settings():
                  "--batch_size 4", "--crop_size 256"):
         assert flag in train
     assert "--n_samples 20 --num_test 100" in commands(facades, "test.py")[0]
-    assert "--num_inputs 100 --num_samples 20" in commands(facades, "diversity.py")[0]
+    assert "--num_inputs 100 --num_samples 20" in commands(facades, "scripts.eval.diversity")[0]
     shoes = dry_run("segan/edges2shoes.sh")
     train = commands(shoes, "train.py")[0]
     assert "--dataset_mode unaligned" in train and "--crop_size 128" in train and "--lambda_L1" not in train
-    assert "edges2shoes_unpaired" in train and "--unpaired" in commands(shoes, "make_subset.py")[0]
+    assert "edges2shoes_unpaired" in train and "--unpaired" in commands(shoes, "datasets.make_subset")[0]
     assert "--dataset_mode aligned" in commands(shoes, "test.py")[0]
 
 
@@ -202,4 +198,4 @@ def test_experiment_script_rejects_bad_arguments():
     run = dry_run("experiment.sh", "segan", "night2day")
     assert run.returncode == 2 and "segan runs on facades, maps, edges2shoes" in run.stderr
     run = dry_run("atme/cityscapes.sh", "BtoA", SEG_WEIGHTS="/w/fcn.pth")
-    assert len(commands(run, "eval_cityscapes.py")) == 2  # generated photos and the ground-truth row
+    assert len(commands(run, "scripts.eval.eval_cityscapes")) == 2  # generated photos and the ground-truth row

@@ -1,7 +1,7 @@
 """The synthetic facades generator: deterministic, laid out for `--dataset_mode aligned`, learnable."""
 import argparse
 import filecmp
-import importlib.util
+import importlib
 import logging
 import os
 
@@ -13,15 +13,7 @@ from data.aligned_dataset import AlignedDataset
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("make_demo_dataset_under_test",
-                                                  os.path.join(ROOT, "datasets", "make_demo_dataset.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = _load()
+demo = importlib.import_module("datasets.make_demo_dataset")
 SMALL = dict(size=32, n_train=5, n_val=2, n_test=3)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from util.disc_pool import DiscPool, test_time_maps
+from models.atme.pool import DiscPool, test_time_maps
 
 
 @pytest.fixture

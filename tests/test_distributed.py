@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_cli
-from util.disc_pool import DiscPool
+from models.atme.pool import DiscPool
 from util.launch import local_processes, worker_environment
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),

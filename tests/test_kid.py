@@ -1,5 +1,5 @@
 """KID through torch-fidelity with a small stand-in feature extractor (offline), and the results table."""
-import importlib.util
+import importlib
 import json
 import os
 import urllib.error
@@ -14,16 +14,16 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from util import kid
+from util.result_files import result_image_sets
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {"compute_kid": "scripts.eval.compute_kid", "collect_results": "scripts.eval.collect_results",
+           "diversity": "scripts.eval.diversity", "eval_cityscapes": "scripts.eval.eval_cityscapes"}
 STAND_IN = "test-colour-layout"
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(SCRIPTS[name])
 
 
 class ColourLayoutExtractor(FeatureExtractorBase):
@@ -86,8 +86,8 @@ def test_identical_sets_give_kid_near_zero_and_different_sets_larger(tmp_path):
     same = make_results(tmp_path / "same", shift=0)
     shifted = make_results(tmp_path / "shifted", shift=60)
     common = dict(subset_size=50, subsets=50, feature_extractor=STAND_IN, device="cpu", num_workers=0)
-    r_same = kid.compute_kid(*kid.result_image_sets(same), **common)
-    r_diff = kid.compute_kid(*kid.result_image_sets(shifted), **common)
+    r_same = kid.compute_kid(*result_image_sets(same), **common)
+    r_diff = kid.compute_kid(*result_image_sets(shifted), **common)
     assert r_same["n_real"] == r_same["n_fake"] == 60
     assert abs(r_same["kid_x100_mean"]) < 0.1 * r_diff["kid_x100_mean"]
     assert r_diff["kid_x100_mean"] > 5 * r_diff["kid_x100_std"]
@@ -128,13 +128,13 @@ def test_dir_mode_and_stored_options_are_recorded(tmp_path):
 def test_subset_larger_than_image_count_is_an_error_with_a_suggestion(tmp_path):
     results = make_results(tmp_path / "r", n=12)
     with pytest.raises(ValueError, match=r"--kid_subset_size 50 is larger.*12 real, 12 fake.*--kid_subset_size 12"):
-        kid.compute_kid(*kid.result_image_sets(results), feature_extractor=STAND_IN, device="cpu")
+        kid.compute_kid(*result_image_sets(results), feature_extractor=STAND_IN, device="cpu")
 
 
 def test_missing_label_and_mixed_sizes_are_named(tmp_path):
     results = make_results(tmp_path / "r", n=4)
     with pytest.raises(FileNotFoundError, match=r"no '\*_fake_A.png' images"):
-        kid.result_image_sets(results, fake_label="fake_A")
+        result_image_sets(results, fake_label="fake_A")
     write_image(results / "images" / "004_fake_B.png", np.zeros((16, 16, 3)))
     dataset = kid.ImageListDataset(sorted((results / "images").glob("*_fake_B.png")))
     with pytest.raises(ValueError, match=r"004_fake_B.png is 16x16 but .*000_fake_B.png is 32x32"):

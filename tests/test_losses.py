@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.losses import GANLoss, gradient_penalty
+from models.networks.losses import GANLoss, gradient_penalty
 from util.image_pool import ImagePool
 
 

@@ -1,5 +1,5 @@
 """L1/PSNR, validation helper, FCN scores and Cityscapes colours, and the diversity script."""
-import importlib.util
+import importlib
 import math
 import urllib.error
 from pathlib import Path
@@ -10,18 +10,18 @@ import torch
 import torchvision
 from PIL import Image
 
-from util import metrics
-from util.metrics import (CITYSCAPES_TRAIN_COLORS, IGNORE_LABEL, ConfusionMatrix, batch_l1, batch_psnr,
-                          colors_to_train_ids, evaluate_model, fcn_scores, mean_pairwise_l1)
+from util.cityscapes import (CITYSCAPES_TRAIN_COLORS, IGNORE_LABEL, ConfusionMatrix, colors_to_train_ids, fcn_scores,
+                             train_ids_to_colors)
+from util.diversity import mean_pairwise_l1
+from util.metrics import batch_l1, batch_psnr, evaluate_model
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {"compute_kid": "scripts.eval.compute_kid", "collect_results": "scripts.eval.collect_results",
+           "diversity": "scripts.eval.diversity", "eval_cityscapes": "scripts.eval.eval_cityscapes"}
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(SCRIPTS[name])
 
 
 # ------------------------------------------------------------------------------------------- L1 and PSNR
@@ -127,7 +127,7 @@ def test_cityscapes_colours_map_to_train_ids_with_tolerance_and_void():
     assert colors_to_train_ids(noisy).tolist() == [list(range(19))] * 2
     special = np.array([[[0, 0, 0], [81, 0, 81], [255, 255, 255], [0, 0, 142]]], dtype=np.uint8)
     assert colors_to_train_ids(special).tolist() == [[IGNORE_LABEL, IGNORE_LABEL, IGNORE_LABEL, 13]]
-    assert np.array_equal(metrics.train_ids_to_colors(colors_to_train_ids(image.astype(np.uint8))), image)
+    assert np.array_equal(train_ids_to_colors(colors_to_train_ids(image.astype(np.uint8))), image)
 
 
 # ------------------------------------------------------------------------------------------- eval_cityscapes

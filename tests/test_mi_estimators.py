@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.mi_estimators import dv_mi, jsd_mi, make_pairs, mi_estimate
-from models.segan_networks import StatisticsNetwork
+from models.segan.mi_estimators import dv_mi, jsd_mi, make_pairs, mi_estimate
+from models.segan.networks import StatisticsNetwork
 
 
 def test_jsd_known_values():

@@ -7,11 +7,12 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from models.discriminators import define_D, patch_output_size
-from models.generators import UnetGenerator, UnetSkipConnectionBlock, check_generator_size, define_G
-from models.layers import count_parameters, get_norm_layer, init_weights, uses_bias
+from models.atme.release import release_layouts
+from models.networks.discriminators import define_D, patch_output_size
+from models.networks.generators import UnetGenerator, UnetSkipConnectionBlock, check_generator_size, define_G
+from models.networks.layers import count_parameters, get_norm_layer, init_weights, uses_bias
+from util.checkpoint import layout_of
 
-REFERENCE_LAYOUT = pathlib.Path("/work/shared/reference/atme_state_dict_layout.json")
 
 
 @pytest.fixture(autouse=True)
@@ -147,9 +148,9 @@ def test_too_small_for_discriminator_names_the_flags():
 
 
 def test_discriminator_layout_matches_reference_atme_D():
-    reference = json.loads(REFERENCE_LAYOUT.read_text())["D"]
+    reference = release_layouts()["D"]
     net = define_D(6, 64, "basic", norm="instance")
-    assert {k: list(v.shape) for k, v in net.state_dict().items()} == reference
+    assert layout_of(net) == reference
     batch_keys = define_D(6, 64, "basic", norm="batch").state_dict().keys()
     assert "model.3.running_var" in batch_keys and "model.2.bias" not in batch_keys
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from options.parsing import int_tuple, str2bool
+from util.arg_types import int_tuple, str2bool
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
 

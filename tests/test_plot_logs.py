@@ -1,6 +1,6 @@
-"""scripts/plot_logs.py draws the convergence (with log 4) and loss curves of several runs from their CSVs."""
+"""scripts/analysis/plot_logs.py draws the convergence (with log 4) and loss curves of several runs from their CSVs."""
 import csv
-import importlib.util
+import importlib
 import math
 import os
 
@@ -12,10 +12,7 @@ from conftest import ROOT, run_cli
 
 
 def load_plot_logs():
-    spec = importlib.util.spec_from_file_location("plot_logs", os.path.join(ROOT, "scripts", "plot_logs.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("scripts.analysis.plot_logs")
 
 
 def write_csv(path, rows):
@@ -71,7 +68,7 @@ def test_several_runs_on_one_figure_with_the_log4_line(tmp_path):
 def test_cli_writes_pngs_and_reports_missing_runs(tmp_path, caplog):
     run = make_run(tmp_path / "run1")
     out = tmp_path / "c.png"
-    run_cli("scripts/plot_logs.py", run, "--out", out, "--loss_out", tmp_path / "l.png", timeout=120)
+    run_cli("-m", "scripts.analysis.plot_logs", run, "--out", out, "--loss_out", tmp_path / "l.png", timeout=120)
     assert Image.open(out).size[0] > 100 and Image.open(tmp_path / "l.png").size[0] > 100
     assert load_plot_logs().main([run, str(tmp_path / "missing"), "--out", str(out)]) == 1
     assert "missing does not exist" in caplog.text

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.segan_networks import MultiscaleDiscriminator, NoiseUnetGenerator, StatisticsNetwork, unet_depth
+from models.segan.networks import MultiscaleDiscriminator, NoiseUnetGenerator, StatisticsNetwork, unet_depth
 
 INSTANCE = functools.partial(nn.InstanceNorm2d, affine=False)
 

@@ -1,95 +1,63 @@
-"""Checkpoint I/O that never leaves a corrupt file: write to a temporary file beside the target, fsync, rename.
-
-A full disk or an unwritable folder raises an error naming the folder and what to do; the previous file of
-the same name stays as it was.
-"""
-import errno
+"""Checkpoint files: atomic torch.save, loading with clear errors, and the one report of how a state_dict
+differs from the network (or layout) it should fit."""
 import os
-import tempfile
+from collections import namedtuple
 
 import torch
 
-
-def _fail(path, err):
-    folder = os.path.dirname(os.path.abspath(path))
-    if err.errno == errno.ENOSPC:
-        why = "the disk is full"
-    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = "the folder is not writable"
-    else:
-        why = os.strerror(err.errno) if err.errno else str(err)
-    return RuntimeError(f"could not write {path}: {why}. The previous checkpoint, if any, is intact. "
-                        f"Free space in {folder} or pass another --checkpoints_dir, then resume with "
-                        f"--continue_train.")
-
-
-def _atomic(path, write):
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    except OSError as err:
-        raise _fail(path, err) from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared and served
-        os.replace(tmp, path)
-    except OSError as err:
-        _remove_quietly(tmp)
-        raise _fail(path, err) from err
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-
-
-def _remove_quietly(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+from util.atomic import atomic_write
 
 
 def atomic_save(obj, path):
-    """torch.save `obj` to `path` atomically."""
-    _atomic(path, lambda f: torch.save(obj, f))
+    """torch.save `obj` to `path` atomically (util.atomic: a failed write keeps the previous file)."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
-def atomic_write_text(path, text):
-    _atomic(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def atomic_write_bytes(path, payload):
-    _atomic(path, lambda f: f.write(payload))
-
-
-def load_file(path, what="checkpoint"):
+def load_file(path, what="checkpoint", weights_only=False):
     """torch.load on the CPU with a clear error for a missing or unreadable file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated zip, pickle error, ...
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # truncated zip, pickle error, foreign file, ...
         raise RuntimeError(f"{what} {path} is unreadable ({type(err).__name__}: {err}); "
                            f"it may be truncated. Use another --epoch or retrain.") from err
 
 
-def state_dict_mismatch(expected, found):
-    """(missing, unexpected, mis-shaped) key lists between two state_dicts."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    misshaped = [f"{k}: checkpoint {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}"
-                 for k in expected if k in found and hasattr(found[k], "shape")
-                 and tuple(found[k].shape) != tuple(expected[k].shape)]
-    return missing, unexpected, misshaped
+def layout_of(state_or_module):
+    """{key: shape tuple} of a module, a state_dict or an already made layout."""
+    if isinstance(state_or_module, torch.nn.Module):
+        state_or_module = state_or_module.state_dict()
+    return {k: tuple(v.shape) if hasattr(v, "shape") else tuple(v) for k, v in state_or_module.items()}
 
 
-def describe_mismatch(missing, unexpected, misshaped, limit=10):
+Mismatch = namedtuple("Mismatch", "missing unexpected misshaped")
+Mismatch.__bool__ = lambda self: bool(self.missing or self.unexpected or self.misshaped)
+
+
+def layout_mismatch(expected, found):
+    """How `found` differs from `expected` (each a module, state_dict or {key: shape}): a `Mismatch` of missing
+    keys, unexpected keys and 'key: checkpoint (..) vs model (..)' lines; false when `found` loads into `expected`."""
+    want, have = layout_of(expected), layout_of(found)
+    return Mismatch(missing=[k for k in want if k not in have],
+                    unexpected=[k for k in have if k not in want],
+                    misshaped=[f"{k}: checkpoint {have[k]} vs model {want[k]}"
+                               for k in want if k in have and have[k] != want[k]])
+
+
+def describe_mismatch(mismatch, limit=10):
+    """One line per kind of difference, the first `limit` entries of each."""
     parts = []
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", misshaped)):
+    for title, items in (("missing keys", mismatch.missing), ("unexpected keys", mismatch.unexpected),
+                         ("wrong shapes", mismatch.misshaped)):
         if items:
             more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
-            parts.append(f"{title}: {', '.join(items[:limit])}{more}")
+            parts.append(f"{len(items)} {title}: {', '.join(items[:limit])}{more}")
     return "; ".join(parts)
+
+
+def strip_module_prefix(state_dict):
+    """Drop a leading 'module.' that DataParallel/DDP wrappers add to every key."""
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return dict(state_dict)

@@ -10,15 +10,28 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def resolve_device(gpu_ids, local_rank=None):
-    """The torch.device for this process. `gpu_ids` empty means CPU (--gpu_ids -1)."""
-    if not gpu_ids or not torch.cuda.is_available():
-        if gpu_ids and not torch.cuda.is_available():
-            log.debug("CUDA is not available: running on the CPU")
-        return torch.device("cpu")
-    index = gpu_ids[local_rank] if local_rank is not None and local_rank < len(gpu_ids) else gpu_ids[0]
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
+def resolve_device(request=None, local_rank=None):
+    """The torch.device to run on: CUDA when present, else the CPU.
+
+    `request` is a list of GPU ids (--gpu_ids; empty forces the CPU; the process of local rank r takes the
+    r-th id) or a device name: None or 'auto', 'cpu', 'cuda', 'cuda:N' (the metric scripts' --device).
+    """
+    if isinstance(request, (list, tuple)):
+        if not request or not torch.cuda.is_available():
+            if request:
+                log.debug("CUDA is not available: running on the CPU")
+            return torch.device("cpu")
+        index = request[local_rank] if local_rank is not None and local_rank < len(request) else request[0]
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    if request in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(request)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device} asked for CUDA, which is not available here: use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device}")
+    return device
 
 
 def cpu_model():
@@ -65,7 +78,7 @@ def amp_dtype(name, device):
             log.warning("--amp bf16: this CPU (%s, %s) has no native bf16 (AVX512-BF16 or AMX), so bf16 "
                         "convolutions take a slow fallback kernel: training and inference run from several to "
                         "tens of times SLOWER than fp32. Drop --amp here; it pays off on CUDA and on CPUs with "
-                        "AVX512-BF16/AMX. `python scripts/benchmark.py` measures every mode on this machine.",
+                        "AVX512-BF16/AMX. `python -m scripts.bench.benchmark` measures every mode on this machine.",
                         cpu_model(), torch.backends.cpu.get_cpu_capability())
         return torch.bfloat16
     if name == "fp16":

@@ -53,6 +53,21 @@ def all_reduce_mean(tensor):
     return all_reduce_sum(tensor) / world_size()
 
 
+def gather_from_ranks(tensor):
+    """Concatenate `tensor` (batch first) over all ranks in rank order; batches may differ in size."""
+    world = world_size()
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    counts = [int(c) for c in counts]
+    longest = max(counts)
+    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+    padded[:tensor.shape[0]] = tensor
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:n] for part, n in zip(parts, counts)])
+
+
 _control_group = None
 
 

@@ -6,7 +6,7 @@ from urllib.parse import quote
 import dominate
 from dominate.tags import a, br, h3, img, meta, p, style, table, td, tr
 
-from util.checkpoint import atomic_write_text
+from util.atomic import atomic_write_text
 from util.image_utils import save_image, tensor2im
 
 _CSS = """

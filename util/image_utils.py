@@ -1,10 +1,11 @@
 """Tensor <-> image conversion, atomic PNG writing and labelled image grids for the dashboard and test.py."""
 import os
-import tempfile
 
 import numpy as np
 from einops import rearrange
 from PIL import Image, ImageDraw, ImageFont
+
+from util.atomic import atomic_write
 
 
 def tensor2im(t, imtype=np.uint8, index=0):
@@ -55,24 +56,14 @@ def resize_for_aspect(image, aspect_ratio=1.0):
 
 
 def save_image(array, path, aspect_ratio=1.0):
-    """Write an HWC uint8 array as an image file, atomically (temporary file, then rename)."""
+    """Write an HWC uint8 array as an image file, atomically (util.atomic)."""
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise ValueError(f"save_image expects an HW or HWC uint8 array for {path}, "
                          f"got {array.dtype} with shape {array.shape}; convert with tensor2im first")
     image = Image.fromarray(resize_for_aspect(array, aspect_ratio))
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     suffix = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format=Image.registered_extensions().get(suffix.lower(), "PNG"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda handle: image.save(handle, format=Image.registered_extensions().get(suffix.lower(), "PNG")))
 
 
 def _fit(image, size):

@@ -1,12 +1,11 @@
 """KID (and FID) through torch-fidelity, computed on lists of image files.
 
 Nothing is moved or copied: a result folder that mixes `*_real_B.png` and `*_fake_B.png` is read through two
-file lists wrapped in a Dataset that torch-fidelity accepts as an input. The Inception-v3 weights are the ones
+file lists (util.result_files) wrapped in a Dataset that torch-fidelity accepts as an input. The Inception-v3 weights are the ones
 torch-fidelity uses ("inception-v3-compat"); offline machines pass a local copy.
 """
 import logging
 import os
-import re
 import urllib.error
 
 import torch
@@ -16,12 +15,14 @@ from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
+from util.devices import resolve_device
+from util.result_files import list_images
+
 log = logging.getLogger(__name__)
 
 INCEPTION_EXTRACTOR = "inception-v3-compat"
 INCEPTION_URL = URL_INCEPTION_V3
 INCEPTION_FILENAME = os.path.basename(URL_INCEPTION_V3)
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
 DEFAULT_SUBSET_SIZE = 50  # the setting behind the ATME paper's Table 2
 DEFAULT_SUBSETS = 100  # torch-fidelity's default
 DEFAULT_SEED = 2020  # torch-fidelity's default subset-sampling seed
@@ -60,48 +61,6 @@ class ImageListDataset(Dataset):
         return pil_to_tensor(img)
 
 
-def list_images(directory):
-    """Image files directly inside `directory`, sorted."""
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"image folder {directory} does not exist")
-    return sorted(os.path.join(directory, f) for f in os.listdir(directory)
-                  if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(directory, f)))
-
-
-def images_dir(results_dir):
-    """The folder holding a result's images: `<results_dir>/images` as test.py writes it, else the folder."""
-    inner = os.path.join(results_dir, "images")
-    return inner if os.path.isdir(inner) else results_dir
-
-
-def find_labelled_images(directory, label):
-    """{stem: path} of the files `<stem>_<label>.<ext>` directly inside `directory`."""
-    pattern = re.compile(r"^(?P<stem>.+)_" + re.escape(label) + r"\.(?:" +
-                         "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")$", re.IGNORECASE)
-    found = {}
-    for path in list_images(directory):
-        match = pattern.match(os.path.basename(path))
-        if match:
-            found[match.group("stem")] = path
-    return found
-
-
-def result_image_sets(results_dir, real_label="real_B", fake_label="fake_B"):
-    """(real files, fake files) of a test.py result folder, matched by suffix; files stay where they are."""
-    directory = images_dir(results_dir)
-    real = find_labelled_images(directory, real_label)
-    fake = find_labelled_images(directory, fake_label)
-    for label, found in ((real_label, real), (fake_label, fake)):
-        if not found:
-            raise FileNotFoundError(f"no '*_{label}.png' images in {directory}: check --results_dir and the labels "
-                                    f"(--real_label/--fake_label; test.py names files <stem>_<visual>.png)")
-    unpaired = sorted(set(real) ^ set(fake))
-    if unpaired:
-        log.warning("%d inputs have only a real or only a fake image in %s (e.g. %s); KID uses all %d real and "
-                    "%d fake images", len(unpaired), directory, unpaired[0], len(real), len(fake))
-    return [real[k] for k in sorted(real)], [fake[k] for k in sorted(fake)]
-
-
 def default_inception_path():
     """Where torch.hub (and so torch-fidelity) keeps the downloaded Inception-v3 weights."""
     return os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_FILENAME)
@@ -133,18 +92,6 @@ def resolve_inception_weights(weights_path=None, download=True):
     return cached
 
 
-def resolve_device(device=None):
-    """'auto'/None -> CUDA when present, else CPU; 'cpu', 'cuda' or 'cuda:N' as given."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device} asked for CUDA, which is not available here: use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device}")
-    return device
-
-
 def check_subset_size(subset_size, n_real, n_fake):
     smallest = min(n_real, n_fake)
     if subset_size < 2:
@@ -159,7 +106,7 @@ def _as_files(images):
     if isinstance(images, (str, os.PathLike)):
         files = list_images(images)
         if not files:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {images}")
+            raise FileNotFoundError(f"no images in {images}")
         return files
     return [os.fspath(f) for f in images]
 

@@ -1,4 +1,0 @@
-#!/usr/bin/env bash
-# atme on facades, both directions by default (settings: scripts/experiment.sh).
-#   bash scripts/atme/facades.sh [AtoB|BtoA|both] [prepare train test kid ...] [-- extra train.py flags]
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../experiment.sh" atme facades "$@"

@@ -1,0 +1,142 @@
+"""What the three benchmarks share: the modes (train.py speed flags), the models' small paper-shaped settings,
+resident-memory sampling, the hardware header and the JSON report.
+
+    python -m scripts.bench.models --model atme --size 256 --batch_size 4      # step throughput and memory per mode
+    python -m scripts.bench.loop --model atme --dataroot datasets/demo --size 64  # train.py on real data per mode
+    python -m scripts.bench.pool --pool_sizes 1000,1000000                       # the ATME pool on disk
+
+Which mode is fastest depends on the hardware: bf16 pays off on CUDA and on CPUs with AVX512-BF16 or AMX,
+and is from several to tens of times slower than fp32 on CPUs without them (every report names the CPU and
+whether it has native bf16).
+"""
+import logging
+import os
+import threading
+import time
+
+import torch
+
+from util.atomic import write_json
+from util.devices import cpu_has_native_bf16, hardware_info
+
+log = logging.getLogger("benchmark")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where train.py is
+
+# mode name -> extra train.py flags
+MODE_FLAGS = {
+    "fp32": [],
+    "bf16": ["--amp", "bf16"],
+    "cl": ["--channels_last"],
+    "bf16+cl": ["--amp", "bf16", "--channels_last"],
+    "compile": ["--compile"],
+    "cl+compile": ["--channels_last", "--compile"],
+    "bf16+cl+compile": ["--amp", "bf16", "--channels_last", "--compile"],
+}
+
+# Small but paper-shaped defaults per model; the size-dependent generator is picked for pix2pix.
+MODEL_FLAGS = {
+    "pix2pix": lambda size: ["--netG", "unet_256" if size >= 256 else "unet_128" if size >= 128 else "unet"],
+    "atme": lambda size: [],
+    "segan": lambda size: [],
+}
+
+def default_modes(with_compile, native_bf16):
+    """The modes worth timing here: bf16 ones only where bf16 is native (CUDA, AVX512-BF16/AMX CPUs)."""
+    modes = ["fp32", "bf16", "cl", "bf16+cl"] if native_bf16 else ["fp32", "cl"]
+    if with_compile:
+        modes += ["compile", "bf16+cl+compile"] if native_bf16 else ["compile", "cl+compile"]
+    return ",".join(modes)
+
+def selected_modes(args):
+    modes = args.modes.split(",")
+    for mode in modes:
+        if mode not in MODE_FLAGS:
+            raise ValueError(f"--modes: unknown mode {mode!r}; choose from {', '.join(MODE_FLAGS)}")
+    return modes
+
+def add_mode_args(parser):
+    """--model, --size, --batch_size, --modes, --compile and --extra, shared by the model and loop benchmarks."""
+    parser.add_argument("--model", default="atme", choices=sorted(MODEL_FLAGS))
+    parser.add_argument("--size", type=int, default=256, help="square image side")
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--modes", default=None,
+                        help=f"comma-separated, from {', '.join(MODE_FLAGS)} (default: fp32,bf16,cl,bf16+cl where "
+                             f"bf16 is native, on CUDA or AVX512-BF16/AMX CPUs; fp32,cl elsewhere)")
+    parser.add_argument("--compile", action="store_true",
+                        help="with the default modes, add compile and bf16+cl+compile (cl+compile without native bf16)")
+    parser.add_argument("--extra", default="", help="more train.py flags for the model, e.g. '--ngf 32'")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+
+
+def resolve_modes(parser, args):
+    """Fill in the default modes for this hardware; refuse --compile next to an explicit --modes."""
+    if args.modes is None:
+        native = torch.cuda.is_available() or cpu_has_native_bf16()
+        args.modes = default_modes(args.compile, native)
+    elif args.compile:
+        parser.error("--compile adds to the default modes; with --modes, name the compile modes there")
+    selected_modes(args)
+
+
+def start(quiet=("models", "util")):
+    """Logging for a benchmark run, and the hardware header: returns hardware_info()."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    info = hardware_info()
+    log.info("%s (%s, native bf16: %s), %d threads, torch %s, CUDA: %s", info["cpu"], info["cpu_capability"],
+             "yes" if info["cpu_native_bf16"] else "no", info["threads"], info["torch"], info["cuda"] or "none")
+    return info
+
+
+def report(result, table, out=None):
+    """Print the table; write `result` (with the process's peak RSS) as JSON to `out`; return `result`."""
+    import resource
+    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(table)
+    if out:
+        write_json(out, result)
+        log.info("wrote %s", out)
+    return result
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def rss_parts_mb():
+    """Anonymous and file-backed resident memory (MB): memory-mapped pool pages count as file-backed."""
+    parts = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                parts[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return parts.get("RssAnon", float("nan")), parts.get("RssFile", float("nan"))
+
+
+class PeakRss:
+    """Samples the resident set in a thread; `.peak` is the highest value seen while active."""
+
+    def __init__(self, interval=0.005):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def __enter__(self):
+        self.start = self.peak = rss_bytes()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())

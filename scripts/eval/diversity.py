@@ -1,0 +1,182 @@
+"""Diversity of multimodal outputs: average pairwise LPIPS distance, as in the SEGAN paper's Tables 1 and 2.
+
+    python test.py --model segan --name facades_segan_BtoA --n_samples 20 --num_test 100 ...
+    python -m scripts.eval.diversity --results_dir results/facades_segan_BtoA/test_latest
+
+For each of N inputs (paper: 100) the K outputs `<stem>_fake_B_<k>.png` (paper: 20) are compared in all
+K(K-1)/2 pairs; the score is the mean over pairs, averaged over inputs. LPIPS uses the `lpips` package: its
+linear layers ship with it; the backbone (AlexNet by default) comes from torchvision's model hub, or from a local
+file with --backbone_weights. `--metric l1` is a dependency-free fallback, labelled as such in the output.
+"""
+import argparse
+import logging
+import os
+import re
+import urllib.error
+import warnings
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from tqdm import tqdm
+
+from util.atomic import write_json
+from util.devices import resolve_device
+from util.diversity import mean_pairwise_distance, mean_pairwise_l1
+from util.result_files import IMAGE_EXTENSIONS, images_dir, list_images
+
+log = logging.getLogger("diversity")
+
+# lpips backbone name -> (torchvision builder, weights enum the lpips package was calibrated with)
+BACKBONES = {"alex": ("alexnet", "AlexNet_Weights"), "vgg": ("vgg16", "VGG16_Weights"),
+             "squeeze": ("squeezenet1_1", "SqueezeNet1_1_Weights")}
+L1_LABEL = "l1 (dependency-free fallback: mean absolute pixel difference, not LPIPS)"
+
+
+def find_sample_groups(directory, label="fake_B"):
+    """{stem: [paths ordered by sample index]} for files `<stem>_<label>_<k>.<ext>`."""
+    pattern = re.compile(r"^(?P<stem>.+)_" + re.escape(label) + r"_(?P<k>\d+)\.(?:" +
+                         "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")$", re.IGNORECASE)
+    groups = {}
+    for path in list_images(directory):
+        match = pattern.match(os.path.basename(path))
+        if match:
+            groups.setdefault(match.group("stem"), []).append((int(match.group("k")), path))
+    return {stem: [p for _, p in sorted(items)] for stem, items in sorted(groups.items())}
+
+
+def backbone_weights_path(net="alex", path=None, download=True):
+    """A local file of the torchvision backbone weights LPIPS needs: given, cached by torch.hub, or downloaded."""
+    _, enum_name = BACKBONES[net]
+    url = getattr(torchvision.models, enum_name).IMAGENET1K_V1.url
+    if path is not None:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--backbone_weights {path} does not exist; it should be a copy of {url}")
+        return path
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+    if os.path.isfile(cached):
+        return cached
+    hint = (f"fetch {url} on a machine with internet and put it at {cached} or pass --backbone_weights "
+            f"/path/to/{os.path.basename(url)} (or use --metric l1, a dependency-free fallback that is not LPIPS)")
+    if not download:
+        raise RuntimeError(f"the LPIPS backbone weights are not available: {hint}")
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, cached, progress=True)
+    except (urllib.error.URLError, OSError, ConnectionError) as err:
+        raise RuntimeError(f"could not download the LPIPS backbone weights ({err}): {hint}") from None
+    return cached
+
+
+def build_lpips(net="alex", lpips_weights=None, backbone_weights=None, download=True):
+    """An `lpips.LPIPS` metric whose backbone is loaded from a local file (no implicit download inside lpips)."""
+    import lpips
+    if net not in BACKBONES:
+        raise ValueError(f"--net {net} is not one of {', '.join(BACKBONES)}")
+    if lpips_weights is not None and not os.path.isfile(lpips_weights):
+        raise FileNotFoundError(f"--lpips_weights {lpips_weights} does not exist (the package's own "
+                                f"lpips/weights/v0.1/{net}.pth is used when the flag is left out)")
+    backbone_path = backbone_weights_path(net, backbone_weights, download=download)
+    with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=` argument
+        warnings.simplefilter("ignore", UserWarning)
+        metric = lpips.LPIPS(net=net, pnet_rand=True, model_path=lpips_weights, verbose=False)
+    try:
+        state = torch.load(backbone_path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, ValueError) as err:
+        raise ValueError(f"cannot read the backbone weights {backbone_path}: {str(err)[:300]}") from None
+    # lpips keeps the backbone's feature layers in slices whose children are named by their index in the
+    # torchvision model's `features`, so each layer takes the weights stored under `features.<index>.`.
+    for slice_module in metric.net.children():
+        for index, layer in slice_module.named_children():
+            prefix = f"features.{index}."
+            layer_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            try:
+                layer.load_state_dict(layer_state)
+            except RuntimeError as err:
+                raise ValueError(f"{backbone_path} is not a torchvision {BACKBONES[net][0]} state_dict "
+                                 f"(layer features.{index}): {str(err)[:300]}") from None
+    return metric.eval().requires_grad_(False)
+
+
+def load_samples(paths, device):
+    images = []
+    for path in paths:
+        with Image.open(path) as img:
+            images.append(np.asarray(img.convert("RGB")))
+    if len({a.shape for a in images}) > 1:
+        raise ValueError(f"the samples of one input differ in size: {paths[0]} ...")
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    return (x / 127.5 - 1.0).to(device)  # [-1, 1], what LPIPS expects
+
+
+@torch.no_grad()
+def diversity(groups, distance="lpips", metric=None, batch_size=32, device="cpu"):
+    """{stem: mean pairwise distance} over the given sample groups."""
+    scores = {}
+    for stem, paths in tqdm(groups.items(), desc="inputs", unit="input"):
+        samples = load_samples(paths, device)
+        if distance == "l1":
+            scores[stem] = mean_pairwise_l1(samples, batch_size=batch_size)
+        else:
+            scores[stem] = mean_pairwise_distance(samples, lambda x, y: metric(x, y).flatten(), batch_size)
+    return scores
+
+
+def select(groups, num_inputs, num_samples):
+    short = {s: len(p) for s, p in groups.items() if len(p) < num_samples}
+    if short:
+        stem, n = next(iter(short.items()))
+        raise ValueError(f"{len(short)} inputs have fewer than --num_samples {num_samples} samples (e.g. {stem}: {n}): "
+                         f"run test.py with --n_samples {num_samples} or lower --num_samples")
+    if len(groups) < num_inputs:
+        log.warning("only %d inputs found (asked for %d; the paper uses 100)", len(groups), num_inputs)
+    return {s: p[:num_samples] for s, p in list(groups.items())[:num_inputs]}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results_dir", required=True, help="a test.py result folder written with --n_samples K")
+    p.add_argument("--label", default="fake_B", help="visual name of the samples: files <stem>_<label>_<k>.png")
+    p.add_argument("--num_inputs", type=int, default=100, help="inputs to average over (paper: 100)")
+    p.add_argument("--num_samples", type=int, default=20, help="samples per input (paper: 20)")
+    p.add_argument("--metric", default="lpips", choices=("lpips", "l1"),
+                   help="lpips, or l1: a dependency-free fallback that is not comparable with papers")
+    p.add_argument("--net", default="alex", choices=tuple(BACKBONES), help="LPIPS backbone")
+    p.add_argument("--lpips_weights", default=None, help="LPIPS linear-layer weights (default: the package's own)")
+    p.add_argument("--backbone_weights", default=None,
+                   help="local torchvision weights of the backbone (offline machines), e.g. alexnet-owt-7be5be79.pth")
+    p.add_argument("--batch_size", type=int, default=32, help="image pairs per LPIPS batch")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--out", default=None, help="JSON output (default: <results_dir>/diversity.json)")
+    p.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.num_samples < 2:
+        raise ValueError(f"--num_samples must be at least 2 for pairwise distances, got {args.num_samples}")
+
+    directory = images_dir(args.results_dir)
+    groups = find_sample_groups(directory, args.label)
+    if not groups:
+        raise FileNotFoundError(f"no '*_{args.label}_<k>.png' samples in {directory}: run test.py with --n_samples K "
+                                "(SEGAN) and check --results_dir and --label")
+    groups = select(groups, args.num_inputs, args.num_samples)
+    device = resolve_device(args.device)
+    metric = None
+    if args.metric == "lpips":
+        metric = build_lpips(args.net, args.lpips_weights, args.backbone_weights).to(device)
+    scores = diversity(groups, args.metric, metric, args.batch_size, device)
+    values = np.array(list(scores.values()))
+    name = f"lpips-{args.net}-v0.1" if args.metric == "lpips" else L1_LABEL
+    payload = dict(results_dir=args.results_dir, metric=name, mean=float(values.mean()), std=float(values.std()),
+                   n_inputs=len(scores), n_samples=args.num_samples, per_input=scores)
+    out = args.out or os.path.join(args.results_dir, "diversity.json")
+    write_json(out, payload)
+    log.info("%s diversity %.4f ± %.4f over %d inputs x %d samples -> %s", name, payload["mean"], payload["std"],
+             len(scores), args.num_samples, out)
+    return payload
+
+
+if __name__ == "__main__":
+    from util.cli import run_main
+    run_main(lambda: main() and 0)  # one-line errors for users; main() returns its results for tests
