@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, then run the test suite (CPU only). Extra arguments go to pytest.
+# Set up .venv if needed, then run the tests (CPU only).
+#   bash scripts/run_tests.sh           the fast tier: everything not marked slow (in-process, a couple of minutes)
+#   bash scripts/run_tests.sh --full    every test, including the slow ones (torchrun, signals, Chromium, torch.compile)
+# Other arguments go to pytest (e.g. -k atme).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-exec .venv/bin/python -m pytest tests -q -p no:cacheprovider --timeout 300 "$@"
+TIER=(-m "not slow")
+ARGS=()
+for arg in "$@"; do
+  if [ "$arg" = "--full" ]; then TIER=(); else ARGS+=("$arg"); fi
+done
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --timeout 300 "${TIER[@]}" "${ARGS[@]}"

@@ -24,6 +24,28 @@ def demo_root(tmp_path_factory):
     return str(out)
 
 
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """CLIs run in this process set logger levels and handlers (e.g. the benchmarks quieten `models`); each test
+    starts from the levels and root handlers it found."""
+    import logging
+    levels = {name: logger.level for name, logger in logging.Logger.manager.loggerDict.items()
+              if isinstance(logger, logging.Logger)}
+    root = logging.getLogger()
+    root_level, root_handlers = root.level, list(root.handlers)
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and name not in levels:
+            logger.setLevel(logging.NOTSET)
+    root.setLevel(root_level)
+    for handler in list(root.handlers):
+        if handler not in root_handlers:
+            root.removeHandler(handler)
+            handler.close()
+
+
 def run_cli(script, *args, cwd=None, timeout=600, check=True, env=None):
     """Run `python <script> args...` (or `python -m <module> ...` when `script` is "-m") from the repository root
     in a subprocess; return the CompletedProcess."""
@@ -37,6 +59,21 @@ def run_cli(script, *args, cwd=None, timeout=600, check=True, env=None):
         raise AssertionError(f"{script} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\n"
                              f"STDERR:\n{proc.stderr[-4000:]}")
     return proc
+
+
+def train_main(*args, **kwargs):
+    """train.py in this process (see `run_main`)."""
+    import train
+    return run_main(train.main, *args, **kwargs)
+
+
+def test_main(*args, **kwargs):
+    """test.py in this process (see `run_main`)."""
+    import test
+    return run_main(test.main, *args, **kwargs)
+
+
+test_main.__test__ = False  # a helper, not a test
 
 
 class InProcessResult:

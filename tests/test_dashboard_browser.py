@@ -139,6 +139,7 @@ def visdom_server(tmp_path_factory):
             server.wait()
 
 
+@pytest.mark.slow
 def test_server_starts_offline_and_serves_its_page_and_assets(visdom_server):
     base = f"http://127.0.0.1:{visdom_server}"
     assert http_status(base + "/") == 200  # the page template renders (Tornado >= 6.6 fix applied)
@@ -148,6 +149,7 @@ def test_server_starts_offline_and_serves_its_page_and_assets(visdom_server):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
+@pytest.mark.slow
 def test_training_run_renders_in_the_browser(visdom_server, demo_root, tmp_path):
     name = "browser_run"
     run_cli("train.py", "--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", name,

@@ -69,6 +69,7 @@ class _PoolSamples(Dataset):
         return {"index": index, "disc_prev": self.reader(index)}
 
 
+@pytest.mark.slow
 def test_pickled_reader_in_two_worker_loader(pool):
     pool.write(range(10), torch.arange(10, dtype=torch.float32).reshape(10, 1, 1, 1).expand(10, 1, 3, 4))
     clone = pickle.loads(pickle.dumps(pool))
@@ -91,6 +92,7 @@ def _write_rows(path, rows, value, barrier):
     pool.flush()
 
 
+@pytest.mark.slow
 def test_two_processes_write_disjoint_rows(pool):
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)

@@ -70,6 +70,7 @@ def pix2pix_runs(demo_root, tmp_path_factory):
     return ck, common
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(pix2pix_runs):
     ck, _ = pix2pix_runs
     for name in ("G", "D"):
@@ -80,6 +81,7 @@ def test_two_processes_match_one_process(pix2pix_runs):
         assert_same_weights(single, ddp)
 
 
+@pytest.mark.slow
 def test_nproc_per_node_launches_the_torchrun_path(pix2pix_runs):
     ck, _ = pix2pix_runs
     for name in ("G", "D"):
@@ -92,6 +94,7 @@ def test_nproc_per_node_launches_the_torchrun_path(pix2pix_runs):
     assert {k: v for k, v in launched.items() if k != "name"} == {k: v for k, v in ddp.items() if k != "name"}
 
 
+@pytest.mark.slow
 def test_resume_under_torchrun_continues(pix2pix_runs):
     ck, common = pix2pix_runs
     args = [a if a != "1" or common[i - 1] != "--n_epochs" else "2" for i, a in enumerate(map(str, common))]
@@ -101,6 +104,7 @@ def test_resume_under_torchrun_continues(pix2pix_runs):
     assert any(not torch.equal(before[k], after[k]) for k in before), "the resumed epoch did not train"
 
 
+@pytest.mark.slow
 def test_atme_pool_written_by_two_ranks_equals_one_process_pool(demo_root, tmp_path):
     common = ["--dataroot", demo_root, "--checkpoints_dir", tmp_path, *ATME, *SAME_DATA]
     run_cli("train.py", *common, "--name", "single", "--batch_size", GLOBAL_BATCH)
@@ -116,6 +120,7 @@ def test_atme_pool_written_by_two_ranks_equals_one_process_pool(demo_root, tmp_p
         assert_same_weights(weights(tmp_path / "single", 1, name), weights(tmp_path / "ddp", 1, name))
 
 
+@pytest.mark.slow
 def test_resume_under_torchrun_ignores_nproc_per_node(pix2pix_runs):
     """A run started by the launcher resumes under a hand-written torchrun that repeats --nproc_per_node: the
     workers see WORLD_SIZE and do not start processes of their own."""
@@ -130,6 +135,7 @@ def test_resume_under_torchrun_ignores_nproc_per_node(pix2pix_runs):
     assert any(not torch.equal(before[k], after[k]) for k in before), "the resumed epoch did not train"
 
 
+@pytest.mark.slow
 def test_launcher_passes_sigterm_on_and_exits_143(demo_root, tmp_path):
     """SIGTERM to `train.py --nproc_per_node 2` reaches both workers, which stop after the same step and save.
     pix2pix's default --norm batch also runs on CPU processes (per-process statistics, no SyncBatchNorm)."""
@@ -208,6 +214,7 @@ def loss_rows(run_dir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_segan_two_processes_match_one_process(demo_root, tmp_path):
     """SEGAN draws the codes of image i in epoch e from (--seed, e, i), so two processes with half of the batch
     each draw the 1-process run's codes, fresh MI negatives included; every loss is a mean over the batch (the

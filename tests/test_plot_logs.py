@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_cli
 
 
 def load_plot_logs():
@@ -68,7 +67,7 @@ def test_several_runs_on_one_figure_with_the_log4_line(tmp_path):
 def test_cli_writes_pngs_and_reports_missing_runs(tmp_path, caplog):
     run = make_run(tmp_path / "run1")
     out = tmp_path / "c.png"
-    run_cli("-m", "scripts.analysis.plot_logs", run, "--out", out, "--loss_out", tmp_path / "l.png", timeout=120)
+    assert load_plot_logs().main([str(run), "--out", str(out), "--loss_out", str(tmp_path / "l.png")]) == 0
     assert Image.open(out).size[0] > 100 and Image.open(tmp_path / "l.png").size[0] > 100
     assert load_plot_logs().main([run, str(tmp_path / "missing"), "--out", str(out)]) == 1
     assert "missing does not exist" in caplog.text

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-from conftest import run_cli
+from conftest import test_main, train_main
 from data import create_dataset
 from models import create_model
 from options.test_options import TestOptions
@@ -146,8 +146,8 @@ def test_test_cli_writes_distinct_samples_per_input(demo_root, tmp_path):
     model, _ = build(demo_root, tmp_path)
     model.save_networks("latest")
     results = tmp_path / "results"
-    run_cli("test.py", "--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "run", "--model", "segan",
-            "--results_dir", results, "--n_samples", "3", "--num_test", "2", "--num_threads", "0", "--gpu_ids", "-1")
+    test_main("--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "run", "--model", "segan",
+              "--results_dir", results, "--n_samples", "3", "--num_test", "2", "--num_threads", "0", "--gpu_ids", "-1")
     images = results / "run" / "test_latest" / "images"
     stems = sorted({name.split("_")[0] for name in os.listdir(images)})
     assert len(stems) == 2
@@ -190,8 +190,8 @@ def test_codes_depend_on_seed_epoch_and_image_only(demo_root, tmp_path):
 def test_training_with_validation_scores_the_first_code(demo_root, tmp_path):
     """train.py --val_freq scores SEGAN's first-code translation (fake_B) against B on the val split."""
     import csv
-    run_cli("train.py", "--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "val", *TINY,
-            "--n_epochs", "1", "--n_epochs_decay", "0", "--val_freq", "1")
+    train_main("--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "val", *TINY,
+               "--n_epochs", "1", "--n_epochs_decay", "0", "--val_freq", "1")
     rows = list(csv.DictReader(open(tmp_path / "val" / "val_log.csv")))
     assert len(rows) == 1 and 0 < float(rows[0]["l1"]) < 2 and float(rows[0]["n_images"]) == 4
     assert (tmp_path / "val" / "best_net_G.pth").exists()

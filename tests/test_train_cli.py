@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, test_main, train_main
 
 TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--load_size", "36",
         "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--display_id", "0", "--seed", "0",
@@ -17,7 +17,8 @@ TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--l
 
 
 def train(demo_root, ck, name, *extra, **kw):
-    return run_cli("train.py", "--dataroot", demo_root, "--checkpoints_dir", ck, "--name", name, *TINY, *extra, **kw)
+    """train.py in this process."""
+    return train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", name, *TINY, *extra, **kw)
 
 
 def test_train_then_test_end_to_end(demo_root, tmp_path):
@@ -37,14 +38,14 @@ def test_train_then_test_end_to_end(demo_root, tmp_path):
     losses = list(csv.DictReader(open(run / "loss_log.csv")))
     assert losses and {"G_GAN", "G_L1", "D_real", "D_fake", "time_per_image", "data_time"} <= set(losses[0])
 
-    run_cli("test.py", "--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "e2e", "--results_dir", res)
+    test_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "e2e", "--results_dir", res)
     page = res / "e2e" / "test_latest" / "index.html"
     assert page.exists()
     images = os.listdir(res / "e2e" / "test_latest" / "images")
     assert len([f for f in images if "fake_B" in f]) == 4  # the whole test split by default
     # the images come from the trained weights: a freshly initialised G gives other outputs
-    run_cli("test.py", "--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "e2e", "--results_dir", res,
-            "--num_test", "2", "--phase", "val")
+    test_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "e2e", "--results_dir", res,
+              "--num_test", "2", "--phase", "val")
     assert len([f for f in os.listdir(res / "e2e" / "val_latest" / "images") if "fake_B" in f]) == 2
 
 
@@ -69,6 +70,7 @@ def test_resume_continues_epoch_and_optimizer(demo_root, tmp_path):
     assert epochs[-2:] == [2, 3]
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_resumable_checkpoint(demo_root, tmp_path):
     ck = tmp_path / "ck"
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--dataroot", demo_root, "--checkpoints_dir", str(ck),
@@ -94,8 +96,8 @@ def test_mismatching_checkpoint_lists_keys(demo_root, tmp_path):
     train(demo_root, ck, "mm", "--n_epochs", "1", "--n_epochs_decay", "0")
     # test.py with another generator must explain, not crash with a raw state_dict error
     os.remove(ck / "mm" / "train_opt.json")
-    proc = run_cli("test.py", "--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "mm",
-                   "--model", "pix2pix", "--netG", "resnet_6blocks", "--results_dir", tmp_path / "r", check=False)
+    proc = test_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "mm",
+                     "--model", "pix2pix", "--netG", "resnet_6blocks", "--results_dir", tmp_path / "r", check=False)
     assert proc.returncode != 0
     assert "does not fit network G" in proc.stderr and "missing keys" in proc.stderr and "train_opt.txt" in proc.stderr
     assert (ck / "mm" / "latest_net_G.pth").exists()
@@ -117,17 +119,18 @@ def test_unwritable_checkpoints_dir_is_named(demo_root, tmp_path):
 
 
 def test_missing_dataroot_is_named(tmp_path):
-    proc = run_cli("train.py", "--dataroot", tmp_path / "nothing", "--checkpoints_dir", tmp_path / "ck",
-                   "--name", "m", *TINY, check=False)
+    proc = train_main("--dataroot", tmp_path / "nothing", "--checkpoints_dir", tmp_path / "ck",
+                      "--name", "m", *TINY, check=False)
     assert proc.returncode != 0
     assert "--dataroot" in proc.stderr and str(tmp_path / "nothing") in proc.stderr
 
 
+@pytest.mark.slow
 def test_compile_trains_saves_plain_weights_and_times_the_first_step(demo_root, tmp_path):
     """--compile (torch.compile) trains, logs how long the compiling first step took, and saves checkpoints with
     the plain key names (no `_orig_mod.` prefix), so eager runs and test.py load them."""
     ck = tmp_path / "ck"
-    proc = train(demo_root, ck, "compiled", "--compile", "--n_epochs", "1", "--n_epochs_decay", "0")
+    proc = run_cli("train.py", "--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "compiled", *TINY, "--compile", "--n_epochs", "1", "--n_epochs_decay", "0")
     assert "first step:" in proc.stdout and "torch.compile" in proc.stdout
     state = torch.load(ck / "compiled" / "latest_net_G.pth", map_location="cpu")
     assert state and not any(key.startswith("_orig_mod") for key in state)

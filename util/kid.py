@@ -6,7 +6,6 @@ torch-fidelity uses ("inception-v3-compat"); offline machines pass a local copy.
 """
 import logging
 import os
-import urllib.error
 
 import torch
 import torch_fidelity
@@ -17,6 +16,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
 from util.devices import resolve_device
 from util.result_files import list_images
+from util.weights import local_weights
 
 log = logging.getLogger(__name__)
 
@@ -61,35 +61,10 @@ class ImageListDataset(Dataset):
         return pil_to_tensor(img)
 
 
-def default_inception_path():
-    """Where torch.hub (and so torch-fidelity) keeps the downloaded Inception-v3 weights."""
-    return os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_FILENAME)
-
-
 def resolve_inception_weights(weights_path=None, download=True):
-    """A local path to the Inception-v3 weights: the given file, torch.hub's cached copy, or a fresh download.
-
-    Offline, a missing file raises RuntimeError naming the URL to fetch and where to put it.
-    """
-    if weights_path is not None:
-        if not os.path.isfile(weights_path):
-            raise FileNotFoundError(f"--inception_weights {weights_path} does not exist; it should be a copy of "
-                                    f"{INCEPTION_URL}")
-        return weights_path
-    cached = default_inception_path()
-    if os.path.isfile(cached):
-        return cached
-    hint = (f"fetch {INCEPTION_URL} on a machine with internet and either put it at {cached} or pass "
-            f"--inception_weights /path/to/{INCEPTION_FILENAME}")
-    if not download:
-        raise RuntimeError(f"the Inception-v3 weights for KID/FID are not available: {hint}")
-    os.makedirs(os.path.dirname(cached), exist_ok=True)
-    log.info("downloading the Inception-v3 weights to %s", cached)
-    try:
-        torch.hub.download_url_to_file(INCEPTION_URL, cached, progress=True)
-    except (urllib.error.URLError, OSError, ConnectionError) as err:
-        raise RuntimeError(f"could not download the Inception-v3 weights for KID/FID ({err}): {hint}") from None
-    return cached
+    """A local path to the Inception-v3 weights: the given file, torch.hub's cached copy, or a fresh download."""
+    return local_weights(INCEPTION_URL, path=weights_path, flag="--inception_weights",
+                         what="Inception-v3 weights for KID/FID", download=download)
 
 
 def check_subset_size(subset_size, n_real, n_fake):

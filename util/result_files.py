@@ -26,16 +26,30 @@ def images_dir(results_dir):
     return inner if os.path.isdir(inner) else results_dir
 
 
+def _label_pattern(label, numbered):
+    number = r"_(?P<k>\d+)" if numbered else ""
+    return re.compile(r"^(?P<stem>.+)_" + re.escape(label) + number + r"\.(?:" +
+                      "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")$", re.IGNORECASE)
+
+
 def find_labelled_images(directory, label):
     """{stem: path} of the files `<stem>_<label>.<ext>` directly inside `directory`."""
-    pattern = re.compile(r"^(?P<stem>.+)_" + re.escape(label) + r"\.(?:" +
-                         "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")$", re.IGNORECASE)
-    found = {}
+    pattern, found = _label_pattern(label, numbered=False), {}
     for path in list_images(directory):
         match = pattern.match(os.path.basename(path))
         if match:
             found[match.group("stem")] = path
     return found
+
+
+def find_numbered_images(directory, label="fake_B"):
+    """{stem: [paths ordered by k]} of the files `<stem>_<label>_<k>.<ext>` (several outputs per input)."""
+    pattern, groups = _label_pattern(label, numbered=True), {}
+    for path in list_images(directory):
+        match = pattern.match(os.path.basename(path))
+        if match:
+            groups.setdefault(match.group("stem"), []).append((int(match.group("k")), path))
+    return {stem: [p for _, p in sorted(items)] for stem, items in sorted(groups.items())}
 
 
 def result_image_sets(results_dir, real_label="real_B", fake_label="fake_B"):

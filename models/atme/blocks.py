@@ -1,7 +1,7 @@
 """Building blocks of the ATME generator (Fig. 2 c-g of the ATME paper) and the W block.
 
 Module and parameter names follow the authors' release so that its checkpoints load unchanged
-(see `/work/shared/reference/atme_state_dict_layout.json`): e.g. `block1.proj`, `norm.g`, `fn.fn.to_qkv`.
+(see `models/atme/release_layout.json`): e.g. `block1.proj`, `norm.g`, `fn.fn.to_qkv`.
 """
 import math
 

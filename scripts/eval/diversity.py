@@ -11,8 +11,6 @@ file with --backbone_weights. `--metric l1` is a dependency-free fallback, label
 import argparse
 import logging
 import os
-import re
-import urllib.error
 import warnings
 
 import numpy as np
@@ -24,7 +22,8 @@ from tqdm import tqdm
 from util.atomic import write_json
 from util.devices import resolve_device
 from util.diversity import mean_pairwise_distance, mean_pairwise_l1
-from util.result_files import IMAGE_EXTENSIONS, images_dir, list_images
+from util.result_files import find_numbered_images, images_dir
+from util.weights import local_weights
 
 log = logging.getLogger("diversity")
 
@@ -34,39 +33,12 @@ BACKBONES = {"alex": ("alexnet", "AlexNet_Weights"), "vgg": ("vgg16", "VGG16_Wei
 L1_LABEL = "l1 (dependency-free fallback: mean absolute pixel difference, not LPIPS)"
 
 
-def find_sample_groups(directory, label="fake_B"):
-    """{stem: [paths ordered by sample index]} for files `<stem>_<label>_<k>.<ext>`."""
-    pattern = re.compile(r"^(?P<stem>.+)_" + re.escape(label) + r"_(?P<k>\d+)\.(?:" +
-                         "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS) + r")$", re.IGNORECASE)
-    groups = {}
-    for path in list_images(directory):
-        match = pattern.match(os.path.basename(path))
-        if match:
-            groups.setdefault(match.group("stem"), []).append((int(match.group("k")), path))
-    return {stem: [p for _, p in sorted(items)] for stem, items in sorted(groups.items())}
-
-
 def backbone_weights_path(net="alex", path=None, download=True):
     """A local file of the torchvision backbone weights LPIPS needs: given, cached by torch.hub, or downloaded."""
     _, enum_name = BACKBONES[net]
     url = getattr(torchvision.models, enum_name).IMAGENET1K_V1.url
-    if path is not None:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"--backbone_weights {path} does not exist; it should be a copy of {url}")
-        return path
-    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
-    if os.path.isfile(cached):
-        return cached
-    hint = (f"fetch {url} on a machine with internet and put it at {cached} or pass --backbone_weights "
-            f"/path/to/{os.path.basename(url)} (or use --metric l1, a dependency-free fallback that is not LPIPS)")
-    if not download:
-        raise RuntimeError(f"the LPIPS backbone weights are not available: {hint}")
-    os.makedirs(os.path.dirname(cached), exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(url, cached, progress=True)
-    except (urllib.error.URLError, OSError, ConnectionError) as err:
-        raise RuntimeError(f"could not download the LPIPS backbone weights ({err}): {hint}") from None
-    return cached
+    return local_weights(url, path=path, flag="--backbone_weights", what="LPIPS backbone weights",
+                         download=download, alternative=" (or use --metric l1, a dependency-free fallback that is not LPIPS)")
 
 
 def build_lpips(net="alex", lpips_weights=None, backbone_weights=None, download=True):
@@ -156,7 +128,7 @@ def main(argv=None):
         raise ValueError(f"--num_samples must be at least 2 for pairwise distances, got {args.num_samples}")
 
     directory = images_dir(args.results_dir)
-    groups = find_sample_groups(directory, args.label)
+    groups = find_numbered_images(directory, args.label)
     if not groups:
         raise FileNotFoundError(f"no '*_{args.label}_<k>.png' samples in {directory}: run test.py with --n_samples K "
                                 "(SEGAN) and check --results_dir and --label")
