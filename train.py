@@ -22,7 +22,7 @@ from data import create_dataloader, create_dataset
 from data.samplers import EpochSampler
 from models import create_model
 from options.train_options import TrainOptions
-from util import distributed
+from util import convergence, distributed
 from util.dashboard import Dashboard
 from util.devices import seed_everything
 from util.launch import launch_local_workers, local_processes
@@ -191,9 +191,10 @@ def main(args=None):
         row = model.pop_convergence()
         if row is not None and rank == 0:
             conv_log.append(dict(epoch=epoch, **row))
-            dashboard.plot_convergence(epoch, row["neg_L_GAN"])
-            log.info("epoch %d: D_real %.4f, D_fake %.4f, -L_GAN %.4f (log 4 = 1.3863)",
-                     epoch, row["D_real"], row["D_fake"], row["neg_L_GAN"])
+            q = convergence.quantity(opt.gan_mode)
+            dashboard.plot_convergence(epoch, row[q.column])
+            log.info("epoch %d: D_real %.4f, D_fake %.4f, %s %.4f%s", epoch, row["D_real"], row["D_fake"],
+                     q.label, row[q.column], f" (equilibrium: {q.equilibrium_label})" if q.equilibrium else "")
         model.update_learning_rate()
         epoch_iter = 0
         epoch_seconds = time.perf_counter() - t_epoch

@@ -15,9 +15,8 @@ import torch
 
 from models import schedulers
 from models.networks.layers import unwrap
-from util import distributed
+from util import convergence, distributed
 from util.checkpoint import atomic_save, describe_mismatch, layout_mismatch, load_file
-from util.convergence import LOG4
 from util.devices import amp_dtype, autocast, resolve_device, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -210,15 +209,14 @@ class BaseModel(ABC):
         self._conv_sum = step if self._conv_sum is None else self._conv_sum + step
 
     def pop_convergence(self):
-        """The epoch means of D_real and D_fake, -L_GAN = D_real + D_fake and its distance to log 4."""
+        """The epoch's convergence.csv row: the means of D_real and D_fake and what they measure for this run's
+        --gan_mode (util.convergence); None when no D step ran."""
         if self._conv_sum is None:
             return None
         totals = distributed.all_reduce_sum(self._conv_sum)
         self._conv_sum = None
         d_real, d_fake, count = (float(v) for v in totals.cpu())
-        d_real, d_fake = d_real / count, d_fake / count
-        return OrderedDict(D_real=d_real, D_fake=d_fake, neg_L_GAN=d_real + d_fake,
-                           neg_L_GAN_minus_log4=d_real + d_fake - LOG4)
+        return convergence.record(self.opt.gan_mode, d_real / count, d_fake / count)
 
     # ------------------------------------------------------------------ hooks for the trainer
     def sample_readers(self):
