@@ -2,8 +2,8 @@
 
     python test.py --dataroot ./datasets/facades --name facades_pix2pix --model pix2pix --direction BtoA
 
-Architecture options come from checkpoints/<name>/train_opt.json. Output:
-<results_dir>/<name>/<phase>_<epoch>/index.html and images/.
+Architecture options come from checkpoints/<name>/train_opt.json; the run folder is only read. Output:
+<results_dir>/<name>/<phase>_<epoch>/index.html, images/ and test_opt.txt / test_opt.json.
 """
 import logging
 import os
@@ -23,7 +23,8 @@ log = logging.getLogger("test")
 
 def main(args=None):
     setup_logging()
-    opt = TestOptions().parse(args)
+    options = TestOptions()
+    opt = options.parse(args)
     opt.num_threads = min(opt.num_threads, 2)
     seed_everything(0 if opt.seed is None else opt.seed)
     dataset = create_dataset(opt)
@@ -35,6 +36,7 @@ def main(args=None):
     tag = f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch
     web_dir = os.path.join(opt.results_dir, opt.name, f"{opt.phase}_{tag}")
     webpage = HTML(web_dir, f"Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {tag}")
+    options.save(opt, web_dir)  # the run folder is only read: it may be a read-only model store
     limit = len(dataset) if opt.num_test is None else min(opt.num_test, len(dataset))
     done = 0
     with tqdm(total=limit, desc="test", unit="img") as bar:

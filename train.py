@@ -18,16 +18,18 @@ import time
 import torch
 from tqdm import tqdm
 
-from data import create_dataloader, create_dataset
+from data import EpochSamples, create_dataloader, create_dataset
 from data.samplers import EpochSampler
 from models import create_model
+from models.base_model import TrainingDiverged
 from options.train_options import TrainOptions
 from util import convergence, distributed
+from util.cli import run_main
 from util.dashboard import Dashboard
 from util.devices import seed_everything
 from util.launch import launch_local_workers, local_processes
-from util.cli import run_main
-from util.run_logs import CsvLog, setup_logging
+from util.run_folder import RunFolder, RunFolderError, holds_a_run
+from util.run_logs import CsvLog, attach_log_file, setup_logging
 
 log = logging.getLogger("train")
 
@@ -86,25 +88,76 @@ def validate(model, loader, epoch, val_log, dashboard, rank):
     dashboard.plot_lines("validation", epoch, {k: v for k, v in scores.items() if k in ("l1", "psnr")})
     log.info("validation after epoch %d: L1 %.4f, PSNR %.2f dB", epoch, scores["l1"], scores["psnr"])
     if not previous or scores["l1"] < min(previous):
+        model.check_finite(weights=True)
         model.save_networks("best")
         log.info("new best L1: saved best_net_*.pth")
 
 
+def own_run_folder(run, options, opt, resumed, rank):
+    """Rank 0 takes the run folder (after every check passed, so a refused command wrote nothing): the lock, an
+    earlier run moved aside with --start_over, a killed run's half-done save finished and its temporary files
+    removed, the logs cut back to the checkpoint a resume starts from, the options and train.log. Every rank
+    learns whether it worked, so a refused launch of several processes stops them all."""
+    error = None
+    if rank == 0:
+        try:
+            run.lock()
+            if opt.start_over and holds_a_run(run.path):
+                run.start_over()
+            run.check_new_run(opt.continue_train, opt.start_over)  # again, now that no other process can start
+            run.tidy()
+            if resumed:
+                cut_logs_to(opt.run_dir, resumed)
+            options.save(opt)
+            attach_log_file(os.path.join(opt.run_dir, "train.log"))
+        except (RunFolderError, OSError) as err:
+            error = err
+    if distributed.max_over_ranks(1 if error else 0):
+        if error is not None:
+            raise error
+        raise RunFolderError(f"rank 0 could not take the run folder {run.path}; see its message")
+
+
+def cut_logs_to(run_dir, resumed):
+    """A resume continues from its checkpoint: rows logged after it (by a run that was killed later) go."""
+    epoch, images = resumed["epoch"], resumed["total_iters"]
+    dropped = CsvLog(os.path.join(run_dir, "loss_log.csv")).keep(lambda r: int(float(r["total_iters"])) <= images)
+    for name in ("convergence.csv", "val_log.csv"):
+        dropped += CsvLog(os.path.join(run_dir, name)).keep(lambda r: int(float(r["epoch"])) < epoch)
+    if dropped:
+        log.info("dropped %d log row(s) written after the checkpoint this run resumes from", dropped)
+
+
 def main(args=None):
-    opt = TrainOptions().parse(args)
-    setup_logging(os.path.join(opt.run_dir, "train.log"), distributed.rank(), opt.verbose)
+    options = TrainOptions()
+    opt = options.parse(args)
+    setup_logging(None, distributed.rank(), opt.verbose)  # train.log once the run owns its folder
     processes = local_processes(opt.gpu_ids, opt.nproc_per_node)
     if processes > 1:  # this process only starts and waits for the workers, which run this script again
         return launch_local_workers(os.path.abspath(__file__), sys.argv[1:] if args is None else args, processes)
     distributed.init_from_environment("cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu")
-    rank, world = distributed.rank(), distributed.world_size()
+    rank = distributed.rank()
     seed_everything(opt.seed, rank)
-    stop = StopRequest()
 
+    # Everything that can refuse the command runs before anything is written.
+    run = RunFolder(opt.run_dir)
+    run.check_new_run(opt.continue_train, opt.start_over)
     dataset = create_dataset(opt)
     opt.dataset_size = len(dataset)
     model = create_model(opt)
-    model.setup(opt)
+    model.setup(opt)  # a resume loads and checks its training state here
+    try:
+        own_run_folder(run, options, opt, model.resume_state, rank)
+        model.attach_run_state(opt)
+        return train(opt, model, dataset)
+    finally:
+        run.release()
+        distributed.cleanup()
+
+
+def train(opt, model, dataset):
+    rank, world = distributed.rank(), distributed.world_size()
+    stop = StopRequest()
     resumed = model.resume_state or {}
     start_epoch = resumed.get("epoch", opt.epoch_count)
     epoch_iter = resumed.get("epoch_iter", 0)
@@ -112,7 +165,8 @@ def main(args=None):
 
     sampler = EpochSampler(len(dataset), shuffle=not opt.serial_batches, seed=opt.seed, rank=rank,
                            world_size=world)
-    loader = create_dataloader(dataset, opt, sampler=sampler, extras=model.sample_readers())
+    samples = EpochSamples(dataset, extras=model.sample_readers(), seed=opt.seed)
+    loader = create_dataloader(samples, opt, sampler=sampler)
     dashboard = Dashboard(opt.run_dir, opt.name, display_id=opt.display_id, server=opt.display_server,
                           port=opt.display_port, env=opt.display_env, ncols=opt.display_ncols,
                           winsize=opt.display_winsize, use_html=not opt.no_html, enabled=rank == 0)
@@ -126,89 +180,102 @@ def main(args=None):
     last_epoch = opt.n_epochs + opt.n_epochs_decay
     log.info("training %s on %d images for epochs %d..%d (%d process%s)", opt.model, len(dataset),
              start_epoch, last_epoch, world, "es" if world > 1 else "")
+    saved = {"tag": None}
 
     def save(tag, epoch, done):
+        model.check_finite(weights=True)  # nothing non-finite is ever saved
         model.save_training_state(tag, epoch, done, total_iters)
         distributed.barrier()
+        saved.update(tag=tag, epoch=epoch, images=total_iters)
 
-    epoch, compile_logged = start_epoch, False
-    for epoch in range(start_epoch, last_epoch + 1):
-        sampler.set_epoch(epoch, start=epoch_iter)
-        model.train()
-        steps = math.ceil(len(sampler) / opt.batch_size)
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{last_epoch}", unit="step", disable=rank != 0,
-                   dynamic_ncols=True, leave=False)
-        t_data = t_epoch = t_print = time.perf_counter()
-        data_time, images_since_print = 0.0, 0
-        for batch in loader:
-            now = time.perf_counter()
-            data_time += now - t_data
-            model.set_input(batch)
-            model.optimize_parameters()
-            if opt.compile and not compile_logged:  # the first step compiles the networks
-                compile_logged = True
-                log.info("first step: %.1f s, most of it torch.compile (later steps reuse the compiled code)",
-                         time.perf_counter() - now)
-            n = batch["A"].shape[0]
-            epoch_iter += n
-            total_iters += n * world
-            images_since_print += n * world
-            bar.update(1)
+    try:
+        epoch, compile_logged = start_epoch, False
+        for epoch in range(start_epoch, last_epoch + 1):
+            sampler.set_epoch(epoch, start=epoch_iter)
+            model.on_epoch_start(epoch)
+            model.train()
+            steps = math.ceil(len(sampler) / opt.batch_size)
+            bar = tqdm(total=steps, desc=f"epoch {epoch}/{last_epoch}", unit="step", disable=rank != 0,
+                       dynamic_ncols=True, leave=False)
+            t_data = t_epoch = t_print = time.perf_counter()
+            data_time, images_since_print = 0.0, 0
+            for batch in loader:
+                now = time.perf_counter()
+                data_time += now - t_data
+                model.note_position(epoch, total_iters)
+                model.set_input(batch)
+                model.optimize_parameters()
+                if opt.compile and not compile_logged:  # the first step compiles the networks
+                    compile_logged = True
+                    log.info("first step: %.1f s, most of it torch.compile (later steps reuse the compiled code)",
+                             time.perf_counter() - now)
+                n = batch["A"].shape[0]
+                epoch_iter += n
+                total_iters += n * world
+                images_since_print += n * world
+                bar.update(1)
 
-            if total_iters % opt.display_freq < images_per_step:
-                model.compute_visuals()
-                save_result = total_iters % opt.update_html_freq < images_per_step
-                dashboard.display_current_results(model.get_current_visuals(), epoch, total_iters, save_result)
-            if total_iters % opt.print_freq < images_per_step:
-                losses = model.get_current_losses()  # the one host synchronisation, at print time
-                elapsed = time.perf_counter() - t_print
-                per_image = elapsed / max(images_since_print, 1)
-                if rank == 0:
-                    loss_log.append(dict(epoch=epoch, iters=epoch_iter, total_iters=total_iters, **losses,
-                                         time_per_image=per_image, data_time=data_time / max(images_since_print, 1)))
-                    bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, "img/s": f"{1 / per_image:.2f}"})
-                    log.debug("epoch %d, %d images: %s", epoch, epoch_iter, losses)
-                    dashboard.plot_current_losses(epoch, epoch_iter / max(len(dataset) / world, 1), losses)
-                t_print, data_time, images_since_print = time.perf_counter(), 0.0, 0
-            if total_iters % opt.save_latest_freq < images_per_step:
-                log.info("saving the latest model (epoch %d, %d images in all)", epoch, total_iters)
+                if total_iters % opt.display_freq < images_per_step:
+                    model.compute_visuals()
+                    save_result = total_iters % opt.update_html_freq < images_per_step
+                    dashboard.display_current_results(model.get_current_visuals(), epoch, total_iters, save_result)
+                if total_iters % opt.print_freq < images_per_step:
+                    losses = model.get_current_losses()  # the one host synchronisation, at print time
+                    model.check_finite()
+                    elapsed = time.perf_counter() - t_print
+                    per_image = elapsed / max(images_since_print, 1)
+                    if rank == 0:
+                        loss_log.append(dict(epoch=epoch, iters=epoch_iter, total_iters=total_iters, **losses,
+                                             time_per_image=per_image,
+                                             data_time=data_time / max(images_since_print, 1)))
+                        bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, "img/s": f"{1 / per_image:.2f}"})
+                        log.debug("epoch %d, %d images: %s", epoch, epoch_iter, losses)
+                        dashboard.plot_current_losses(epoch, epoch_iter / max(len(dataset) / world, 1), losses)
+                    t_print, data_time, images_since_print = time.perf_counter(), 0.0, 0
+                if total_iters % opt.save_latest_freq < images_per_step:
+                    log.info("saving the latest model (epoch %d, %d images in all)", epoch, total_iters)
+                    save("latest", epoch, epoch_iter)
+                    if opt.save_by_iter:
+                        save(f"iter_{total_iters}", epoch, epoch_iter)
+                if stop.agreed():
+                    break
+                t_data = time.perf_counter()
+            bar.close()
+            if stop.agreed():
                 save("latest", epoch, epoch_iter)
-                if opt.save_by_iter:
-                    save(f"iter_{total_iters}", epoch, epoch_iter)
+                log.info("stopped in epoch %d after %d of its images; the state is in %s/latest_train_state.pth",
+                         epoch, epoch_iter, opt.run_dir)
+                return stop.exit_code
+
+            model.on_epoch_end(epoch)
+            row = model.pop_convergence()
+            if row is not None and rank == 0:
+                conv_log.append(dict(epoch=epoch, **row))
+                q = convergence.quantity(opt.gan_mode)
+                dashboard.plot_convergence(epoch, row[q.column])
+                log.info("epoch %d: D_real %.4f, D_fake %.4f, %s %.4f%s", epoch, row["D_real"], row["D_fake"],
+                         q.label, row[q.column], f" (equilibrium: {q.equilibrium_label})" if q.equilibrium else "")
+            model.update_learning_rate()
+            epoch_iter = 0
+            epoch_seconds = time.perf_counter() - t_epoch
+            log.info("end of epoch %d / %d: %.1f s, %.2f images/s", epoch, last_epoch, epoch_seconds,
+                     steps * images_per_step / max(epoch_seconds, 1e-9))
+            if val_loader is not None and epoch % opt.val_freq == 0:
+                validate(model, val_loader, epoch, val_log, dashboard, rank)
+            numbered = epoch % opt.save_epoch_freq == 0 or epoch == last_epoch
+            if numbered or model.save_at_epoch_end:
+                save("latest", epoch + 1, 0)
+            if numbered:
+                save(str(epoch), epoch + 1, 0)
             if stop.agreed():
                 break
-            t_data = time.perf_counter()
-        bar.close()
-        if stop.agreed():
-            save("latest", epoch, epoch_iter)
-            log.info("stopped in epoch %d after %d of its images; the state is in %s/latest_train_state.pth",
-                     epoch, epoch_iter, opt.run_dir)
-            dashboard.close()
-            distributed.cleanup()
-            return stop.exit_code
-
-        model.on_epoch_end(epoch)
-        row = model.pop_convergence()
-        if row is not None and rank == 0:
-            conv_log.append(dict(epoch=epoch, **row))
-            q = convergence.quantity(opt.gan_mode)
-            dashboard.plot_convergence(epoch, row[q.column])
-            log.info("epoch %d: D_real %.4f, D_fake %.4f, %s %.4f%s", epoch, row["D_real"], row["D_fake"],
-                     q.label, row[q.column], f" (equilibrium: {q.equilibrium_label})" if q.equilibrium else "")
-        model.update_learning_rate()
-        epoch_iter = 0
-        epoch_seconds = time.perf_counter() - t_epoch
-        log.info("end of epoch %d / %d: %.1f s, %.2f images/s", epoch, last_epoch, epoch_seconds,
-                 steps * images_per_step / max(epoch_seconds, 1e-9))
-        if val_loader is not None and epoch % opt.val_freq == 0:
-            validate(model, val_loader, epoch, val_log, dashboard, rank)
-        if epoch % opt.save_epoch_freq == 0 or epoch == last_epoch:
-            save("latest", epoch + 1, 0)
-            save(str(epoch), epoch + 1, 0)
-        if stop.agreed():
-            break
-    dashboard.close()
-    distributed.cleanup()
+    except TrainingDiverged as err:
+        where = (f"The newest checkpoint, '{saved['tag']}' (epoch {saved['epoch']}, {saved['images']} images), is "
+                 f"intact: resume from it with --continue_train." if saved["tag"] else
+                 "This process saved no checkpoint; an earlier one, if any, is intact.")
+        raise TrainingDiverged(f"{err} {where}") from None
+    finally:
+        dashboard.close()
     return stop.exit_code if stop else 0
 
 

@@ -38,29 +38,46 @@ def create_dataset(opt):
     return dataset
 
 
-class WithExtras(torch.utils.data.Dataset):
-    """Wraps a dataset so each sample also carries `sample[name] = extras[name](sample['index'])`.
+class EpochSamples(torch.utils.data.Dataset):
+    """The training view of a dataset: items are `(epoch, index)` keys (from `samplers.EpochSampler`).
 
-    The extras run where `__getitem__` runs, i.e. in the loader's worker processes, so reading them
-    (e.g. ATME's discriminator pool from disk) overlaps with the training step.
+    With a `seed`, each sample's augmentation (crop, flip, an unaligned partner) draws from Python's and NumPy's
+    generators seeded by (seed, epoch, index), so it depends neither on the data order, nor on how batches are
+    split over loader workers or processes, nor on where a resumed run restarted; the caller's generator states
+    are restored afterwards. Each sample also carries `sample[name] = extras[name](index, epoch)`, computed where
+    `__getitem__` runs, i.e. in the loader's workers (e.g. ATME's D_{t-1} read from disk, overlapping the step).
     """
 
-    def __init__(self, dataset, extras):
+    def __init__(self, dataset, extras=None, seed=None):
+        extras = dict(extras or {})
         for name, fn in extras.items():
             if name in SAMPLE_KEYS:
                 raise ValueError(f"extra {name!r} would overwrite the sample's own {name!r}; give it another name")
             if not callable(fn):
-                raise ValueError(f"extra {name!r} must be a callable(index) -> tensor, got {type(fn).__name__}")
+                raise ValueError(f"extra {name!r} must be a callable(index, epoch) -> tensor, got {type(fn).__name__}")
         self.dataset = dataset
-        self.extras = dict(extras)
+        self.extras = extras
+        self.seed = None if seed is None else int(seed)
 
     def __len__(self):
         return len(self.dataset)
 
-    def __getitem__(self, index):
-        sample = self.dataset[index]
+    def __getitem__(self, key):
+        epoch, index = key
+        if self.seed is None:
+            sample = self.dataset[index]
+        else:
+            saved = random.getstate(), np.random.get_state()
+            stream = np.random.SeedSequence([self.seed % 2 ** 63, int(epoch), int(index)]).generate_state(2)
+            random.seed(int(stream[0]))
+            np.random.seed(int(stream[1]))
+            try:
+                sample = self.dataset[index]
+            finally:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
         for name, fn in self.extras.items():
-            sample[name] = fn(sample["index"])
+            sample[name] = fn(sample["index"], epoch)
         return sample
 
 
@@ -71,21 +88,19 @@ def seed_worker(worker_id):
     np.random.seed(seed)
 
 
-def create_dataloader(dataset, opt, *, shuffle=None, sampler=None, drop_last=False, extras=None):
+def create_dataloader(dataset, opt, *, shuffle=None, sampler=None, drop_last=False):
     """A DataLoader over `dataset` with `opt.batch_size` and `opt.num_threads` workers.
 
     shuffle: default `not opt.serial_batches`; ignored when a `sampler` (e.g. DistributedSampler) is
     given. With `opt.seed` set, the order and the augmentation repeat from run to run (with 0 workers the
-    augmentation draws from the main process's `random`, which train.py seeds). `extras`: dict
-    name -> picklable callable(index: int) -> tensor, merged into every sample (see `WithExtras`).
+    augmentation draws from the main process's `random`, which train.py seeds). The training loader passes an
+    `EpochSamples` view with an `EpochSampler`.
     """
     workers = int(opt.num_threads)
     if workers < 0:
         raise ValueError(f"--num_threads must be 0 (load in the main process) or more, got {workers}")
     if shuffle is None:
         shuffle = not opt.serial_batches
-    if extras:
-        dataset = WithExtras(dataset, extras)
     seeded = getattr(opt, "seed", None) is not None
     # Each distributed rank gets its own augmentation stream (as seed_everything does for the process).
     generator = torch.Generator().manual_seed(int(opt.seed) + distributed.rank()) if seeded else None

@@ -40,7 +40,8 @@ class EpochSampler(Sampler):
         return indices[self.rank::self.world_size]
 
     def __iter__(self):
-        return iter(self.order()[self.start:])
+        """`(epoch, index)` keys, for `data.EpochSamples`."""
+        return iter([(self.epoch, index) for index in self.order()[self.start:]])
 
     def __len__(self):
         return self.per_rank - self.start

@@ -17,7 +17,7 @@ from einops import reduce
 
 from models.atme.blocks import WBlock
 from models.atme.diffusion_unet import DiffusionUNet
-from models.atme.pool import POOL_FILENAME, DiscPool, test_time_maps
+from models.atme.pool import EpochPool, test_time_maps
 from models.base_model import BaseModel
 from models.networks.discriminators import define_D, patch_output_size
 from models.networks.layers import init_weights, unwrap
@@ -64,6 +64,10 @@ class AtmeModel(BaseModel):
             group.add_argument("--pool_stores", choices=("prob", "logits"), default="prob",
                                help="what the discriminator pool keeps: sigmoid(D) (the paper's reading) or raw "
                                     "logits (the reference code)")
+            add_bool_flag(group, "--keep_epoch_pools", default=True,
+                          help="keep a copy of the discriminator pool with every <epoch> checkpoint, so that "
+                               "--continue_train --epoch N resumes exactly (one map per image each: 3.4 GB at a "
+                               "million 30x30 maps)")
             group.add_argument("--n_save_noisy", type=int, default=0,
                                help="every epoch, save D_t and W_t of this many fixed training images under "
                                     "<run_dir>/noisy_history/")
@@ -100,30 +104,51 @@ class AtmeModel(BaseModel):
             self.optimizer_D = self.make_adam(self.netD.parameters())
             self.optimizers = [self.optimizer_G, self.optimizer_D]
 
-    # ------------------------------------------------------------------ setup and hooks
-    def setup(self, opt):
-        super().setup(opt)
-        if self.isTrain:
-            self.open_disc_pool(opt)
+    # ------------------------------------------------------------------ the pool and the trainer's hooks
+    # The pool's buffers swap roles at every epoch boundary, which only a checkpoint records.
+    save_at_epoch_end = True
 
-    def open_disc_pool(self, opt):
-        """Open (resume) or create the run's discriminator pool; rank 0 creates, the others wait."""
-        path = os.path.join(self.save_dir, POOL_FILENAME)
+    def attach_run_state(self, opt):
+        """Open (resume) or create the run's discriminator pool; rank 0 writes it, the other ranks read it."""
         num_images = getattr(opt, "dataset_size", None)
         if num_images is None:
             raise ValueError("ATME training needs opt.dataset_size, the number of training images (one pool map "
                              "each); train.py sets it from the dataset before it builds the model")
-        seed = 0 if opt.seed is None else int(opt.seed)
+        epoch = (self.resume_state or {}).get("epoch", opt.epoch_count)
         if distributed.is_main_process():
-            self.disc_pool = DiscPool.open_or_create(path, num_images, self.map_size, resume=opt.continue_train,
-                                                     seed=seed)
+            if opt.continue_train:
+                self.disc_pool = EpochPool.open(self.save_dir, num_images, self.map_size, epoch)
+                self._restore_kept_pool(opt, epoch)
+            else:
+                seed = 0 if opt.seed is None else int(opt.seed)
+                self.disc_pool = EpochPool.create(self.save_dir, num_images, self.map_size, first_epoch=epoch,
+                                                  seed=seed)
         distributed.barrier()
         if not distributed.is_main_process():
-            self.disc_pool = DiscPool.open(path, num_images=num_images, map_size=self.map_size)
+            self.disc_pool = EpochPool.open(self.save_dir, num_images, self.map_size, epoch)
+        self.disc_pool.set_epoch(epoch)
+
+    def _restore_kept_pool(self, opt, epoch):
+        tag = opt.epoch if not opt.load_iter else f"iter_{opt.load_iter}"
+        if tag == "latest":
+            return
+        kept = os.path.join(self.save_dir, f"{tag}_disc_pool.npy")
+        if os.path.isfile(kept):
+            self.disc_pool.restore(kept, epoch)
+            log.info("restored the discriminator pool kept with checkpoint %s as D_{t-1} of epoch %d", tag, epoch)
+        else:
+            log.warning("no discriminator pool was kept with checkpoint %s (--keep_epoch_pools was off, or it is "
+                        "a mid-epoch checkpoint): epoch %d reads the maps now in %s, which a later epoch of this "
+                        "run may have written", tag, epoch, self.disc_pool.buffers[0].path
+                        if (epoch - self.disc_pool.first_epoch) % 2 == 0 else self.disc_pool.buffers[1].path)
 
     def sample_readers(self):
         # Each sample's D_{t-1} is read from disk in the loader workers, overlapping the training step.
         return {"disc_prev": self.disc_pool.reader()} if self.disc_pool is not None else {}
+
+    def on_epoch_start(self, epoch):
+        if self.disc_pool is not None:
+            self.disc_pool.set_epoch(epoch)
 
     def on_epoch_end(self, epoch):
         if self.disc_pool is not None:
@@ -134,9 +159,14 @@ class AtmeModel(BaseModel):
     def extra_state(self):
         if self.disc_pool is None:
             return {}
-        self.disc_pool.flush()
-        return {"disc_pool": {"path": self.disc_pool.path, "num_images": len(self.disc_pool),
-                              "map_size": list(self.disc_pool.map_size)}}
+        self.disc_pool.flush()  # the maps written so far are on disk before the checkpoint commits
+        return {"disc_pool": {"first_epoch": self.disc_pool.first_epoch, "epoch": self.disc_pool.epoch,
+                              "num_images": len(self.disc_pool), "map_size": list(self.disc_pool.map_size)}}
+
+    def stage_extra_files(self, transaction, tag):
+        # An `<epoch>` checkpoint keeps the pool its next epoch reads, so `--epoch N` resumes exactly.
+        if self.disc_pool is not None and str(tag).isdigit() and getattr(self.opt, "keep_epoch_pools", False):
+            self.disc_pool.stage_copy(transaction, os.path.join(self.save_dir, f"{tag}_disc_pool.npy"))
 
     def convert_checkpoint(self, name, state):
         return strip_module_prefix(state)
@@ -193,9 +223,9 @@ class AtmeModel(BaseModel):
             maps = torch.sigmoid(maps)
         indices = torch.as_tensor(self.sample_index, dtype=torch.long, device=maps.device).reshape(-1)
         if distributed.is_distributed():
-            # Each node's pool file gets every rank's maps; one process per node writes them.
+            # The pool gets every rank's maps; rank 0 writes them (the run folder is shared by all processes).
             indices, maps = distributed.gather_from_ranks(indices), distributed.gather_from_ranks(maps)
-            if (distributed.local_rank() or 0) != 0:
+            if not distributed.is_main_process():
                 return
         self.disc_pool.write_deferred(indices, maps)
 
@@ -210,7 +240,7 @@ class AtmeModel(BaseModel):
         directory = os.path.join(self.save_dir, "noisy_history")
         os.makedirs(directory, exist_ok=True)
         indices = self.noisy_history_indices()
-        disc = self.disc_pool.read(indices)
+        disc = self.disc_pool.read_written(indices)  # D_t, which this epoch wrote
         net_w = unwrap(self.netW)
         was_training = net_w.training
         net_w.eval()

@@ -14,15 +14,29 @@ from collections import OrderedDict
 import torch
 
 from models import schedulers
+from models.checkpointing import ModelCheckpoints
 from models.networks.layers import unwrap
 from util import convergence, distributed
-from util.checkpoint import atomic_save, describe_mismatch, layout_mismatch, load_file
-from util.devices import amp_dtype, autocast, resolve_device, rng_state, set_rng_state
+from util.devices import amp_dtype, autocast, resolve_device
 
 log = logging.getLogger(__name__)
 
 
-class BaseModel(ABC):
+class TrainingDiverged(RuntimeError):
+    """A loss or weight became NaN or infinite; the message says where and what to try."""
+
+    @classmethod
+    def at(cls, what, opt):
+        amp = getattr(opt, "amp", "none")
+        tries = [f"a lower --lr (this run: {getattr(opt, 'lr', '?')})"]
+        if amp != "none":
+            tries.append(f"--amp none (this run: --amp {amp})")
+        tries.append("another --gan_mode" if getattr(opt, "gan_mode", "vanilla") != "vanilla" else
+                     "a smaller --lambda_L1 or --gan_mode lsgan")
+        return cls(f"training diverged: {what}. Nothing non-finite was saved. Try {', '.join(tries)}.")
+
+
+class BaseModel(ModelCheckpoints, ABC):
     """Base class of every model family."""
 
     # Older checkpoint names a network may be stored under, e.g. {'W': ['T']} for released ATME weights.
@@ -46,6 +60,8 @@ class BaseModel(ABC):
         self.resume_state = None  # filled by setup() on --continue_train
         self._scalers = {}
         self._conv_sum = None  # on-device [sum D_real, sum D_fake, count]
+        self._first_nonfinite = None  # on-device [epoch, images, optimiser index, loss] of the first bad step
+        self._position = (0, 0)
         if torch.backends.cudnn.is_available():
             torch.backends.cudnn.benchmark = True
 
@@ -163,6 +179,7 @@ class BaseModel(ABC):
         """`compute_loss()` under autocast, then backward and step; returns the loss."""
         with self.autocast():
             loss = compute_loss()
+        self._watch_finite(loss, optimizer)
         self.backward(loss, optimizer)
         self.step(optimizer)
         return loss
@@ -201,6 +218,49 @@ class BaseModel(ABC):
         new = self.optimizers[0].param_groups[0]["lr"]
         log.info("learning rate %.7f -> %.7f", old, new)
 
+    # ------------------------------------------------------------------ divergence
+    def note_position(self, epoch, images):
+        """Where training is (epoch, images in all), recorded with the first non-finite loss."""
+        self._position = (int(epoch), int(images))
+
+    def _watch_finite(self, loss, optimizer):
+        """Remember, on the device (no host sync), the first step whose loss was not finite. With fp16 the
+        gradient scaler skips steps whose scaled gradients overflow; those are not divergence and are left to it,
+        and only the weights are checked (`check_finite(weights=True)`)."""
+        if self.amp_dtype is torch.float16:
+            return
+        bad = ~torch.isfinite(loss.detach()).all()
+        if self._first_nonfinite is None:
+            self._first_nonfinite = torch.full((4,), -1.0, dtype=torch.float64, device=bad.device)
+        first = self._first_nonfinite
+        new = bad & (first[0] < 0)
+        epoch, images = self._position
+        index = next(i for i, o in enumerate(self.optimizers) if o is optimizer)
+        self._first_nonfinite = torch.stack([torch.where(new, float(epoch), first[0]),
+                                             torch.where(new, float(images), first[1]),
+                                             torch.where(new, float(index), first[2]),
+                                             torch.where(new, loss.detach().float().reshape(-1)[0].double(), first[3])])
+
+    def check_finite(self, weights=False):
+        """Raise `TrainingDiverged` when a loss has been non-finite since training started here or, with `weights`,
+        when a network's weights are (call it before every save: nothing non-finite is ever saved). Syncs."""
+        if self._first_nonfinite is not None:
+            epoch, images, index, value = self._first_nonfinite.tolist()
+            if epoch >= 0:
+                raise TrainingDiverged.at(f"the loss of the {self._optimizer_name(int(index))} step was {value} at "
+                                          f"epoch {int(epoch)}, {int(images)} images into training", self.opt)
+        if weights:
+            for name, net in self.networks():
+                for key, param in unwrap(net).state_dict().items():
+                    if param.is_floating_point() and not bool(torch.isfinite(param).all()):
+                        raise TrainingDiverged.at(f"network {name}'s weight {key} holds non-finite values", self.opt)
+
+    def _optimizer_name(self, index):
+        for attr, value in vars(self).items():
+            if attr.startswith("optimizer_") and value is self.optimizers[index]:
+                return attr[len("optimizer_"):]
+        return f"optimiser {index}"
+
     # ------------------------------------------------------------------ convergence statistics
     def accumulate_convergence(self, loss_D_real, loss_D_fake):
         """Add one step's D_real/D_fake losses to the epoch sums, on the device (no host sync)."""
@@ -219,19 +279,23 @@ class BaseModel(ABC):
         return convergence.record(self.opt.gan_mode, d_real / count, d_fake / count)
 
     # ------------------------------------------------------------------ hooks for the trainer
+    # A model whose on-disk state changes meaning at the epoch boundary (ATME's pool) needs a checkpoint at
+    # every epoch end, so that a resume never pairs one epoch's weights with another epoch's state.
+    save_at_epoch_end = False
+
+    def attach_run_state(self, opt):
+        """Open or create the model's state in the run folder (called once the run owns its folder, after any
+        resume state was loaded)."""
+
     def sample_readers(self):
-        """name -> picklable callable(index) whose result the data loader adds to each sample."""
+        """name -> picklable callable(index, epoch) whose result the data loader adds to each sample."""
         return {}
+
+    def on_epoch_start(self, epoch):
+        """Called before an epoch's first step (also when a resume starts mid-epoch)."""
 
     def on_epoch_end(self, epoch):
         """Called once per epoch after its last step (e.g. to flush on-disk state)."""
-
-    def extra_state(self):
-        """Model-specific state for the training-state file."""
-        return {}
-
-    def load_extra_state(self, state):
-        pass
 
     # ------------------------------------------------------------------ reporting
     def get_current_visuals(self):
@@ -253,110 +317,3 @@ class BaseModel(ABC):
             if verbose:
                 log.info("%s", unwrap(net))
             log.info("network %s: %.3f M parameters", name, count / 1e6)
-
-    # ------------------------------------------------------------------ checkpoints
-    def _path(self, tag, name):
-        return os.path.join(self.save_dir, f"{tag}_net_{name}.pth")
-
-    def save_networks(self, tag):
-        """`<tag>_net_<NAME>.pth` per network: plain CPU state_dicts, written atomically (rank 0 only)."""
-        if not distributed.is_main_process():
-            return
-        for name, net in self.networks():
-            state = {k: v.detach().cpu().contiguous() for k, v in unwrap(net).state_dict().items()}
-            atomic_save(state, self._path(tag, name))
-
-    def _find_network_file(self, tag, name):
-        for candidate in [name] + list(self.checkpoint_aliases.get(name, [])):
-            path = self._path(tag, candidate)
-            if os.path.isfile(path):
-                return path
-        return None
-
-    def load_networks(self, tag):
-        for name, net in self.networks():
-            path = self._find_network_file(tag, name)
-            if path is None:
-                raise FileNotFoundError(
-                    f"no checkpoint {self._path(tag, name)} for network {name}; the run directory holds: "
-                    f"{', '.join(sorted(f for f in os.listdir(self.save_dir) if f.endswith('.pth'))) or 'nothing'}"
-                    if os.path.isdir(self.save_dir) else
-                    f"run directory {self.save_dir} does not exist: check --name and --checkpoints_dir")
-            self.load_network_state(name, net, load_file(path, f"network {name} checkpoint"), path)
-            log.info("loaded %s", path)
-
-    def load_network_state(self, name, net, state, path):
-        """Load `state` into `net`, explaining any key or shape mismatch."""
-        state = self.convert_checkpoint(name, state)
-        target = unwrap(net)
-        mismatch = layout_mismatch(target, state)
-        if mismatch:
-            stored = os.path.join(self.save_dir, "train_opt.txt")
-            raise RuntimeError(
-                f"{path} does not fit network {name} as built from the current options: "
-                f"{describe_mismatch(mismatch)}. The options the run was trained with "
-                f"are in {stored}{'' if os.path.isfile(stored) else ' (missing)'}; pass the same architecture "
-                f"flags (--netG, --netD, --ngf, --ndf, --norm, --input_nc, --output_nc, model flags).")
-        target.load_state_dict(state)
-
-    def convert_checkpoint(self, name, state):
-        """Hook: rename keys of older checkpoint layouts."""
-        return state
-
-    def save_training_state(self, tag, epoch, epoch_iter, total_iters):
-        """Everything a resume needs, in one file: networks, optimisers, schedulers, scalers, counters, RNG."""
-        if not distributed.is_main_process():
-            return
-        self.save_networks(tag)
-        state = {
-            "epoch": epoch, "epoch_iter": epoch_iter, "total_iters": total_iters,
-            "networks": {n: unwrap(net).state_dict() for n, net in self.networks()},
-            "optimizers": [o.state_dict() for o in self.optimizers],
-            "schedulers": [s.state_dict() for s in self.schedulers],
-            "scalers": [s.state_dict() for s in self._scalers.values()],
-            "rng": rng_state(), "model": self.extra_state(),
-            "convergence": None if self._conv_sum is None else self._conv_sum.detach().cpu(),
-            "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.opt).items()},
-        }
-        atomic_save(state, os.path.join(self.save_dir, f"{tag}_train_state.pth"))
-
-    def load_training_state(self, tag):
-        path = os.path.join(self.save_dir, f"{tag}_train_state.pth")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"--continue_train: no training state {path}. Start without "
-                                    f"--continue_train, or choose --epoch from the *_train_state.pth files in "
-                                    f"{self.save_dir}.")
-        state = load_file(path, "training state")
-        self._check_architecture(state.get("options", {}), path)
-        for name, net in self.networks():
-            self.load_network_state(name, net, state["networks"][name], path)
-        if len(state["optimizers"]) != len(self.optimizers):
-            raise RuntimeError(f"{path} holds {len(state['optimizers'])} optimisers, the model has "
-                               f"{len(self.optimizers)}: the model's options changed since the checkpoint")
-        for opt_obj, saved in zip(self.optimizers, state["optimizers"]):
-            opt_obj.load_state_dict(saved)
-        for sched, saved in zip(self.schedulers, state["schedulers"]):
-            sched.load_state_dict(saved)
-        if self.amp_dtype is torch.float16:
-            for opt_obj, saved in zip(self.optimizers, state.get("scalers", [])):
-                scaler = self._scalers.setdefault(id(opt_obj), torch.amp.GradScaler(self.device.type))
-                scaler.load_state_dict(saved)
-        set_rng_state(state["rng"])
-        self.load_extra_state(state.get("model", {}))
-        if state.get("convergence") is not None:  # a mid-epoch resume keeps the epoch's sums
-            self._conv_sum = state["convergence"].to(self.device)
-        log.info("resuming from %s: epoch %d, %d images into it, %d images in all",
-                 path, state["epoch"], state["epoch_iter"], state["total_iters"])
-        return {k: state[k] for k in ("epoch", "epoch_iter", "total_iters")}
-
-    def _check_architecture(self, stored, path):
-        changed = []
-        for key in self.architecture_flags:
-            if key in stored and hasattr(self.opt, key):
-                now = getattr(self.opt, key)
-                was = tuple(stored[key]) if isinstance(stored[key], list) else stored[key]
-                if now != was:
-                    changed.append(f"--{key} is {now}, the checkpoint has {was}")
-        if changed:
-            raise ValueError(f"--continue_train would change the architecture of {path}: {'; '.join(changed)}. "
-                             f"Use the stored values or start a new --name.")

@@ -165,9 +165,8 @@ def _jsonable(value):
     return value
 
 
-def save_options(opt, parser, prefix):
-    """Write `<prefix>_opt.txt` and `<prefix>_opt.json` to the run directory (atomically)."""
-    directory = run_dir(opt)
+def save_options(opt, parser, prefix, directory):
+    """Write `<prefix>_opt.txt` and `<prefix>_opt.json` to `directory` (atomically)."""
     payload = {k: _jsonable(v) for k, v in sorted(vars(opt).items())}
     try:
         atomic_write_text(os.path.join(directory, f"{prefix}_opt.txt"), options_text(opt, parser) + "\n")

@@ -77,5 +77,9 @@ class TestOptions(BaseOptions):
         opt.no_flip = True
         opt.serial_batches = True
         opt.run_dir = run_dir(opt)
-        save_options(opt, parser, "test")
         return opt
+
+    def save(self, opt, directory):
+        """Write test_opt.txt / test_opt.json into `directory` (the results folder: test.py never writes to the
+        run folder, which may be read-only)."""
+        save_options(opt, self.parser, "test", directory)

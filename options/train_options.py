@@ -26,6 +26,9 @@ class TrainOptions(BaseOptions):
         g.add_argument("--save_epoch_freq", type=int, default=5, help="save '<epoch>' checkpoints every N epochs")
         add_bool_flag(g, "--save_by_iter", help="also keep 'iter_<N>' checkpoints at each latest save")
         add_bool_flag(g, "--continue_train", help="resume the run from its latest training state")
+        add_bool_flag(g, "--start_over", help="the run folder holds an earlier run: move it aside to "
+                                              "<name>.old-<time> and start a new run (without this flag, a new run "
+                                              "there is refused)")
         g.add_argument("--epoch_count", type=int, default=1,
                        help="first epoch number for a fresh run (a resume takes it from the stored state)")
         g.add_argument("--phase", type=str, default="train", help="train, val, test, ...")
@@ -61,6 +64,9 @@ class TrainOptions(BaseOptions):
         opt = super().resolve(opt, parser, args)
         if opt.n_epochs < 0 or opt.n_epochs_decay < 0:
             parser.error("--n_epochs and --n_epochs_decay must be >= 0")
-        save_options(opt, parser, "train")
         opt.run_dir = run_dir(opt)
         return opt
+
+    def save(self, opt):
+        """Write train_opt.txt / train_opt.json into the run folder (once the run owns it)."""
+        save_options(opt, self.parser, "train", opt.run_dir)

@@ -61,6 +61,15 @@ def run_cli(script, *args, cwd=None, timeout=600, check=True, env=None):
     return proc
 
 
+def stored_train_options(args):
+    """TrainOptions parsed from `args` and written to the run folder, as train.py does once it owns the folder."""
+    from options.train_options import TrainOptions
+    options = TrainOptions()
+    opt = options.parse([str(a) for a in args])
+    options.save(opt)
+    return opt
+
+
 def train_main(*args, **kwargs):
     """train.py in this process (see `run_main`)."""
     import train

@@ -1,11 +1,11 @@
 """AtmeModel: noisy input, pool updates, resume, release checkpoints, end-to-end train and test."""
 import csv
-import json
 import os
 
 import numpy as np
 import pytest
 import torch
+from conftest import stored_train_options
 from PIL import Image
 from torch.utils.data import default_collate
 
@@ -16,7 +16,6 @@ from models import create_model
 from models.atme.release import release_layouts
 from models.networks.discriminators import patch_output_size
 from options.test_options import TestOptions
-from options.train_options import TrainOptions
 
 N_TRAIN = 4
 TINY = ["--model", "atme", "--dim", "8", "--init_dim", "8", "--dim_mults", "1,2", "--groups", "4", "--ndf", "8",
@@ -39,10 +38,11 @@ def dataroot(tmp_path_factory):
 
 def train_model(dataroot, checkpoints, *extra):
     args = ["--dataroot", dataroot, "--checkpoints_dir", str(checkpoints), "--name", "run", *TINY, *extra]
-    opt = TrainOptions().parse(args)
+    opt = stored_train_options(args)
     opt.dataset_size = len(create_dataset(opt))  # as train.py sets it: one pool map per image
     model = create_model(opt)
     model.setup(opt)
+    model.attach_run_state(opt)
     return model, opt
 
 
@@ -51,7 +51,7 @@ def batch_of(model, opt, indices):
     dataset = create_dataset(opt)
     reader = model.sample_readers()["disc_prev"]
     batch = default_collate([dataset[i] for i in indices])
-    batch["disc_prev"] = torch.stack([reader(i) for i in indices])
+    batch["disc_prev"] = torch.stack([reader(i, model.disc_pool.epoch) for i in indices])
     return batch
 
 
@@ -76,23 +76,25 @@ def test_steps_update_visited_pool_entries_only_and_resume_keeps_them(dataroot, 
     model, opt = train_model(dataroot, tmp_path)
     pool = model.disc_pool
     assert len(pool) == N_TRAIN and pool.map_size == patch_output_size("basic", 3, 32, 32)
-    before = pool.read(range(N_TRAIN))
+    before, written_before = pool.read(range(N_TRAIN)), pool.read_written(range(N_TRAIN))
     g_before = [p.detach().clone() for p in model.netW.parameters()]
     visited = [0, 2]
     model.set_input(batch_of(model, opt, visited))
     model.optimize_parameters()
-    after = pool.read(range(N_TRAIN))
-    changed = [i for i in range(N_TRAIN) if not torch.equal(before[i], after[i])]
+    after = pool.read_written(range(N_TRAIN))
+    changed = [i for i in range(N_TRAIN) if not torch.equal(written_before[i], after[i])]
     assert changed == visited
+    assert torch.equal(pool.read(range(N_TRAIN)), before)  # D_{t-1} does not change during the epoch
     # prob mode: the stored map is sigmoid of the D output used for the G loss
     assert torch.allclose(after[visited], torch.sigmoid(model.disc_fake.detach()))
     assert any(not torch.equal(a, b) for a, b in zip(g_before, model.netW.parameters())), "W did not learn"
 
     model.save_training_state("latest", 1, 2, 2)
     resumed, _ = train_model(dataroot, tmp_path, "--continue_train")
-    assert torch.equal(resumed.disc_pool.read(range(N_TRAIN)), after)
+    assert torch.equal(resumed.disc_pool.read(range(N_TRAIN)), before)
+    assert torch.equal(resumed.disc_pool.read_written(range(N_TRAIN)), after)
     fresh, _ = train_model(dataroot, tmp_path)  # a new run (no --continue_train) starts a new pool
-    assert not torch.equal(fresh.disc_pool.read(visited), after[visited])
+    assert not torch.equal(fresh.disc_pool.read_written(visited), after[visited])
 
 
 def test_resume_with_other_dataset_size_names_the_fix(dataroot, tmp_path):
@@ -106,7 +108,7 @@ def test_logits_mode_and_bad_crop_size(dataroot, tmp_path):
     model, opt = train_model(dataroot, tmp_path, "--pool_stores", "logits")
     model.set_input(batch_of(model, opt, [1]))
     model.optimize_parameters()
-    assert torch.allclose(model.disc_pool.read([1]), model.disc_fake.detach())
+    assert torch.allclose(model.disc_pool.read_written([1]), model.disc_fake.detach())
     with pytest.raises(ValueError, match="--crop_size 36"):
         train_model(dataroot, tmp_path / "b", "--crop_size", "36", "--load_size", "36", "--dim_mults", "1,1,1,1")
 
@@ -151,9 +153,10 @@ def test_two_epochs_end_to_end_then_test(dataroot, tmp_path):
                                   "--n_save_noisy", "2", "--print_freq", "2"]
     assert train_cli.main(train_args) == 0
     run = tmp_path / "e2e"
-    for name in ("latest_net_G.pth", "latest_net_W.pth", "latest_net_D.pth", "disc_pool.npy"):
+    for name in ("latest_net_G.pth", "latest_net_W.pth", "latest_net_D.pth", "disc_pool_a.npy", "disc_pool_b.npy",
+                 "2_disc_pool.npy"):
         assert (run / name).is_file(), name
-    pool = np.load(run / "disc_pool.npy")
+    pool = np.load(run / "2_disc_pool.npy")  # D_2: epoch 2's maps, the pool epoch 3 would read
     assert pool.shape == (N_TRAIN, 1, 2, 2) and 0 <= pool.min() and pool.max() <= 1
     with open(run / "convergence.csv") as f:
         rows = list(csv.DictReader(f))

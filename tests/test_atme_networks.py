@@ -1,6 +1,4 @@
 """ATME generator, W block and release-checkpoint handling: layouts, shapes, ranges, errors."""
-import importlib.util
-import json
 import os
 
 import pytest

@@ -14,6 +14,7 @@ import data
 from data.aligned_dataset import AlignedDataset
 from data.base_dataset import get_params, get_transform
 from data.image_folder import IMG_EXTENSIONS, is_image_file, load_image, make_dataset
+from data.samplers import EpochSampler
 from data.single_dataset import SingleDataset
 from data.unaligned_dataset import UnalignedDataset
 
@@ -266,25 +267,43 @@ def test_registry_and_create_dataset(tmp_path, caplog):
     assert isinstance(dataset, AlignedDataset) and "dataset [AlignedDataset] of 3 images" in caplog.text
 
 
-def _pool_entry(index, scale):
-    """A stand-in for ATME's pool reader: the value and the process that made it."""
-    return torch.tensor([float(index) * scale, float(os.getpid())])
+def _pool_entry(index, epoch, scale):
+    """A stand-in for ATME's pool reader: the value, the epoch and the process that made it."""
+    return torch.tensor([float(index) * scale, float(epoch), float(os.getpid())])
 
 
 def test_extras_are_merged_in_worker_processes(tmp_path):
     dataset = AlignedDataset(make_opt(dataroot=aligned_root(tmp_path, n=6)))
     opt = make_opt(num_threads=2, batch_size=3)
-    loader = data.create_dataloader(dataset, opt, extras={"disc_pool": partial(_pool_entry, scale=10.0)})
+    sampler = EpochSampler(len(dataset), seed=0)
+    sampler.set_epoch(7)
+    samples = data.EpochSamples(dataset, extras={"disc_pool": partial(_pool_entry, scale=10.0)})
+    loader = data.create_dataloader(samples, opt, sampler=sampler)
     assert loader.num_workers == 2 and loader.persistent_workers and not loader.pin_memory
     seen = []
     for batch in loader:
-        assert batch["disc_pool"].shape == (3, 2)
+        assert batch["disc_pool"].shape == (3, 3)
         assert torch.equal(batch["disc_pool"][:, 0], batch["index"].float() * 10.0)
-        assert all(int(pid) != os.getpid() for pid in batch["disc_pool"][:, 1])
+        assert torch.all(batch["disc_pool"][:, 1] == 7)
+        assert all(int(pid) != os.getpid() for pid in batch["disc_pool"][:, 2])
         seen += batch["index"].tolist()
     assert sorted(seen) == list(range(6))
     with pytest.raises(ValueError, match="overwrite"):
-        data.create_dataloader(dataset, opt, extras={"A": partial(_pool_entry, scale=1.0)})
+        data.EpochSamples(dataset, extras={"A": partial(_pool_entry, scale=1.0)})
+
+
+def test_seeded_augmentation_depends_on_seed_epoch_and_index_only(tmp_path):
+    """Crops and flips of a sample are the same whatever the order, the process split or a resume point."""
+    dataset = AlignedDataset(make_opt(dataroot=aligned_root(tmp_path, n=6), preprocess="resize_and_crop",
+                                      load_size=24, crop_size=16, no_flip=False))
+    samples = data.EpochSamples(dataset, seed=3)
+    random.seed(123)
+    a = samples[(2, 4)]["A"]
+    state = random.getstate()
+    b = samples[(2, 4)]["A"]
+    assert random.getstate() == state  # the caller's stream is left as it was
+    assert torch.equal(a, b)
+    assert not all(torch.equal(a, samples[(e, 4)]["A"]) for e in range(3, 9))  # another epoch, another crop
 
 
 def _batches(dataset, opt):

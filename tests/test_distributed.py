@@ -109,8 +109,8 @@ def test_atme_pool_written_by_two_ranks_equals_one_process_pool(demo_root, tmp_p
     common = ["--dataroot", demo_root, "--checkpoints_dir", tmp_path, *ATME, *SAME_DATA]
     run_cli("train.py", *common, "--name", "single", "--batch_size", GLOBAL_BATCH)
     torchrun(*common, "--name", "ddp", "--batch_size", GLOBAL_BATCH // 2)
-    single = np.load(tmp_path / "single" / "disc_pool.npy")
-    ddp = np.load(tmp_path / "ddp" / "disc_pool.npy")
+    single = np.load(tmp_path / "single" / "1_disc_pool.npy")  # D_1, the maps epoch 1 wrote
+    ddp = np.load(tmp_path / "ddp" / "1_disc_pool.npy")
     assert single.shape == ddp.shape == (N_IMAGES, *single.shape[1:])
     # Every map was rewritten by the step: none is left as the seeded uniform(0, 1) start.
     start = DiscPool.create(tmp_path / "start.npy", N_IMAGES, single.shape[2:], seed=0).read(range(N_IMAGES))

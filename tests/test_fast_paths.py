@@ -28,6 +28,7 @@ def one_step(model_name, flags, tmp_path):
     torch.manual_seed(0)
     model = create_model(opt)
     model.setup(opt)
+    model.attach_run_state(opt)
     generator = torch.Generator().manual_seed(1)
     batch = {"A": torch.rand(BATCH, 3, SIZE, SIZE, generator=generator) * 2 - 1,
              "B": torch.rand(BATCH, 3, SIZE, SIZE, generator=generator) * 2 - 1,

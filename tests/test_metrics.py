@@ -2,6 +2,7 @@
 import importlib
 import math
 import urllib.error
+from conftest import stored_train_options
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,7 @@ def test_evaluate_model_averages_over_images_and_respects_max_batches():
 def test_evaluate_model_with_the_pix2pix_model_on_demo_data(demo_root, tmp_path):
     from data import create_dataloader, create_dataset
     from models import create_model
-    from options.train_options import TrainOptions
-    opt = TrainOptions().parse(["--dataroot", demo_root, "--checkpoints_dir", str(tmp_path), "--name", "val",
+    opt = stored_train_options(["--dataroot", demo_root, "--checkpoints_dir", str(tmp_path), "--name", "val",
                                 "--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8",
                                 "--load_size", "32", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0",
                                 "--display_id", "0", "--phase", "val", "--gpu_ids", "-1", "--no_flip"])

@@ -1,6 +1,4 @@
 """pix2pix generators and discriminators: shapes, release layouts, size checks, norms and inits."""
-import json
-import pathlib
 
 import pytest
 import torch

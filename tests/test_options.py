@@ -1,11 +1,10 @@
 import json
-import os
 
 import pytest
 
+from conftest import stored_train_options
 from util.arg_types import int_tuple, str2bool
 from options.test_options import TestOptions
-from options.train_options import TrainOptions
 
 
 def train_args(tmp_path, *extra):
@@ -13,12 +12,12 @@ def train_args(tmp_path, *extra):
 
 
 def test_booleans_parse_from_the_shell(tmp_path):
-    opt = TrainOptions().parse(train_args(tmp_path, "--no_flip", "false", "--serial_batches"))
+    opt = stored_train_options(train_args(tmp_path, "--no_flip", "false", "--serial_batches"))
     assert opt.no_flip is False and opt.serial_batches is True
-    opt = TrainOptions().parse(train_args(tmp_path, "--no_flip", "TRUE"))
+    opt = stored_train_options(train_args(tmp_path, "--no_flip", "TRUE"))
     assert opt.no_flip is True
     with pytest.raises(SystemExit):
-        TrainOptions().parse(train_args(tmp_path, "--no_flip", "maybe"))
+        stored_train_options(train_args(tmp_path, "--no_flip", "maybe"))
     assert str2bool("off") is False and str2bool("1") is True
 
 
@@ -26,30 +25,30 @@ def test_int_tuples_and_gpu_ids(tmp_path):
     assert int_tuple("1,2,4,8") == (1, 2, 4, 8)
     assert int_tuple("(1, 1, 2)") == (1, 1, 2)
     assert int_tuple("1 2") == (1, 2)
-    opt = TrainOptions().parse(train_args(tmp_path, "--gpu_ids", "-1"))
+    opt = stored_train_options(train_args(tmp_path, "--gpu_ids", "-1"))
     assert opt.gpu_ids == []
-    opt = TrainOptions().parse(train_args(tmp_path, "--gpu_ids", "0,1"))
+    opt = stored_train_options(train_args(tmp_path, "--gpu_ids", "0,1"))
     assert opt.gpu_ids == [0, 1]
 
 
 def test_model_changes_defaults_and_adds_flags(tmp_path):
-    opt = TrainOptions().parse(train_args(tmp_path, "--model", "pix2pix"))
+    opt = stored_train_options(train_args(tmp_path, "--model", "pix2pix"))
     assert (opt.netG, opt.norm, opt.dataset_mode, opt.gan_mode, opt.lambda_L1) == ("unet_256", "batch", "aligned", "vanilla", 100.0)
     assert (opt.lr, opt.beta1, opt.n_epochs, opt.n_epochs_decay) == (0.0002, 0.5, 100, 100)
 
 
 def test_unknown_model_lists_available(tmp_path):
     with pytest.raises(ValueError, match="available: .*pix2pix"):
-        TrainOptions().parse(train_args(tmp_path, "--model", "nosuchmodel"))
+        stored_train_options(train_args(tmp_path, "--model", "nosuchmodel"))
 
 
 def test_unknown_dataset_mode_lists_available(tmp_path):
     with pytest.raises(ValueError, match="aligned"):
-        TrainOptions().parse(train_args(tmp_path, "--dataset_mode", "nosuchmode"))
+        stored_train_options(train_args(tmp_path, "--dataset_mode", "nosuchmode"))
 
 
 def test_options_are_written_with_defaults_marked(tmp_path):
-    TrainOptions().parse(train_args(tmp_path, "--model", "pix2pix", "--ngf", "32"))
+    stored_train_options(train_args(tmp_path, "--model", "pix2pix", "--ngf", "32"))
     run = tmp_path / "ck" / "run"
     text = (run / "train_opt.txt").read_text()
     ngf_line = next(line for line in text.splitlines() if line.strip().startswith("ngf:"))
@@ -61,7 +60,7 @@ def test_options_are_written_with_defaults_marked(tmp_path):
 
 
 def test_test_options_take_the_stored_architecture(tmp_path):
-    TrainOptions().parse(train_args(tmp_path, "--model", "pix2pix", "--ngf", "32", "--netG", "unet_128",
+    stored_train_options(train_args(tmp_path, "--model", "pix2pix", "--ngf", "32", "--netG", "unet_128",
                                     "--norm", "instance", "--crop_size", "128"))
     # no architecture flags given: they come from the run, including the model
     opt = TestOptions().parse(["--dataroot", str(tmp_path), "--checkpoints_dir", str(tmp_path / "ck"), "--name", "run"])
@@ -70,7 +69,7 @@ def test_test_options_take_the_stored_architecture(tmp_path):
 
 
 def test_test_options_reject_a_contradicting_flag(tmp_path):
-    TrainOptions().parse(train_args(tmp_path, "--model", "pix2pix", "--ngf", "32"))
+    stored_train_options(train_args(tmp_path, "--model", "pix2pix", "--ngf", "32"))
     with pytest.raises(ValueError, match=r"--ngf 64 \(the run was trained with --ngf 32\)"):
         TestOptions().parse(["--dataroot", str(tmp_path), "--checkpoints_dir", str(tmp_path / "ck"),
                              "--name", "run", "--ngf", "64"])
@@ -81,7 +80,7 @@ def test_test_options_reject_a_contradicting_flag(tmp_path):
 
 
 def test_model_architecture_flags_are_checked_at_test_time(tmp_path):
-    TrainOptions().parse(train_args(tmp_path, "--model", "atme", "--dim", "16", "--dim_mults", "1,2"))
+    stored_train_options(train_args(tmp_path, "--model", "atme", "--dim", "16", "--dim_mults", "1,2"))
     base = ["--dataroot", str(tmp_path), "--checkpoints_dir", str(tmp_path / "ck"), "--name", "run"]
     opt = TestOptions().parse(base)
     assert opt.model == "atme" and opt.dim == 16 and tuple(opt.dim_mults) == (1, 2)
@@ -91,6 +90,6 @@ def test_model_architecture_flags_are_checked_at_test_time(tmp_path):
 
 def test_help_shows_the_models_flags(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        TrainOptions().parse(["--model", "atme", "--help"])
+        stored_train_options(["--model", "atme", "--help"])
     out = capsys.readouterr().out
     assert "--dim_mults" in out and "--pool_stores" in out

@@ -8,11 +8,10 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-from conftest import test_main, train_main
+from conftest import stored_train_options, test_main, train_main
 from data import create_dataset
 from models import create_model
 from options.test_options import TestOptions
-from options.train_options import TrainOptions
 
 TINY = ["--model", "segan", "--ngf", "4", "--ndf", "4", "--netD", "n_layers", "--n_layers_D", "2", "--nz", "4",
         "--batch_size", "2", "--samples_per_input", "3", "--load_size", "32", "--crop_size", "32",
@@ -41,7 +40,7 @@ def unaligned_root(tmp_path_factory):
 
 
 def build(dataroot, checkpoints, *extra):
-    opt = TrainOptions().parse(["--dataroot", dataroot, "--checkpoints_dir", str(checkpoints), "--name", "run",
+    opt = stored_train_options(["--dataroot", dataroot, "--checkpoints_dir", str(checkpoints), "--name", "run",
                                 *TINY, *extra])
     model = create_model(opt)
     model.setup(opt)

@@ -76,13 +76,7 @@ def _remove_quietly(path):
         pass
 
 
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`; when the block ends without an error, it becomes `path`.
-
-    For writers that want a file name rather than a file object (numpy memmaps). Any error removes the
-    temporary file; OSErrors and writer errors become a `WriteError`, other exceptions pass unchanged.
-    """
+def _new_temporary(path):
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -90,31 +84,70 @@ def atomic_path(path):
         os.close(fd)
     except OSError as err:
         raise WriteError(path, *_describe(err, folder)) from err
+    return tmp
+
+
+def _finish(tmp):
+    """Make a written temporary file durable and readable by others."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared and served
+
+
+def _failed(path, tmp, err):
+    """Remove `tmp`; the exception to raise for `err` (a WriteError for write failures, else `err` itself)."""
+    _remove_quietly(tmp)
+    if isinstance(err, WriteError) or not isinstance(err, (OSError, RuntimeError)):
+        return err
+    return WriteError(path, *_describe(err, os.path.dirname(os.path.abspath(path))))
+
+
+def stage(path, fill):
+    """Write the future content of `path` into a temporary file beside it with `fill(temporary path)`, make it
+    durable, and return the temporary path, not yet renamed (see `Transaction`). A failure removes it."""
+    tmp = _new_temporary(path)
+    try:
+        fill(tmp)
+        _finish(tmp)
+    except BaseException as err:
+        raised = _failed(path, tmp, err)
+        if raised is err:
+            raise
+        raise raised from err
+    return tmp
+
+
+def _write_with(write):
+    def fill(tmp):
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+    return fill
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; when the block ends without an error, it becomes `path`.
+
+    For writers that want a file name rather than a file object (numpy memmaps). Any error removes the
+    temporary file; OSErrors and writer errors become a `WriteError`, other exceptions pass unchanged.
+    """
+    tmp = _new_temporary(path)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared and served
+        _finish(tmp)
         os.replace(tmp, path)
-    except (KeyboardInterrupt, SystemExit, GeneratorExit):
-        _remove_quietly(tmp)
-        raise
-    except WriteError:
-        _remove_quietly(tmp)
-        raise
-    except Exception as err:
-        _remove_quietly(tmp)
-        if isinstance(err, (OSError, RuntimeError)):
-            raise WriteError(path, *_describe(err, folder)) from err
-        raise
+    except BaseException as err:
+        raised = _failed(path, tmp, err)
+        if raised is err:
+            raise
+        raise raised from err
 
 
 def atomic_write(path, write):
     """Call `write(binary file)` on a temporary file and rename it to `path` (see `atomic_path`)."""
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
+        _write_with(write)(tmp)
 
 
 def atomic_write_bytes(path, payload):
@@ -155,3 +188,113 @@ def remove_stale_temporaries(folder, recursive=True):
     for path in removed:
         _remove_quietly(path)
     return removed
+
+
+# ----------------------------------------------------------------------------------------------------
+# Several files that become visible together: stage them all, then rename them under a journal.
+
+JOURNAL_SUFFIX = ".journal.json"
+
+
+class Transaction:
+    """Files written together: each is staged (complete and durable under a temporary name) as it is added;
+    `commit()` records the renames in a journal, performs them and removes the journal. A process killed during
+    the renames leaves the journal, and `recover()` completes it; a failure before `commit()` (a full disk)
+    removes the staged files and leaves every existing file as it was.
+
+        with Transaction(folder, "latest") as t:
+            t.write(path_a, lambda f: torch.save(a, f))
+            t.fill(path_b, lambda tmp: shutil.copyfile(src, tmp))
+        # committed here; an exception inside the block aborts instead
+    """
+
+    def __init__(self, folder, name):
+        self.folder = os.path.abspath(folder)
+        self.journal = os.path.join(self.folder, f".{name}{JOURNAL_SUFFIX}")
+        self.staged = []  # (temporary path, final path)
+
+    def write(self, path, write):
+        """Stage `path`'s new content, written by `write(binary file)`."""
+        self.fill(path, _write_with(write))
+
+    def fill(self, path, fill):
+        """Stage `path`'s new content, written by `fill(temporary path)`."""
+        self.staged.append((stage(path, fill), os.path.abspath(path)))
+
+    def commit(self):
+        if not self.staged:
+            return
+        names = [[os.path.relpath(tmp, self.folder), os.path.relpath(final, self.folder)] for tmp, final in self.staged]
+        atomic_write_text(self.journal, json.dumps({"renames": names}) + "\n")
+        _apply(self.folder, names)
+        _remove_quietly(self.journal)
+        self.staged = []
+
+    def abort(self):
+        for tmp, _ in self.staged:
+            _remove_quietly(tmp)
+        self.staged = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, trace):
+        if kind is None:
+            self.commit()
+        else:
+            self.abort()
+        return False
+
+
+def _apply(folder, names):
+    for tmp, final in names:
+        tmp, final = os.path.join(folder, tmp), os.path.join(folder, final)
+        if os.path.exists(tmp):
+            os.replace(tmp, final)
+    try:  # make the renames themselves durable
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _journals(folder):
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if f.startswith(".") and f.endswith(JOURNAL_SUFFIX))
+
+
+def _read_journal(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)["renames"]
+    except (OSError, ValueError, KeyError):
+        return None  # never completed: its files were still being staged, so nothing was renamed
+
+
+def recover(folder):
+    """Complete the renames of transactions whose process was killed while committing; returns the final
+    paths it completed. Call it before `remove_stale_temporaries`, by the folder's only writer."""
+    done = []
+    for journal in _journals(folder):
+        names = _read_journal(journal)
+        if names:
+            done += [os.path.join(folder, final) for tmp, final in names if os.path.exists(os.path.join(folder, tmp))]
+            _apply(folder, names)
+        _remove_quietly(journal)
+    return done
+
+
+def pending(folder):
+    """{final path: staged temporary path} of committed transactions whose renames a killed process did not
+    finish: what a reader that must not write (test.py) reads instead of the final names."""
+    found = {}
+    for journal in _journals(folder):
+        for tmp, final in _read_journal(journal) or []:
+            if os.path.exists(os.path.join(folder, tmp)):
+                found[os.path.join(folder, final)] = os.path.join(folder, tmp)
+    return found

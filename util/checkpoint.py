@@ -61,3 +61,34 @@ def strip_module_prefix(state_dict):
     if state_dict and all(k.startswith("module.") for k in state_dict):
         return {k[len("module."):]: v for k, v in state_dict.items()}
     return dict(state_dict)
+
+
+def nonfinite_tensors(tensors, limit=5):
+    """Names of the floating-point tensors of `tensors` ({name: tensor}, nested dicts and lists too) that hold
+    NaN or infinite values, at most `limit`."""
+    found = []
+
+    def visit(name, value):
+        if len(found) >= limit:
+            return
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
+                found.append(name)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(f"{name}.{key}" if name else str(key), item)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(f"{name}[{i}]", item)
+
+    visit("", tensors)
+    return found
+
+
+def check_finite(tensors, path, what="checkpoint"):
+    """Raise a RuntimeError naming `path` and the tensors when `tensors` hold NaN or infinite values."""
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise RuntimeError(f"{what} {path} holds non-finite values (NaN or inf) in {', '.join(bad)}: the run had "
+                           f"diverged when it was saved. Use an earlier checkpoint (--epoch N, from the *_net_*.pth "
+                           f"or *_train_state.pth files in its folder) or retrain with a lower --lr.")

@@ -1,19 +1,27 @@
-"""The ATME discriminator pool: one decision map D_{t-1} per training image, kept in one .npy file.
+"""The ATME discriminator pool: one decision map per training image, kept on disk.
 
-The file (float32, shape (N, 1, h, w)) is memory-mapped, so memory does not grow with the dataset, several
-processes (DataLoader workers, DDP ranks) can read it, and writers touching distinct rows never collide.
+`DiscPool` is one .npy file of maps (float32, shape (N, 1, h, w)), memory-mapped, so memory does not grow with
+the dataset, several processes (DataLoader workers, DDP ranks) can read it, and writers touching distinct rows
+never collide. A run keeps two of them (`EpochPool`): during epoch t every map is read from the one that holds
+D_{t-1} and written to the other, which becomes D_t when the epoch's checkpoint commits. D_{t-1} therefore never
+changes during epoch t, and a run killed at any moment resumes from its newest checkpoint with exactly the maps
+that checkpoint saw, without copying the pool at every save.
 """
+import json
 import logging
 import os
+import shutil
 
 import numpy as np
 import torch
 
-from util.atomic import atomic_path
+from util.atomic import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-POOL_FILENAME = "disc_pool.npy"
+POOL_FILENAME = "disc_pool.npy"  # a single-file pool of earlier versions; EpochPool converts it
+BUFFERS = ("disc_pool_a.npy", "disc_pool_b.npy")
+META_FILENAME = "disc_pool.json"
 INITS = ("uniform", "half")
 
 
@@ -215,6 +223,137 @@ class DiscPool(_LazyMemmap):
     def reader(self):
         """A picklable callable index -> (1, h, w) tensor that reopens the file read-only in each process."""
         return DiscPoolReader(self.path)
+
+
+class EpochPoolReader:
+    """Picklable callable (index, epoch) -> (1, h, w) float32 tensor: D_{epoch-1} of an image, read in the data
+    loader's workers from the buffer that holds it during that epoch."""
+
+    def __init__(self, paths, first_epoch):
+        self.readers = [DiscPoolReader(path) for path in paths]
+        self.first_epoch = int(first_epoch)
+
+    def __call__(self, index, epoch):
+        return self.readers[(int(epoch) - self.first_epoch) % 2](index)
+
+
+class EpochPool:
+    """The run's two pool buffers and their description `disc_pool.json` in the run folder.
+
+    Buffer `(t - first_epoch) % 2` holds D_{t-1} during epoch t and is only read; the other receives D_t. Call
+    `set_epoch(t)` at the start of each epoch; `flush()` before a checkpoint commits (the trainer saves a
+    checkpoint at every epoch end, which is what makes the written buffer the next epoch's D_{t-1}).
+    """
+
+    def __init__(self, folder, meta, writable=True):
+        self.folder = os.path.abspath(folder)
+        self.first_epoch = int(meta["first_epoch"])
+        self.buffers = [DiscPool(os.path.join(self.folder, name), writable=writable) for name in BUFFERS]
+        self.epoch = self.first_epoch
+        for buffer in self.buffers:
+            buffer.check_matches(meta["images"], meta["map_size"])
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, folder, num_images, map_size, *, first_epoch, init="uniform", seed=0):
+        """Both buffers start from the same maps (uniform(0, 1) as in the release): D_{first_epoch - 1}."""
+        folder = os.path.abspath(folder)
+        first = DiscPool.create(os.path.join(folder, BUFFERS[0]), num_images, map_size, init=init, seed=seed)
+        first.flush()
+        with atomic_path(os.path.join(folder, BUFFERS[1])) as tmp:
+            shutil.copyfile(first.path, tmp)
+        meta = {"first_epoch": int(first_epoch), "images": int(num_images), "map_size": [int(s) for s in map_size]}
+        write_json(os.path.join(folder, META_FILENAME), meta)
+        return cls(folder, meta)
+
+    @classmethod
+    def open(cls, folder, num_images, map_size, epoch):
+        """Reopen a run's pool, checking it was made for this many images and this map size. A single-file pool
+        of an earlier version becomes the buffer that epoch `epoch` reads, and a copy of it the other."""
+        folder = os.path.abspath(folder)
+        meta_path = os.path.join(folder, META_FILENAME)
+        if not os.path.isfile(meta_path):
+            old = os.path.join(folder, POOL_FILENAME)
+            if not os.path.isfile(old):
+                raise FileNotFoundError(f"the run in {folder} has no discriminator pool ({META_FILENAME}); start it "
+                                        f"without --continue_train, or with --start_over")
+            DiscPool(old).check_matches(num_images, map_size)
+            meta = {"first_epoch": int(epoch), "images": int(num_images), "map_size": [int(s) for s in map_size]}
+            os.replace(old, os.path.join(folder, BUFFERS[0]))
+            with atomic_path(os.path.join(folder, BUFFERS[1])) as tmp:
+                shutil.copyfile(os.path.join(folder, BUFFERS[0]), tmp)
+            write_json(meta_path, meta)
+            log.warning("converted the single-file discriminator pool %s into the two buffers of this version", old)
+        with open(meta_path) as handle:
+            meta = json.load(handle)
+        pool = cls(folder, meta)
+        for buffer in pool.buffers:
+            buffer.check_matches(num_images, map_size)
+        return pool
+
+    # ------------------------------------------------------------------ the epoch's buffers
+    def set_epoch(self, epoch):
+        self.flush()
+        self.epoch = int(epoch)
+
+    @property
+    def reading(self):
+        """The buffer that holds D_{t-1} during the current epoch t."""
+        return self.buffers[(self.epoch - self.first_epoch) % 2]
+
+    @property
+    def writing(self):
+        """The buffer that receives D_t during the current epoch t."""
+        return self.buffers[(self.epoch - self.first_epoch + 1) % 2]
+
+    def __len__(self):
+        return len(self.buffers[0])
+
+    @property
+    def map_size(self):
+        return self.buffers[0].map_size
+
+    def read(self, indices):
+        """D_{t-1} of `indices` (the maps this epoch's steps see)."""
+        return self.reading.read(indices)
+
+    def read_written(self, indices):
+        """D_t of `indices` as written so far this epoch (all of them at the epoch's end)."""
+        self.writing.flush()
+        return self.writing.read(indices)
+
+    def write_deferred(self, indices, maps):
+        self.writing.write_deferred(indices, maps)
+
+    def flush(self):
+        for buffer in self.buffers:
+            if buffer.writable:
+                buffer.flush()
+
+    def close(self):
+        for buffer in self.buffers:
+            buffer.close()
+
+    def reader(self):
+        return EpochPoolReader([buffer.path for buffer in self.buffers], self.first_epoch)
+
+    # ------------------------------------------------------------------ kept copies for --epoch N
+    def stage_copy(self, transaction, path):
+        """Add to `transaction` a copy of the buffer being written: D of the epoch that just ended, which the
+        next epoch reads (kept with the `<epoch>` checkpoint)."""
+        self.flush()
+        source = self.writing.path
+        transaction.fill(path, lambda tmp: shutil.copyfile(source, tmp))
+
+    def restore(self, path, epoch):
+        """Make the buffer that epoch `epoch` reads a copy of the kept pool `path` (resume from `--epoch N`)."""
+        kept = DiscPool(path, writable=False)
+        kept.check_matches(len(self), self.map_size)
+        self.set_epoch(epoch)
+        target = self.reading
+        target.close()
+        with atomic_path(target.path) as tmp:
+            shutil.copyfile(path, tmp)
 
 
 def test_time_maps(batch, map_size, std=0.001, generator=None, device=None):

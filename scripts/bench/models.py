@@ -36,6 +36,7 @@ def build_model(name, size, batch_size, mode_flags, checkpoints_dir, extra=()):
     torch.manual_seed(0)
     model = create_model(opt)
     model.setup(opt)
+    model.attach_run_state(opt)
     return model, opt
 
 
