@@ -186,7 +186,8 @@ def train(opt, model, dataset):
         model.check_finite(weights=True)  # nothing non-finite is ever saved
         model.save_training_state(tag, epoch, done, total_iters)
         distributed.barrier()
-        saved.update(tag=tag, epoch=epoch, images=total_iters)
+        if tag == "latest":
+            saved.update(tag=tag, epoch=epoch, images=total_iters)
 
     try:
         epoch, compile_logged = start_epoch, False

@@ -61,7 +61,9 @@ class RunFolder:
 
     # ------------------------------------------------------------------ checks (read only)
     def check_new_run(self, continue_train, start_over):
-        """Refuse a fresh run on a folder that holds one (unless `start_over`), and a resume of nothing."""
+        """Refuse a folder another process trains in, a fresh run on a folder that holds one (unless
+        `start_over`), and contradicting flags. Reads only."""
+        self._check_not_busy()
         markers = holds_a_run(self.path)
         if continue_train and start_over:
             raise RunFolderError("--continue_train and --start_over contradict each other: resume the run in "
@@ -78,6 +80,22 @@ class RunFolder:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         return f"{self.path}.old-{stamp}"
 
+    def _busy_error(self):
+        return RunFolderError(f"{self.path} is in use by {describe_owner(self.path)}: one training run per "
+                              f"folder. Wait for it, stop it (Ctrl-C saves a resumable state), or pick another --name")
+
+    def _check_not_busy(self):
+        if self._fd is not None or not os.path.isdir(self.path):
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            raise self._busy_error() from None
+        finally:
+            os.close(fd)
+
     # ------------------------------------------------------------------ the lock
     def lock(self, argv=None):
         """Create the folder if needed and take its lock; raise RunFolderError when another process holds it."""
@@ -91,9 +109,7 @@ class RunFolder:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RunFolderError(f"{self.path} is in use by {describe_owner(self.path)}: one training run per "
-                                 f"folder. Wait for it, stop it (Ctrl-C saves a resumable state), or pick another "
-                                 f"--name") from None
+            raise self._busy_error() from None
         self._fd = fd
         owner = {"pid": os.getpid(), "host": socket.gethostname(),
                  "started": datetime.datetime.now().isoformat(timespec="seconds"),
