@@ -3,11 +3,12 @@
 Layout rule: the width must be even (the two halves split at width / 2). With `--preprocess
 resize_and_crop` or `crop`, which assume square inputs as every pix2pix dataset has, the width must
 also be twice the height; with `scale_width*` and `none`, halves of any aspect ratio are accepted.
+Every file is checked against this rule and the crop when the dataset is built (`BaseDataset.checked_paths`).
 """
 import os
 
 from data.base_dataset import BaseDataset, check_crop_fits, get_params, get_transform
-from data.image_folder import drop_bad_images, image_size, load_image, make_dataset
+from data.image_folder import load_image, make_dataset
 
 SQUARE_HALVES_PREPROCESS = ("resize_and_crop", "crop")
 
@@ -32,23 +33,23 @@ class AlignedDataset(BaseDataset):
     def __init__(self, opt):
         super().__init__(opt)
         self.dir_AB = os.path.join(opt.dataroot, opt.phase)
-        self.AB_paths = make_dataset(self.dir_AB, opt.max_dataset_size)
-        if opt.skip_bad_images:
-            self.AB_paths = drop_bad_images(self.AB_paths, self.dir_AB)
+        # Every file's layout and crop are checked now, so a bad one stops (or is skipped) before step one.
+        self.AB_paths = self.checked_paths(make_dataset(self.dir_AB, opt.max_dataset_size), self.dir_AB,
+                                           self.check_pair)
         # Channels of what the network reads (A) and writes (B), after the BtoA swap.
         self.input_nc, self.output_nc = opt.input_nc, opt.output_nc
-        # Check the first file now, so a wrong layout or crop stops before the loader's workers start.
-        first = self.AB_paths[0]
-        size = image_size(first)
-        check_pair_layout(first, size, opt.preprocess)
-        check_crop_fits(opt, (size[0] // 2, size[1]), first)
+
+    def check_pair(self, path, size):
+        """Raise ValueError when an image of `size` is not a pair this dataset can split and crop."""
+        check_pair_layout(path, size, self.opt.preprocess)
+        check_crop_fits(self.opt, (size[0] // 2, size[1]), path)
 
     def __len__(self):
         return len(self.AB_paths)
 
     def __getitem__(self, index):
         path = self.AB_paths[index]
-        AB = load_image(path, "RGB")
+        AB = load_image(path)
         check_pair_layout(path, AB.size, self.opt.preprocess)
         w, h = AB.size
         left, right = AB.crop((0, 0, w // 2, h)), AB.crop((w // 2, 0, w, h))

@@ -1,9 +1,12 @@
 """BaseDataset: what every `--dataset_mode` implements, and the pix2pix transform helpers it uses."""
 import abc
+import os
 
 import torch.utils.data
 
+from data import precheck
 from data.transforms import BICUBIC, PREPROCESS_MODES, check_crop_fits, check_preprocess, get_params, get_transform
+from util import distributed
 
 __all__ = ["BaseDataset", "get_params", "get_transform", "check_crop_fits", "check_preprocess",
            "PREPROCESS_MODES", "BICUBIC"]
@@ -28,6 +31,27 @@ class BaseDataset(torch.utils.data.Dataset, abc.ABC):
     def modify_commandline_options(parser, is_train):
         """Add flags of this dataset (in an argument group of its own) and change defaults."""
         return parser
+
+    def checked_paths(self, paths, folder, check_size=None):
+        """`paths` after the check of every file before training (`data.precheck`): a bad file stops here
+        with its name, or with `--skip_bad_images` is dropped and listed.
+
+        check_size: callable(path, (width, height)) raising ValueError when this dataset cannot use an
+        image of that size (its layout, the crop); e.g. `self.check_crop`.
+        """
+        return precheck.check_images(paths, folder, check_size, skip=getattr(self.opt, "skip_bad_images", False),
+                                     list_file=self._skip_list_file(folder))
+
+    def check_crop(self, path, size):
+        """Raise ValueError when the preprocessing cannot crop an image of `size` at `path`."""
+        check_crop_fits(self.opt, size, path)
+
+    def _skip_list_file(self, folder):
+        """Where a training run lists the files `--skip_bad_images` dropped: in its run folder (rank 0)."""
+        run_dir = getattr(self.opt, "run_dir", None)
+        if not (getattr(self.opt, "isTrain", False) and run_dir and os.path.isdir(run_dir)) or distributed.rank():
+            return None
+        return os.path.join(run_dir, f"skipped_images_{os.path.basename(os.path.normpath(folder))}.txt")
 
     @property
     def swapped(self):

@@ -3,13 +3,12 @@
 Truncated files are an error here on purpose: PIL's `LOAD_TRUNCATED_IMAGES` would silently fill the
 missing rows with grey and the model would train on them.
 """
-import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from PIL import Image
 
-log = logging.getLogger(__name__)
+from data import image_modes
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -51,58 +50,90 @@ def _decode_error(path, err):
                       f"truncated; replace or delete it, or pass --skip_bad_images to skip unreadable files")
 
 
-def _decoded(path):
+# EXIF orientation -> the transpose that shows the image as a viewer does (EXIF 2.3, tag 274).
+_ORIENTATION_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                          4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                          6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                          8: Image.Transpose.ROTATE_90}
+_ORIENTATION_TAG = 274
+
+
+def _orientation(img):
+    """The EXIF orientation (1..8) from what `Image.open` has read, without decoding the pixels.
+
+    JPEG and WebP keep the EXIF block in `info` once the header is read; TIFF has it as a tag. An EXIF
+    block stored after the pixels (possible in PNG) is not looked for, so the header check and the
+    decoded image always agree. Unparseable EXIF counts as no orientation, as image viewers treat it.
+    """
+    if img.format == "TIFF":
+        value = img.tag_v2.get(_ORIENTATION_TAG, 1)
+    else:
+        raw = img.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        try:
+            exif.load(raw)
+        except Exception:  # a broken EXIF block does not make the pixels unreadable
+            return 1
+        value = exif.get(_ORIENTATION_TAG, 1)
+    return value if value in _ORIENTATION_TRANSPOSE else 1
+
+
+class ImageHeader(NamedTuple):
+    """What the file header says: the size as shown (after the EXIF orientation), the pixel mode, the raw
+    mode the decoder reads, the EXIF orientation, and the conversions the loader will apply."""
+    size: tuple
+    mode: str
+    source: str
+    orientation: int
+    alpha: bool
+    deep_colour: bool
+    cmyk: bool
+
+    @property
+    def rotated(self):
+        return self.orientation != 1
+
+
+def _header_of(img, path):
+    source = image_modes.source_of(img)
+    image_modes.check_mode(img, source, path)
+    orientation = _orientation(img)
+    w, h = img.size
+    size = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    return ImageHeader(size, img.mode, source, orientation, image_modes.has_alpha(img),
+                       image_modes.is_deep_colour(source), img.mode == "CMYK")
+
+
+def _open(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image {path} does not exist (was it removed after the dataset was listed?)")
     try:
-        with Image.open(path) as img:
+        return Image.open(path)
+    except _DECODE_ERRORS as err:
+        raise _decode_error(path, err) from None
+
+
+def read_header(path):
+    """The `ImageHeader` of `path` from its header alone (no pixel decoding); ValueError names a bad file."""
+    with _open(path) as img:
+        return _header_of(img, path)
+
+
+def load_image(path):
+    """Decode `path` fully into the form the transforms take: a PIL image of mode 'RGB', 'L' or 'F'.
+
+    The EXIF orientation is applied and every encoding is converted as `data.image_modes` documents
+    (16-bit and 32-bit integers and floats to 'F' in [0, 1], transparency composited onto white, palette and
+    CMYK to 'RGB'). A corrupt file, or one the loader refuses, raises ValueError naming it. Safe to call
+    in DataLoader worker processes (no shared state).
+    """
+    with _open(path) as img:
+        header = _header_of(img, path)  # before load(), which drops the raw mode it reads
+        try:
             img.load()  # decodes every row now, so a truncated file fails here and not half-way
-        return img
-    except _DECODE_ERRORS as err:
-        raise _decode_error(path, err) from None
-
-
-def load_image(path, mode="RGB"):
-    """Open `path` and decode it fully into a PIL image of `mode`; a corrupt file raises ValueError."""
-    img = _decoded(path)
-    return img if img.mode == mode else img.convert(mode)
-
-
-def image_size(path):
-    """(width, height) from the file header without decoding the pixels."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except _DECODE_ERRORS as err:
-        raise _decode_error(path, err) from None
-
-
-def _problem(path):
-    try:
-        _decoded(path)
-    except (ValueError, FileNotFoundError) as err:
-        return str(err)
-    return None
-
-
-def find_bad_images(paths, workers=None):
-    """[(path, reason)] for the files in `paths` that do not decode. Decoding runs in a thread pool."""
-    workers = workers or min(8, (os.cpu_count() or 1) + 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        problems = list(pool.map(_problem, paths))
-    return [(path, reason) for path, reason in zip(paths, problems) if reason is not None]
-
-
-def drop_bad_images(paths, folder, show=5):
-    """`paths` without the files that do not decode; logs how many were dropped and the first `show`."""
-    bad = find_bad_images(paths)
-    if not bad:
-        return list(paths)
-    if len(bad) == len(paths):
-        raise ValueError(f"none of the {len(paths)} images in {folder} can be read, e.g. {bad[0][1]}")
-    bad_set = {path for path, _ in bad}
-    names = ", ".join(os.path.relpath(path, folder) for path, _ in bad[:show])
-    more = f" and {len(bad) - show} more" if len(bad) > show else ""
-    log.warning("--skip_bad_images: skipped %d of %d images in %s that cannot be read: %s%s",
-                len(bad), len(paths), folder, names, more)
-    return [path for path in paths if path not in bad_set]
+        except _DECODE_ERRORS as err:
+            raise _decode_error(path, err) from None
+        out = image_modes.to_model_form(img, header.source, path)
+    return out.transpose(_ORIENTATION_TRANSPOSE[header.orientation]) if header.rotated else out

@@ -7,7 +7,12 @@ The contract:
 - `modify_commandline_options(parser, is_train)` adds the mode's flags inside an argument group of its
   own and may change defaults with `parser.set_defaults(...)`; it returns the parser.
 - `__init__(opt)` calls `BaseDataset.__init__`, lists the files (`make_dataset` gives clear errors for a
-  missing or empty folder) and fails early on bad settings.
+  missing or empty folder) and passes them through `self.checked_paths(paths, folder, check_size)`, which
+  checks every file before training (it opens, its size suits the layout and the crop) and honours
+  `--skip_bad_images`; it also fails early on bad settings.
+- Images are opened with `load_image(path)` only: it turns every encoding (16-bit, float, alpha, palette,
+  CMYK, EXIF rotation) into 'RGB', 'L' or 'F' in [0, 1], and `get_transform(..., grayscale=nc == 1)`
+  gives the channels the network side wants.
 - `__getitem__(index)` returns a dict with `A` (C, H, W float tensor in [-1, 1]), `A_paths` (str),
   `index` (the int it was called with; ATME finds its pool entry with it) and, for paired or unpaired
   data, `B` and `B_paths`. `A` is the network input: honour `--direction BtoA` here.
@@ -20,8 +25,8 @@ import os
 
 from PIL import Image
 
-from data.base_dataset import BaseDataset, check_crop_fits, get_params, get_transform
-from data.image_folder import drop_bad_images, image_size, load_image, make_dataset
+from data.base_dataset import BaseDataset, get_params, get_transform
+from data.image_folder import load_image, make_dataset
 
 
 class TemplateDataset(BaseDataset):
@@ -40,17 +45,14 @@ class TemplateDataset(BaseDataset):
         if self.factor < 1:
             raise ValueError(f"--template_factor must be at least 1, got {self.factor}")
         self.dir = os.path.join(opt.dataroot, opt.phase)
-        self.paths = make_dataset(self.dir, opt.max_dataset_size)
-        if opt.skip_bad_images:
-            self.paths = drop_bad_images(self.paths, self.dir)
-        check_crop_fits(opt, image_size(self.paths[0]), self.paths[0])
+        self.paths = self.checked_paths(make_dataset(self.dir, opt.max_dataset_size), self.dir, self.check_crop)
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, index):
         path = self.paths[index]
-        photo = load_image(path, "RGB")
+        photo = load_image(path)
         w, h = photo.size
         small = photo.resize((max(1, w // self.factor), max(1, h // self.factor)), Image.Resampling.BOX)
         degraded = small.resize((w, h), Image.Resampling.BILINEAR)

@@ -2,7 +2,8 @@
 
 `get_params` draws the crop position and the flip from Python's `random`, so one draw can be applied to
 both halves of a pair and `--seed` (which seeds `random` in the main process and in loader workers)
-makes runs repeat.
+makes runs repeat. Images arrive from `data.image_folder.load_image` as 'RGB', 'L' or 'F' (float in [0, 1]);
+the first step gives them the channels of the network side (`data.image_modes.to_channels`).
 """
 import logging
 import random
@@ -11,6 +12,8 @@ from functools import partial
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision import transforms
+
+from data.image_modes import tensor_channels, to_channels
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +105,8 @@ def _flip(img, flip):
     return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else img
 
 
-def _to_grayscale(img):
-    return img.convert("L")
-
-
-def _to_tensor(img):
-    tensor = TF.to_tensor(img)
-    channels = tensor.shape[0]
+def _to_tensor(img, channels):
+    tensor = tensor_channels(TF.to_tensor(img), channels, float_source=img.mode == "F")
     # Per channel (x - 0.5) / 0.5: [0, 1] -> [-1, 1], the range of the generators' tanh output.
     return TF.normalize(tensor, [0.5] * channels, [0.5] * channels)
 
@@ -117,12 +115,12 @@ def get_transform(opt, params=None, grayscale=False, method=BICUBIC, convert=Tru
     """The transform of pix2pix for `opt.preprocess` and `opt.no_flip`.
 
     With `params` (from `get_params`) the crop and flip are fixed, so several images can share them;
-    without, each call draws its own. `convert=False` returns a PIL image instead of a tensor in [-1, 1].
+    without, each call draws its own. `grayscale`: one channel, else three. `convert=False` returns a PIL
+    image instead of a tensor in [-1, 1] (mode 'F' for float images, whatever the channels).
     """
     check_preprocess(opt.preprocess)
-    steps = []
-    if grayscale:
-        steps.append(_to_grayscale)
+    channels = 1 if grayscale else 3
+    steps = [partial(to_channels, channels=channels)]
     if opt.preprocess == "resize_and_crop":
         steps.append(partial(_resize, size=(opt.load_size, opt.load_size), method=method))
     elif opt.preprocess.startswith("scale_width"):
@@ -134,6 +132,6 @@ def get_transform(opt, params=None, grayscale=False, method=BICUBIC, convert=Tru
     if not opt.no_flip:
         steps.append(partial(_flip, flip=None if params is None else params["flip"]))
     if convert:
-        steps.append(_to_tensor)
+        steps.append(partial(_to_tensor, channels=channels))
     return transforms.Compose(steps)
 

@@ -2,8 +2,8 @@
 import os
 import random
 
-from data.base_dataset import BaseDataset, check_crop_fits, get_params, get_transform
-from data.image_folder import drop_bad_images, image_size, load_image, make_dataset
+from data.base_dataset import BaseDataset, get_params, get_transform
+from data.image_folder import load_image, make_dataset
 
 
 class UnalignedDataset(BaseDataset):
@@ -19,14 +19,9 @@ class UnalignedDataset(BaseDataset):
         self.dir_B = os.path.join(opt.dataroot, opt.phase + "B")
         if self.swapped:
             self.dir_A, self.dir_B = self.dir_B, self.dir_A
-        self.A_paths = make_dataset(self.dir_A, opt.max_dataset_size)
-        self.B_paths = make_dataset(self.dir_B, opt.max_dataset_size)
-        if opt.skip_bad_images:
-            self.A_paths = drop_bad_images(self.A_paths, self.dir_A)
-            self.B_paths = drop_bad_images(self.B_paths, self.dir_B)
+        self.A_paths = self.checked_paths(make_dataset(self.dir_A, opt.max_dataset_size), self.dir_A, self.check_crop)
+        self.B_paths = self.checked_paths(make_dataset(self.dir_B, opt.max_dataset_size), self.dir_B, self.check_crop)
         self.A_size, self.B_size = len(self.A_paths), len(self.B_paths)
-        for path in (self.A_paths[0], self.B_paths[0]):
-            check_crop_fits(opt, image_size(path), path)
 
     def __len__(self):
         return max(self.A_size, self.B_size)
@@ -38,7 +33,7 @@ class UnalignedDataset(BaseDataset):
         else:  # a random partner, so fixed A-B pairs do not repeat every epoch
             index_B = random.randint(0, self.B_size - 1)
         A_path, B_path = self.A_paths[index_A], self.B_paths[index_B]
-        A_img, B_img = load_image(A_path, "RGB"), load_image(B_path, "RGB")
+        A_img, B_img = load_image(A_path), load_image(B_path)
         # Unpaired: each side gets a crop and flip of its own.
         A = get_transform(self.opt, get_params(self.opt, A_img.size, path=A_path),
                           grayscale=self.opt.input_nc == 1)(A_img)

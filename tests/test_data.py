@@ -3,6 +3,7 @@ import argparse
 import logging
 import os
 import random
+import shutil
 from functools import partial
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 import data
+from conftest import train_main
 from data.aligned_dataset import AlignedDataset
 from data.base_dataset import get_params, get_transform
 from data.image_folder import IMG_EXTENSIONS, is_image_file, load_image, make_dataset
@@ -177,28 +179,34 @@ def test_missing_and_empty_folders(tmp_path):
         AlignedDataset(make_opt(dataroot=str(tmp_path)))
 
 
-def _truncated_png(path):
-    write_image(path, w=64, h=64)
+def _truncated_png(path, w=64, h=64):
+    write_image(path, w=w, h=h)
     raw = open(path, "rb").read()
     with open(path, "wb") as f:
         f.write(raw[: len(raw) // 2])
 
 
-@pytest.mark.parametrize("kind", ["garbage", "truncated_png", "truncated_jpeg"])
-def test_bad_image_is_named(tmp_path, kind):
+@pytest.mark.parametrize("kind,stage", [("garbage", "build"), ("truncated_jpeg", "build"), ("truncated_png", "read")])
+def test_bad_image_is_named(tmp_path, kind, stage):
+    """A file whose header is broken stops the dataset's build; one whose pixels are cut off (found only by
+    decoding, which the build skips without --skip_bad_images) stops when it is read."""
     root = aligned_root(tmp_path, n=2)
     bad = str(tmp_path / "train" / ("zz_bad.jpg" if kind == "truncated_jpeg" else "zz_bad.png"))
     if kind == "garbage":
         open(bad, "wb").write(b"this is not a png")
     elif kind == "truncated_png":
-        _truncated_png(bad)
+        _truncated_png(bad, w=96, h=48)
     else:
         Image.new("RGB", (96, 48), (10, 200, 30)).save(bad, quality=95)
         raw = open(bad, "rb").read()
         open(bad, "wb").write(raw[: len(raw) // 2])
-    dataset = AlignedDataset(make_opt(dataroot=root))
-    with pytest.raises(ValueError, match=r"zz_bad\.(png|jpg).*--skip_bad_images"):
-        dataset[2]
+    if stage == "build":
+        with pytest.raises(ValueError, match=r"zz_bad\.(png|jpg).*--skip_bad_images"):
+            AlignedDataset(make_opt(dataroot=root))
+    else:
+        dataset = AlignedDataset(make_opt(dataroot=root))
+        with pytest.raises(ValueError, match=r"zz_bad\.png.*--skip_bad_images"):
+            dataset[2]
     with pytest.raises(ValueError, match="zz_bad"):
         load_image(bad)
 
@@ -320,3 +328,68 @@ def test_same_seed_gives_same_batches(tmp_path):
     assert [i for i, _ in first] != [i for i, _ in other]
     serial = _batches(dataset, make_opt(serial_batches=True, seed=None))
     assert [i for i, _ in serial] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+
+
+# ------------------------------------------------------------------ the check of every file before training
+def test_odd_width_anywhere_is_refused_when_the_dataset_is_built(tmp_path):
+    root = aligned_root(tmp_path, n=4)
+    write_pair(str(tmp_path / "train" / "zz_odd.png"), w=97, h=48)
+    write_pair(str(tmp_path / "train" / "zz_wide.png"), w=160, h=48)
+    with pytest.raises(ValueError, match=r"zz_odd\.png is 97x48.*odd.*1 more of the 6 images.*--skip_bad_images"):
+        AlignedDataset(make_opt(dataroot=root))
+
+
+def test_skip_bad_images_skips_and_lists_layout_and_crop_problems(tmp_path, caplog):
+    root = aligned_root(tmp_path, n=4)
+    write_pair(str(tmp_path / "train" / "zz_odd.png"), w=97, h=48)
+    write_pair(str(tmp_path / "train" / "zz_small.png"), w=40, h=20)  # halves 20x20 < --crop_size 32
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    opt = make_opt(dataroot=root, preprocess="crop", skip_bad_images=True, run_dir=str(run_dir))
+    with caplog.at_level(logging.WARNING):
+        dataset = AlignedDataset(opt)
+    assert len(dataset) == 4 and not any("zz_" in p for p in dataset.AB_paths)
+    assert "skipped 2 of 6" in caplog.text and "zz_odd.png" in caplog.text and "zz_small.png" in caplog.text
+    assert "its width is odd" in caplog.text and "--crop_size 32 is larger" in caplog.text
+    listed = (run_dir / "skipped_images_train.txt").read_text().splitlines()
+    assert [os.path.basename(line.split("\t")[0]) for line in listed] == ["zz_odd.png", "zz_small.png"]
+    assert str(run_dir / "skipped_images_train.txt") in caplog.text
+    for sample in (dataset[i] for i in range(len(dataset))):  # what is left trains without stopping
+        assert sample["A"].shape == (3, 32, 32)
+
+
+def test_image_too_small_for_the_crop_is_caught_at_build(tmp_path, caplog):
+    for i in range(3):
+        write_image(str(tmp_path / "trainA" / f"a{i}.png"), seed=i)
+        write_image(str(tmp_path / "trainB" / f"b{i}.png"), seed=10 + i)
+    write_image(str(tmp_path / "trainB" / "b9_tiny.png"), w=20, h=20)
+    with pytest.raises(ValueError, match=r"--crop_size 32 is larger.*b9_tiny\.png is 20x20.*--skip_bad_images"):
+        UnalignedDataset(make_opt(dataroot=str(tmp_path), preprocess="crop"))
+    with caplog.at_level(logging.WARNING):
+        dataset = UnalignedDataset(make_opt(dataroot=str(tmp_path), preprocess="crop", skip_bad_images=True))
+    assert dataset.B_size == 3 and "b9_tiny.png" in caplog.text and "skipped 1 of 4" in caplog.text
+    write_image(str(tmp_path / "test" / "tiny.png"), w=20, h=20)
+    write_image(str(tmp_path / "test" / "ok.png"), w=48, h=48)
+    with pytest.raises(ValueError, match=r"tiny\.png is 20x20"):
+        SingleDataset(make_opt(dataroot=str(tmp_path), phase="test", preprocess="crop"))
+
+
+TINY_TRAIN = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--load_size", "36", "--crop_size",
+              "32", "--batch_size", "2", "--num_threads", "0", "--display_id", "0", "--seed", "0", "--print_freq", "1",
+              "--n_epochs", "1", "--n_epochs_decay", "0", "--serial_batches", "--no_html"]
+
+
+def test_train_stops_before_step_one_or_skips_and_lists(demo_root, tmp_path):
+    """An odd-width pair sorted last: training reached it mid-epoch; now the build refuses it, or skips it."""
+    root = tmp_path / "data"
+    shutil.copytree(demo_root, root)
+    write_pair(str(root / "train" / "zz_odd.png"), w=65, h=32)
+    ck = tmp_path / "ck"
+    refused = train_main("--dataroot", root, "--checkpoints_dir", ck, "--name", "r", *TINY_TRAIN, check=False)
+    assert refused.returncode != 0
+    assert "zz_odd.png is 65x32" in refused.stderr and "--skip_bad_images" in refused.stderr
+    assert not (ck / "r" / "loss_log.csv").exists()  # no training step was taken
+    skipped = train_main("--dataroot", root, "--checkpoints_dir", ck, "--name", "s", *TINY_TRAIN, "--skip_bad_images")
+    assert "skipped 1 of 9" in skipped.stdout and "zz_odd.png" in skipped.stdout
+    assert "zz_odd.png" in (ck / "s" / "skipped_images_train.txt").read_text()
+    assert (ck / "s" / "latest_net_G.pth").exists()
