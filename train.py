@@ -19,6 +19,8 @@ import torch
 from tqdm import tqdm
 
 from data import EpochSamples, create_dataloader, create_dataset
+from data.base_dataset import SKIP_LIST
+from data.precheck import write_skip_list
 from data.samplers import EpochSampler
 from models import create_model
 from models.base_model import TrainingDiverged
@@ -93,7 +95,7 @@ def validate(model, loader, epoch, val_log, dashboard, rank):
         log.info("new best L1: saved best_net_*.pth")
 
 
-def own_run_folder(run, options, opt, resumed, rank):
+def own_run_folder(run, options, opt, dataset, resumed, rank):
     """Rank 0 takes the run folder (after every check passed, so a refused command wrote nothing): the lock, an
     earlier run moved aside with --start_over, a killed run's half-done save finished and its temporary files
     removed, the logs cut back to the checkpoint a resume starts from, the options and train.log. Every rank
@@ -110,6 +112,8 @@ def own_run_folder(run, options, opt, resumed, rank):
                 cut_logs_to(opt.run_dir, resumed)
             options.save(opt)
             attach_log_file(os.path.join(opt.run_dir, "train.log"))
+            if dataset.skipped_images:
+                write_skip_list(os.path.join(opt.run_dir, SKIP_LIST), dataset.skipped_images)
         except (RunFolderError, OSError) as err:
             error = err
     if distributed.max_over_ranks(1 if error else 0):
@@ -147,7 +151,7 @@ def main(args=None):
     model = create_model(opt)
     model.setup(opt)  # a resume loads and checks its training state here
     try:
-        own_run_folder(run, options, opt, model.resume_state, rank)
+        own_run_folder(run, options, opt, dataset, model.resume_state, rank)
         model.attach_run_state(opt)
         return train(opt, model, dataset)
     finally:

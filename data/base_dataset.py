@@ -6,7 +6,7 @@ import torch.utils.data
 
 from data import precheck
 from data.transforms import BICUBIC, PREPROCESS_MODES, check_crop_fits, check_preprocess, get_params, get_transform
-from util import distributed
+SKIP_LIST = "skipped_images.txt"
 
 __all__ = ["BaseDataset", "get_params", "get_transform", "check_crop_fits", "check_preprocess",
            "PREPROCESS_MODES", "BICUBIC"]
@@ -26,6 +26,7 @@ class BaseDataset(torch.utils.data.Dataset, abc.ABC):
         if self.root is None:
             raise ValueError("--dataroot is not set; pass the dataset folder, e.g. --dataroot ./datasets/facades")
         check_preprocess(opt.preprocess)
+        self.skipped_images = []  # (path, reason) of the files --skip_bad_images dropped
 
     @staticmethod
     def modify_commandline_options(parser, is_train):
@@ -40,18 +41,20 @@ class BaseDataset(torch.utils.data.Dataset, abc.ABC):
         image of that size (its layout, the crop); e.g. `self.check_crop`.
         """
         return precheck.check_images(paths, folder, check_size, skip=getattr(self.opt, "skip_bad_images", False),
-                                     list_file=self._skip_list_file(folder))
+                                     list_file=self._skip_list_file(), skipped=self.skipped_images)
 
     def check_crop(self, path, size):
         """Raise ValueError when the preprocessing cannot crop an image of `size` at `path`."""
         check_crop_fits(self.opt, size, path)
 
-    def _skip_list_file(self, folder):
-        """Where a training run lists the files `--skip_bad_images` dropped: in its run folder (rank 0)."""
+    def _skip_list_file(self):
+        """Where a training run lists the files `--skip_bad_images` dropped: its run folder's skipped_images.txt,
+        written by train.py once the run owns the folder (nothing is written while a command may still be
+        refused)."""
         run_dir = getattr(self.opt, "run_dir", None)
-        if not (getattr(self.opt, "isTrain", False) and run_dir and os.path.isdir(run_dir)) or distributed.rank():
+        if not (getattr(self.opt, "isTrain", False) and run_dir):
             return None
-        return os.path.join(run_dir, f"skipped_images_{os.path.basename(os.path.normpath(folder))}.txt")
+        return os.path.join(run_dir, SKIP_LIST)
 
     @property
     def swapped(self):

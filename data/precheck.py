@@ -77,23 +77,25 @@ def announce_conversions(folder, headers):
 def _report_skipped(bad, total, folder, list_file):
     lines = [f"  {os.path.relpath(path, folder)}: {reason}" for path, reason in bad[:SHOW]]
     more = len(bad) - SHOW
-    if list_file:
-        atomic_write_text(list_file, "".join(f"{path}\t{reason}\n" for path, reason in bad))
-        where = f"the full list is in {list_file}"
-    else:
-        where = "--verbose lists them all"
+    where = f"the full list goes to {list_file}" if list_file else "--verbose lists them all"
     for path, reason in bad:
         log.debug("--skip_bad_images: skipped %s: %s", path, reason)
     log.warning("--skip_bad_images: skipped %d of %d images in %s that cannot be used%s; %s:\n%s",
                 len(bad), total, folder, f" ({more} more not shown)" if more > 0 else "", where, "\n".join(lines))
 
 
-def check_images(paths, folder, check_size=None, *, skip=False, list_file=None, workers=None):
+def write_skip_list(path, skipped):
+    """The files `--skip_bad_images` dropped, one `path<TAB>reason` a line (written once the run owns its folder)."""
+    atomic_write_text(path, "".join(f"{p}\t{reason}\n" for p, reason in skipped))
+
+
+def check_images(paths, folder, check_size=None, *, skip=False, list_file=None, skipped=None, workers=None):
     """`paths` that pass the check (all of them, or ValueError, when `skip` is False).
 
     check_size: callable(path, (width, height)) raising ValueError when the image cannot be used at that
     size (the dataset's layout, the crop). skip: decode every file too, and drop the bad ones (see the
-    module docstring). list_file: where to write the full list of skipped files.
+    module docstring). list_file: where the full list of skipped files will be (for the log); skipped: a list the
+    (path, reason) of every dropped file is appended to.
     """
     inspect = partial(_inspect, check_size=check_size, decode=skip)
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
@@ -110,4 +112,6 @@ def check_images(paths, folder, check_size=None, *, skip=False, list_file=None, 
     announce_conversions(folder, good)
     if bad:
         _report_skipped(bad, len(paths), folder, list_file)
+        if skipped is not None:
+            skipped.extend(bad)
     return [path for path, _ in good]

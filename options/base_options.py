@@ -81,8 +81,9 @@ class BaseOptions:
         add_bool_flag(g, "--no_flip", help="no random horizontal flips")
         g.add_argument("--display_winsize", type=int, default=256, help="display size of images in visdom and HTML")
         add_bool_flag(g, "--skip_bad_images",
-                      help="check every image once at start, skip unreadable ones and report them "
-                           "(default: stop with the name of the first bad file)")
+                      help="decode and check every image at start (pixel format, aligned layout, size for the crop); "
+                           "skip the ones that cannot be used and list them (default: every file's header is checked "
+                           "at start and a bad one stops the run with its name)")
         return parser
 
     # ------------------------------------------------------------------ parsing

@@ -351,9 +351,9 @@ def test_skip_bad_images_skips_and_lists_layout_and_crop_problems(tmp_path, capl
     assert len(dataset) == 4 and not any("zz_" in p for p in dataset.AB_paths)
     assert "skipped 2 of 6" in caplog.text and "zz_odd.png" in caplog.text and "zz_small.png" in caplog.text
     assert "its width is odd" in caplog.text and "--crop_size 32 is larger" in caplog.text
-    listed = (run_dir / "skipped_images_train.txt").read_text().splitlines()
-    assert [os.path.basename(line.split("\t")[0]) for line in listed] == ["zz_odd.png", "zz_small.png"]
-    assert str(run_dir / "skipped_images_train.txt") in caplog.text
+    assert [os.path.basename(path) for path, _ in dataset.skipped_images] == ["zz_odd.png", "zz_small.png"]
+    assert not list(run_dir.iterdir())  # train.py writes the list once the run owns its folder
+    assert str(run_dir / "skipped_images.txt") in caplog.text
     for sample in (dataset[i] for i in range(len(dataset))):  # what is left trains without stopping
         assert sample["A"].shape == (3, 32, 32)
 
@@ -391,5 +391,5 @@ def test_train_stops_before_step_one_or_skips_and_lists(demo_root, tmp_path):
     assert not (ck / "r" / "loss_log.csv").exists()  # no training step was taken
     skipped = train_main("--dataroot", root, "--checkpoints_dir", ck, "--name", "s", *TINY_TRAIN, "--skip_bad_images")
     assert "skipped 1 of 9" in skipped.stdout and "zz_odd.png" in skipped.stdout
-    assert "zz_odd.png" in (ck / "s" / "skipped_images_train.txt").read_text()
+    assert "zz_odd.png" in (ck / "s" / "skipped_images.txt").read_text()
     assert (ck / "s" / "latest_net_G.pth").exists()
