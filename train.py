@@ -84,7 +84,7 @@ def validate(model, loader, epoch, val_log, dashboard, rank):
     scores = evaluate_model(model, loader)
     model.train()
     if rank != 0:
-        return
+        return scores["l1"]
     previous = [float(r["l1"]) for r in val_log.rows()]
     val_log.append(dict(epoch=epoch, **scores))
     dashboard.plot_lines("validation", epoch, {k: v for k, v in scores.items() if k in ("l1", "psnr")})
@@ -93,6 +93,7 @@ def validate(model, loader, epoch, val_log, dashboard, rank):
         model.check_finite(weights=True)
         model.save_networks("best")
         log.info("new best L1: saved best_net_*.pth")
+    return scores["l1"]
 
 
 def own_run_folder(run, options, opt, dataset, resumed, rank):
@@ -150,6 +151,13 @@ def main(args=None):
     opt.dataset_size = len(dataset)
     model = create_model(opt)
     model.setup(opt)  # a resume loads and checks its training state here
+    last_epoch = opt.n_epochs + opt.n_epochs_decay
+    if model.resume_state and model.resume_state["epoch"] > last_epoch:
+        log.warning("nothing left to train: %s has finished epoch %d, and --n_epochs %d + --n_epochs_decay %d end at "
+                    "epoch %d. To train on, raise --n_epochs or --n_epochs_decay (the schedule is re-planned for the "
+                    "new totals); the run is left as it is", opt.run_dir, model.resume_state["epoch"] - 1,
+                    opt.n_epochs, opt.n_epochs_decay, last_epoch)
+        return 0
     try:
         own_run_folder(run, options, opt, dataset, model.resume_state, rank)
         model.attach_run_state(opt)
@@ -260,13 +268,14 @@ def train(opt, model, dataset):
                 dashboard.plot_convergence(epoch, row[q.column])
                 log.info("epoch %d: D_real %.4f, D_fake %.4f, %s %.4f%s", epoch, row["D_real"], row["D_fake"],
                          q.label, row[q.column], f" (equilibrium: {q.equilibrium_label})" if q.equilibrium else "")
-            model.update_learning_rate()
             epoch_iter = 0
             epoch_seconds = time.perf_counter() - t_epoch
             log.info("end of epoch %d / %d: %.1f s, %.2f images/s", epoch, last_epoch, epoch_seconds,
                      steps * images_per_step / max(epoch_seconds, 1e-9))
+            val_l1 = None
             if val_loader is not None and epoch % opt.val_freq == 0:
-                validate(model, val_loader, epoch, val_log, dashboard, rank)
+                val_l1 = validate(model, val_loader, epoch, val_log, dashboard, rank)
+            model.update_learning_rate(val_l1)
             numbered = epoch % opt.save_epoch_freq == 0 or epoch == last_epoch
             if numbered or model.save_at_epoch_end:
                 save("latest", epoch + 1, 0)

@@ -37,12 +37,14 @@ class AtmeModel(BaseModel):
     architecture_flags = BaseModel.architecture_flags + (
         "dim", "dim_mults", "init_dim", "groups", "time_dim_mult", "learned_sinusoidal_cond", "random_fourier_features",
         "learned_sinusoidal_dim", "pool_stores")
+    # The generator is the diffusion U-Net (--dim, --dim_mults, ...), not one of pix2pix's.
+    unused_flags = ("netG", "ngf", "no_dropout")
     # The checkpoints published with the paper call W "T".
     checkpoint_aliases = {"W": ["T"]}
 
     @staticmethod
     def modify_commandline_options(parser, is_train=True):
-        parser.set_defaults(norm="instance", netD="basic", netG="diffusion_unet", dataset_mode="aligned")
+        parser.set_defaults(norm="instance", netD="basic", dataset_mode="aligned")
         group = parser.add_argument_group("ATME")
         group.add_argument("--dim", type=int, default=64, help="embedding dimension d of the generator U-Net")
         group.add_argument("--dim_mults", type=int_tuple, default=(1, 2, 4, 8),
@@ -199,8 +201,8 @@ class AtmeModel(BaseModel):
         self.fake_B = self.netG(self.noisy_A, t)
 
     def backward_D(self):
-        self.loss_D, self.loss_D_real, self.loss_D_fake = conditional_d_losses(
-            self.netD, self.criterionGAN, self.real_A, self.real_B, self.fake_B)
+        self.loss_D, self.loss_D_real, self.loss_D_fake, self.loss_D_gp = conditional_d_losses(
+            self.netD, self.criterionGAN, self.real_A, self.real_B, self.fake_B, **self.d_step_options())
         return self.loss_D
 
     def backward_G(self):

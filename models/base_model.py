@@ -18,6 +18,7 @@ from models.checkpointing import ModelCheckpoints
 from models.networks.layers import unwrap
 from util import convergence, distributed
 from util.devices import amp_dtype, autocast, resolve_device
+from util.image_pool import ImagePool
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class BaseModel(ModelCheckpoints, ABC):
     # stored options (given again with another value they are an error). Subclasses extend the tuple.
     architecture_flags = ("model", "input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D", "norm",
                           "no_dropout", "direction")
+    # Flags of the common groups (options/) that this model does not use: they are refused for it and hidden
+    # from its --help, never accepted and ignored.
+    unused_flags = ()
 
     def __init__(self, opt):
         self.opt = opt
@@ -56,11 +60,12 @@ class BaseModel(ModelCheckpoints, ABC):
         self.loss_names, self.model_names, self.visual_names = [], [], []
         self.optimizers, self.schedulers = [], []
         self.image_paths = []
-        self.metric = 0.0  # for the 'plateau' learning-rate policy
         self.resume_state = None  # filled by setup() on --continue_train
         self._scalers = {}
         self._conv_sum = None  # on-device [sum D_real, sum D_fake, count]
         self._first_nonfinite = None  # on-device [epoch, images, optimiser index, loss] of the first bad step
+        pool_size = getattr(opt, "pool_size", 0) if self.isTrain else 0
+        self.fake_pool = ImagePool(pool_size) if pool_size > 0 else None
         self._position = (0, 0)
         if torch.backends.cudnn.is_available():
             torch.backends.cudnn.benchmark = True
@@ -91,6 +96,8 @@ class BaseModel(ModelCheckpoints, ABC):
         for name, net in self.networks():
             net.to(self.device, memory_format=self.memory_format)
         if self.isTrain:
+            if getattr(opt, "gan_mode", None) == "wgangp" and "D_real" in self.loss_names:
+                self.loss_names.append("D_gp")  # the gradient penalty, logged with D's losses
             self.schedulers = [schedulers.get_scheduler(o, opt) for o in self.optimizers]
             if opt.continue_train:
                 self.resume_state = self.load_training_state(opt.epoch if not opt.load_iter else f"iter_{opt.load_iter}")
@@ -184,6 +191,11 @@ class BaseModel(ModelCheckpoints, ABC):
         self.step(optimizer)
         return loss
 
+    def d_step_options(self):
+        """What every D step takes from the options: the history of generated samples (--pool_size) and the
+        gradient penalty's weight (--lambda_gp, used with --gan_mode wgangp)."""
+        return {"fake_pool": self.fake_pool, "lambda_gp": getattr(self.opt, "lambda_gp", 10.0)}
+
     def update_D(self):
         """One step of `netD` on `backward_D()` with `optimizer_D`, then D frozen for the generator's step.
 
@@ -208,15 +220,18 @@ class BaseModel(ModelCheckpoints, ABC):
             if hasattr(inner, "require_backward_grad_sync"):
                 inner.require_backward_grad_sync = requires_grad
 
-    def update_learning_rate(self):
+    def update_learning_rate(self, val_l1=None):
+        """Step the schedules at the end of an epoch. `plateau` steps on the validation L1 of the epochs that ran
+        a validation (`val_l1`) and keeps the rate on the others."""
         old = self.optimizers[0].param_groups[0]["lr"]
         for scheduler in self.schedulers:
-            if self.opt.lr_policy == "plateau":
-                scheduler.step(self.metric)
-            else:
+            if self.opt.lr_policy != "plateau":
                 scheduler.step()
+            elif val_l1 is not None:
+                scheduler.step(val_l1)
         new = self.optimizers[0].param_groups[0]["lr"]
-        log.info("learning rate %.7f -> %.7f", old, new)
+        log.info("learning rate %.7f -> %.7f%s", old, new,
+                 f" (validation L1 {val_l1:.4f})" if val_l1 is not None and self.opt.lr_policy == "plateau" else "")
 
     # ------------------------------------------------------------------ divergence
     def note_position(self, epoch, images):

@@ -10,6 +10,7 @@ import os
 
 import torch
 
+from models import schedulers
 from models.networks.layers import unwrap
 from util import atomic, distributed
 from util.checkpoint import check_finite, describe_mismatch, layout_mismatch, load_file
@@ -55,6 +56,7 @@ class ModelCheckpoints:
             "scalers_by_optimizer": self.scaler_states(),
             "rng": rng_state(), "model": self.extra_state(),
             "convergence": None if self._conv_sum is None else self._conv_sum.detach().cpu(),
+            "fake_pool": None if self.fake_pool is None else [t.detach().cpu() for t in self.fake_pool.images],
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.opt).items()},
         }
         try:
@@ -149,11 +151,18 @@ class ModelCheckpoints:
                                f"{len(self.optimizers)}: the model's options changed since the checkpoint")
         for opt_obj, saved in zip(self.optimizers, state["optimizers"]):
             opt_obj.load_state_dict(saved)
-        for sched, saved in zip(self.schedulers, state["schedulers"]):
-            sched.load_state_dict(saved)
+        stored = state.get("options", {})
+        if stored.get("lr_policy", self.opt.lr_policy) == self.opt.lr_policy:
+            for sched, saved in zip(self.schedulers, state["schedulers"]):
+                sched.load_state_dict(saved)
+        replanned = schedulers.replan(self.schedulers, self.optimizers, self.opt, stored, state["epoch"])
+        if replanned:
+            log.info("%s", replanned)
         self.load_scaler_states(state, path)
         set_rng_state(state["rng"])
         self.load_extra_state(state.get("model", {}))
+        if self.fake_pool is not None and state.get("fake_pool"):
+            self.fake_pool.images = [t.to(self.device) for t in state["fake_pool"]][:self.fake_pool.pool_size]
         if state.get("convergence") is not None:  # a mid-epoch resume keeps the epoch's sums
             self._conv_sum = state["convergence"].to(self.device)
         log.info("resuming from %s: epoch %d, %d images into it, %d images in all",

@@ -47,8 +47,8 @@ class Pix2PixModel(BaseModel):
         self.fake_B = self.netG(self.real_A)
 
     def backward_D(self):
-        self.loss_D, self.loss_D_real, self.loss_D_fake = conditional_d_losses(
-            self.netD, self.criterionGAN, self.real_A, self.real_B, self.fake_B)
+        self.loss_D, self.loss_D_real, self.loss_D_fake, self.loss_D_gp = conditional_d_losses(
+            self.netD, self.criterionGAN, self.real_A, self.real_B, self.fake_B, **self.d_step_options())
         return self.loss_D
 
     def backward_G(self):

@@ -17,7 +17,7 @@ from einops import rearrange, repeat
 
 from models.base_model import BaseModel
 from models.networks.layers import get_norm_layer, init_weights
-from models.networks.losses import GANLoss
+from models.networks.losses import GANLoss, discriminator_losses
 from models.segan.mi_estimators import ESTIMATORS, mi_estimate
 from models.segan.networks import MultiscaleDiscriminator, NoiseUnetGenerator, StatisticsNetwork, unet_depth
 from util.arg_types import add_bool_flag
@@ -236,11 +236,14 @@ class SeganModel(BaseModel):
                            negatives=self.opt.mi_negatives, fresh_codes=fresh)
 
     def backward_D(self):
-        # Detached fakes: D's step does not reach into G. GANLoss averages over the D's scales.
-        fake = self._d_input(self.fake_B_all.detach(), self.repeated_A)
-        self.loss_D_fake = self.criterionGAN(self.netD(fake), False)
-        self.loss_D_real = self.criterionGAN(self.netD(self._d_input(self.real_B, self.real_A)), True)
-        self.loss_D = (self.loss_D_fake + self.loss_D_real) * 0.5
+        # GANLoss averages over the D's scales. The penalty interpolates each output with its own input's target.
+        penalty_real = None
+        if self.opt.gan_mode == "wgangp":
+            targets = repeat(self.real_B, "b c h w -> (b k) c h w", k=self.samples_per_input)
+            penalty_real = self._d_input(targets, self.repeated_A)
+        self.loss_D, self.loss_D_real, self.loss_D_fake, self.loss_D_gp = discriminator_losses(
+            self.netD, self.criterionGAN, self._d_input(self.real_B, self.real_A),
+            self._d_input(self.fake_B_all, self.repeated_A), penalty_real=penalty_real, **self.d_step_options())
         return self.loss_D
 
     def backward_T(self):

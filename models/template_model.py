@@ -17,7 +17,8 @@ The contract:
 - Optional hooks: `sample_readers()` (extra per-sample data read in the loader workers),
   `on_epoch_end(epoch)`, `extra_state()` / `load_extra_state(state)` (kept in the training-state file),
   `architecture_flags` (flags that define the networks, which a resume or test must not change:
-  extend `BaseModel.architecture_flags`), `checkpoint_aliases`.
+  extend `BaseModel.architecture_flags`), `unused_flags` (common flags the model does not use: refused for it
+  and hidden from its --help), `checkpoint_aliases`.
 
 Below the model, networks take explicit arguments, never `opt`.
 """
@@ -31,6 +32,8 @@ class TemplateModel(BaseModel):
     """A generator trained with a regression loss only: the smallest working model."""
 
     architecture_flags = BaseModel.architecture_flags  # extend with the model's own flags
+    # No discriminator here: its flags are refused for this model (extend the tuple as needed).
+    unused_flags = ("netD", "ndf", "n_layers_D", "gan_mode", "pool_size", "lambda_gp")
 
     @staticmethod
     def modify_commandline_options(parser, is_train=True):

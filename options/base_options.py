@@ -13,7 +13,10 @@ import sys
 
 import data
 import models
+from options.flag_parser import FlagParser
 from util.arg_types import add_bool_flag, gpu_ids
+from util.cli import UsageError
+from util.devices import missing_gpus, usable_cores
 from util.atomic import WriteError, atomic_write_text
 from util.registry import available_names
 
@@ -31,6 +34,7 @@ class BaseOptions:
     """Defines the common flags; subclasses add train- or test-specific ones."""
 
     isTrain = None
+    prog = None  # the CLI's name in messages (train.py, test.py)
 
     def initialize(self, parser):
         g = parser.add_argument_group("basic")
@@ -70,7 +74,9 @@ class BaseOptions:
                        help=f"dataset layout; one of: {', '.join(available_names('data', '_dataset'))}")
         g.add_argument("--direction", type=str, default="AtoB", choices=["AtoB", "BtoA"], help="AtoB or BtoA")
         add_bool_flag(g, "--serial_batches", help="take images in order instead of shuffled")
-        g.add_argument("--num_threads", default=4, type=int, help="data-loading worker processes (0: in the main process)")
+        g.add_argument("--num_threads", default=usable_cores(), type=int,
+                       help="data-loading worker processes (0: in the main process); the default is this machine's "
+                            "usable cores, at most 8")
         g.add_argument("--batch_size", type=int, default=1, help="input batch size")
         g.add_argument("--load_size", type=int, default=286, help="scale images to this size")
         g.add_argument("--crop_size", type=int, default=256, help="then crop to this size")
@@ -91,12 +97,17 @@ class BaseOptions:
         """The full parser for `args`: base flags plus the chosen model's and dataset's."""
         # The early passes must not act on --help: the model's and dataset's flags are not there yet.
         early = [a for a in args if a not in ("-h", "--help")]
-        parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                         description=self.__doc__)
+        parser = FlagParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=self.__doc__,
+                            prog=self.prog)
         self.initialize(parser)
         known, _ = parser.parse_known_args(early)
-        model_class = models.find_model_using_name(known.model)
+        try:
+            model_class = models.find_model_using_name(known.model)
+        except ValueError as err:
+            raise UsageError(f"--model: {err}", help_hint=parser.help_hint()) from None
         model_class.modify_commandline_options(parser, self.isTrain)
+        # Flags of the common groups that this model does without are not accepted, nor shown by --help.
+        parser.remove_flags(set(model_class.unused_flags), known.model)
         # The flags that define the networks (the model declares them): test.py takes them from the run.
         self.architecture_flags = model_class.architecture_flags
         known, _ = parser.parse_known_args(early)  # the model may change the dataset_mode default
@@ -118,6 +129,10 @@ class BaseOptions:
         if opt.suffix:
             opt.name = opt.name + "_" + opt.suffix.format(**vars(opt))
         opt.gpu_ids = gpu_ids(opt.gpu_ids)
+        if "gpu_ids" in self.explicit_flags(parser, args):
+            problem = missing_gpus(opt.gpu_ids)
+            if problem:
+                parser.error(f"--gpu_ids {','.join(map(str, opt.gpu_ids))}: {problem}")
         if opt.batch_size < 1:
             parser.error(f"--batch_size must be at least 1, got {opt.batch_size}")
         return opt

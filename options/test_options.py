@@ -12,6 +12,7 @@ class TestOptions(BaseOptions):
     """Run a trained model over a data split and write images plus an HTML page."""
 
     isTrain = False
+    prog = "test.py"
 
     def initialize(self, parser):
         parser = super().initialize(parser)

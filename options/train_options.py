@@ -1,4 +1,6 @@
 """Training flags: dashboard, saving, schedule, optimiser and speed."""
+from models.networks.losses import GAN_MODES
+from models.schedulers import LR_POLICIES
 from options.base_options import BaseOptions, run_dir, save_options
 from util.arg_types import add_bool_flag
 
@@ -7,6 +9,7 @@ class TrainOptions(BaseOptions):
     """Train an image-to-image translation model."""
 
     isTrain = True
+    prog = "train.py"
 
     def initialize(self, parser):
         parser = super().initialize(parser)
@@ -30,7 +33,9 @@ class TrainOptions(BaseOptions):
                                               "<name>.old-<time> and start a new run (without this flag, a new run "
                                               "there is refused)")
         g.add_argument("--epoch_count", type=int, default=1,
-                       help="first epoch number for a fresh run (a resume takes it from the stored state)")
+                       help="the first epoch's number in a fresh run: epochs epoch_count..n_epochs+n_epochs_decay are "
+                            "trained (a resume takes its epoch from the checkpoint; with --continue_train this is an "
+                            "error)")
         g.add_argument("--phase", type=str, default="train", help="train, val, test, ...")
         g.add_argument("--epoch", type=str, default="latest", help="which stored training state to resume from")
         g.add_argument("--load_iter", type=int, default=0, help="resume from 'iter_<N>' when > 0")
@@ -40,9 +45,20 @@ class TrainOptions(BaseOptions):
         g.add_argument("--n_epochs_decay", type=int, default=100, help="epochs of linear decay to zero")
         g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
         g.add_argument("--lr", type=float, default=0.0002, help="initial learning rate for Adam")
-        g.add_argument("--gan_mode", type=str, default="lsgan", help="vanilla | lsgan | wgangp")
-        g.add_argument("--pool_size", type=int, default=50, help="image buffer of generated images for D")
-        g.add_argument("--lr_policy", type=str, default="linear", help="linear | step | plateau | cosine")
+        g.add_argument("--gan_mode", type=str, default="lsgan", choices=GAN_MODES,
+                       help="vanilla (binary cross-entropy) | lsgan (least squares) | wgangp (Wasserstein critic with "
+                            "a gradient penalty); convergence.csv records what fits the mode")
+        g.add_argument("--lambda_gp", type=float, default=10.0,
+                       help="wgangp: weight of the gradient penalty on interpolates of real and generated samples as "
+                            "D sees them (pairs with the input for a conditional D)")
+        g.add_argument("--pool_size", type=int, default=50,
+                       help="history of generated samples D trains on (Shrivastava et al. 2017; each fake is swapped "
+                            "for a stored one with probability 1/2); 0 turns it off. The models set their papers' "
+                            "default (0 for pix2pix, ATME and SEGAN)")
+        g.add_argument("--lr_policy", type=str, default="linear", choices=LR_POLICIES,
+                       help="linear: --lr for n_epochs, then linear decay to 0 over n_epochs_decay | step: x0.1 every "
+                            "--lr_decay_iters epochs | plateau: x0.2 when the validation L1 stops improving (needs "
+                            "--val_freq) | cosine: cosine decay over all epochs")
         g.add_argument("--lr_decay_iters", type=int, default=50, help="step policy: multiply by 0.1 every N epochs")
         g.add_argument("--val_freq", type=int, default=0, help="evaluate on the val split every N epochs (0: never)")
 
@@ -62,8 +78,17 @@ class TrainOptions(BaseOptions):
 
     def resolve(self, opt, parser, args):
         opt = super().resolve(opt, parser, args)
+        explicit = self.explicit_flags(parser, args)
         if opt.n_epochs < 0 or opt.n_epochs_decay < 0:
             parser.error("--n_epochs and --n_epochs_decay must be >= 0")
+        if opt.continue_train and "epoch_count" in explicit:
+            parser.error("--epoch_count sets the first epoch of a fresh run; --continue_train takes the epoch from "
+                         "the checkpoint it resumes (latest, or --epoch N) by itself: drop --epoch_count")
+        if opt.epoch_count < 1:
+            parser.error(f"--epoch_count must be at least 1, got {opt.epoch_count}")
+        if opt.lr_policy == "plateau" and opt.val_freq <= 0:
+            parser.error("--lr_policy plateau lowers the learning rate when the validation L1 stops improving: "
+                         "pass --val_freq N to validate every N epochs (the data needs a val split)")
         opt.run_dir = run_dir(opt)
         return opt
 

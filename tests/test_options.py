@@ -3,7 +3,8 @@ import json
 import pytest
 
 from conftest import stored_train_options
-from util.arg_types import int_tuple, str2bool
+from util.arg_types import gpu_ids, int_tuple, str2bool
+from util.cli import UsageError
 from options.test_options import TestOptions
 
 
@@ -16,7 +17,7 @@ def test_booleans_parse_from_the_shell(tmp_path):
     assert opt.no_flip is False and opt.serial_batches is True
     opt = stored_train_options(train_args(tmp_path, "--no_flip", "TRUE"))
     assert opt.no_flip is True
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="--no_flip.*expected a boolean"):
         stored_train_options(train_args(tmp_path, "--no_flip", "maybe"))
     assert str2bool("off") is False and str2bool("1") is True
 
@@ -27,8 +28,7 @@ def test_int_tuples_and_gpu_ids(tmp_path):
     assert int_tuple("1 2") == (1, 2)
     opt = stored_train_options(train_args(tmp_path, "--gpu_ids", "-1"))
     assert opt.gpu_ids == []
-    opt = stored_train_options(train_args(tmp_path, "--gpu_ids", "0,1"))
-    assert opt.gpu_ids == [0, 1]
+    assert gpu_ids("0,1") == [0, 1] and gpu_ids("-1") == []
 
 
 def test_model_changes_defaults_and_adds_flags(tmp_path):

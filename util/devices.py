@@ -19,7 +19,7 @@ def resolve_device(request=None, local_rank=None):
     if isinstance(request, (list, tuple)):
         if not request or not torch.cuda.is_available():
             if request:
-                log.debug("CUDA is not available: running on the CPU")
+                log.info("no CUDA device: running on the CPU (--gpu_ids -1 says so explicitly)")
             return torch.device("cpu")
         index = request[local_rank] if local_rank is not None and local_rank < len(request) else request[0]
         torch.cuda.set_device(index)
@@ -32,6 +32,34 @@ def resolve_device(request=None, local_rank=None):
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device}")
     return device
+
+
+def usable_cores(limit=8):
+    """The CPU cores this process may run on (its affinity), at most `limit`: the data loader's default workers."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(int(limit), cores))
+
+
+def available_devices():
+    """What this machine offers, for messages: 'cpu' and one 'cuda:N (name)' per visible GPU."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    return found
+
+
+def missing_gpus(ids):
+    """Why the GPUs `ids` (from --gpu_ids) cannot be used here, or None when they all can."""
+    if not ids:
+        return None
+    if not torch.cuda.is_available():
+        return (f"this machine has no CUDA device (devices found: {', '.join(available_devices())}); pass "
+                f"--gpu_ids -1 for the CPU, or leave --gpu_ids out to use a GPU when there is one")
+    absent = [i for i in ids if i >= torch.cuda.device_count()]
+    if absent:
+        return (f"no GPU {absent[0]} here (devices found: {', '.join(available_devices())}); list GPUs that "
+                f"exist, or -1 for the CPU")
+    return None
 
 
 def cpu_model():

@@ -92,12 +92,29 @@ def gradient_penalty(netD, real, fake, kind="mixed", constant=1.0, lambda_gp=10.
 # ----------------------------------------------------------------------------------------------------
 # The conditional GAN (pix2pix, ATME): D judges (input, output) pairs; G adds an L1 term to the target.
 
-def conditional_d_losses(netD, criterion, real_A, real_B, fake_B):
-    """D's step: (loss_D, loss_D_real, loss_D_fake), loss_D the mean of the two. The output is detached, so
-    D's step does not reach into G."""
-    loss_fake = criterion(netD(torch.cat((real_A, fake_B.detach()), 1)), False)
-    loss_real = criterion(netD(torch.cat((real_A, real_B), 1)), True)
-    return (loss_fake + loss_real) * 0.5, loss_real, loss_fake
+def discriminator_losses(netD, criterion, real, fake, *, fake_pool=None, lambda_gp=10.0, penalty_real=None):
+    """D's step on its inputs `real` and `fake` (detached, so it does not reach into G): (loss_D, loss_D_real,
+    loss_D_fake, loss_D_gp). `fake_pool` (util.image_pool) swaps fakes for earlier ones; with --gan_mode wgangp
+    the gradient penalty on random interpolates of `real` (or `penalty_real`, when the reals are fewer than the
+    fakes) and `fake` is added (loss_D_gp, else None). loss_D is half the sum, as in pix2pix, so the penalty
+    keeps its weight relative to the critic's loss."""
+    fake = fake.detach()
+    if fake_pool is not None:
+        fake = fake_pool.query(fake)
+    loss_fake = criterion(netD(fake), False)
+    loss_real = criterion(netD(real), True)
+    total, loss_gp = loss_fake + loss_real, None
+    if criterion.gan_mode == "wgangp":
+        loss_gp, _ = gradient_penalty(netD, real if penalty_real is None else penalty_real, fake, kind="mixed",
+                                      lambda_gp=lambda_gp)
+        total = total + loss_gp
+    return total * 0.5, loss_real, loss_fake, loss_gp
+
+
+def conditional_d_losses(netD, criterion, real_A, real_B, fake_B, **kwargs):
+    """`discriminator_losses` for a D that sees (input, output) pairs: the penalty's interpolates are pairs too."""
+    return discriminator_losses(netD, criterion, torch.cat((real_A, real_B), 1), torch.cat((real_A, fake_B), 1),
+                                **kwargs)
 
 
 def conditional_g_losses(netD, criterion, real_A, real_B, fake_B, lambda_L1):

@@ -1,0 +1,192 @@
+"""Every flag does what it says: GAN modes (the gradient penalty, the convergence record per mode), schedules
+(plateau, extending a finished run, nothing left to do), the generated-sample pool, flags a model does not use,
+devices, --epoch_count, typos and the default number of loader workers."""
+import csv
+import math
+import os
+
+import pytest
+import torch
+
+from conftest import stored_train_options, train_main
+from models import create_model
+from models.networks.losses import GANLoss, conditional_d_losses
+from options.train_options import TrainOptions
+from util import convergence
+from util.cli import UsageError
+from util.devices import usable_cores
+from util.image_pool import ImagePool
+
+PIX2PIX = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance",
+           "--load_size", "32", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",
+           "--gpu_ids", "-1", "--display_id", "0", "--no_html", "--print_freq", "2"]
+
+
+def args_for(demo_root, ck, name, *extra):
+    return ["--dataroot", demo_root, "--checkpoints_dir", str(ck), "--name", name, *PIX2PIX, *extra]
+
+
+def read(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+# ------------------------------------------------------------------------------------------- GAN modes
+def test_wgangp_adds_the_gradient_penalty_with_its_gradient():
+    """A linear critic on pairs: its input gradient is its weight w everywhere, so the penalty is
+    lambda * (|w| - 1)^2 and its gradient with respect to w is 2 lambda (|w| - 1) w / |w|."""
+    torch.manual_seed(0)
+    critic = torch.nn.Conv2d(6, 1, kernel_size=4, bias=False)  # 4x4 inputs -> one score per pair
+    real_A, real_B, fake_B = (torch.randn(3, 3, 4, 4) for _ in range(3))
+    criterion = GANLoss("wgangp")
+    loss_D, loss_real, loss_fake, loss_gp = conditional_d_losses(critic, criterion, real_A, real_B, fake_B,
+                                                                 lambda_gp=10.0)
+    w = critic.weight.detach().flatten()
+    expected = 10.0 * (w.norm() - 1) ** 2
+    torch.testing.assert_close(loss_gp, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss_D, 0.5 * (loss_real + loss_fake + loss_gp))
+    critic.zero_grad()
+    loss_gp.backward()
+    torch.testing.assert_close(critic.weight.grad.flatten(), 2 * 10.0 * (w.norm() - 1) * w / w.norm(),
+                               rtol=1e-4, atol=1e-5)
+    # The vanilla game has no penalty.
+    assert conditional_d_losses(critic, GANLoss("vanilla"), real_A, real_B, fake_B)[3] is None
+
+
+def test_each_gan_mode_records_its_own_equilibrium():
+    """At the equilibrium D outputs 1/2 (vanilla: logit 0; least squares: 1/2): the record sits on the line."""
+    half_logit, half = torch.zeros(4), torch.full((4,), 0.5)
+    vanilla = convergence.record("vanilla", float(GANLoss("vanilla")(half_logit, True)),
+                                 float(GANLoss("vanilla")(half_logit, False)))
+    assert vanilla["neg_L_GAN"] == pytest.approx(math.log(4), abs=1e-6)
+    assert vanilla["neg_L_GAN_minus_log4"] == pytest.approx(0, abs=1e-6)
+    lsgan = convergence.record("lsgan", float(GANLoss("lsgan")(half, True)), float(GANLoss("lsgan")(half, False)))
+    assert lsgan["neg_L_GAN"] == pytest.approx(0.5) and lsgan["neg_L_GAN_minus_half"] == pytest.approx(0, abs=1e-6)
+    critic = convergence.record("wgangp", -2.0, 0.5)  # E[D(real)] = 2, E[D(fake)] = 0.5
+    assert critic["wasserstein_estimate"] == 1.5 and "neg_L_GAN" not in critic
+    assert convergence.quantity("wgangp").equilibrium is None
+
+
+def test_wgangp_run_logs_the_penalty_and_the_wasserstein_estimate(demo_root, tmp_path):
+    train_main(*args_for(demo_root, tmp_path, "w", "--gan_mode", "wgangp", "--n_epochs", "1",
+                         "--n_epochs_decay", "0"))
+    losses = read(tmp_path / "w" / "loss_log.csv")
+    assert "D_gp" in losses[0] and all(float(r["D_gp"]) >= 0 for r in losses)
+    row = read(tmp_path / "w" / "convergence.csv")[0]
+    assert float(row["wasserstein_estimate"]) == pytest.approx(-(float(row["D_real"]) + float(row["D_fake"])),
+                                                               abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------------- schedules
+def test_plateau_lowers_the_rate_when_the_validation_l1_rises(tmp_path):
+    opt = stored_train_options(args_for(str(tmp_path), tmp_path, "p", "--lr_policy", "plateau", "--val_freq", "1"))
+    opt.dataset_size = 8
+    model = create_model(opt)
+    model.setup(opt)
+    lr = model.optimizers[0].param_groups[0]["lr"]
+    model.update_learning_rate(0.5)
+    for _ in range(6):
+        model.update_learning_rate(None)  # epochs without a validation keep the rate
+    assert model.optimizers[0].param_groups[0]["lr"] == lr
+    for value in (0.6, 0.7, 0.8, 0.9, 1.0, 1.1):  # rising: no improvement for 6 validations > patience 5
+        model.update_learning_rate(value)
+    assert model.optimizers[0].param_groups[0]["lr"] == pytest.approx(lr * 0.2)
+
+
+def test_plateau_needs_validation(tmp_path):
+    with pytest.raises(UsageError, match="--val_freq"):
+        TrainOptions().parse(args_for(str(tmp_path), tmp_path, "p", "--lr_policy", "plateau"))
+
+
+def test_extending_a_finished_run_continues_the_new_schedule(demo_root, tmp_path):
+    args = args_for(demo_root, tmp_path, "ext", "--n_epochs", "1", "--n_epochs_decay", "1")
+    train_main(*args)
+    finished = torch.load(tmp_path / "ext" / "latest_train_state.pth", weights_only=False)
+    assert finished["optimizers"][0]["param_groups"][0]["lr"] == 0.0  # the old plan ended at zero
+    again = train_main(*args, check=False)
+    nothing = train_main(*args, "--continue_train")  # nothing left: said so, nothing written
+    assert "nothing left to train" in nothing.stdout and "finished epoch 2" in nothing.stdout
+    assert again.returncode != 0  # a new run on the folder is refused
+    result = train_main(*args[:-4], "--n_epochs", "2", "--n_epochs_decay", "2", "--continue_train")
+    assert "re-planned" in result.stdout and "--n_epochs 1 -> 2" in result.stdout
+    losses = [r for r in read(tmp_path / "ext" / "loss_log.csv") if int(r["epoch"]) == 3]
+    state = torch.load(tmp_path / "ext" / "3_train_state.pth" if os.path.isfile(tmp_path / "ext" / "3_train_state.pth")
+                       else tmp_path / "ext" / "latest_train_state.pth", weights_only=False)
+    assert losses, "epoch 3 trained"
+    # epoch 3 of 2 + 2 runs at 2e-4 * (1 - 1/3); the schedule's next value follows the new plan too
+    log_lines = [line for line in result.stdout.splitlines() if "learning rate" in line]
+    assert any("0.0001333 -> 0.0000667" in line for line in log_lines), log_lines
+    assert state["epoch"] == 5
+
+
+# ------------------------------------------------------------------------------------------- the sample pool
+def test_pool_size_gives_d_earlier_fakes(demo_root, tmp_path):
+    opt = stored_train_options(args_for(demo_root, tmp_path, "pool", "--pool_size", "4"))
+    opt.dataset_size = 8
+    model = create_model(opt)
+    model.setup(opt)
+    assert isinstance(model.fake_pool, ImagePool) and model.fake_pool.pool_size == 4
+    from data import create_dataset
+    from torch.utils.data import default_collate
+    dataset = create_dataset(opt)
+    for start in (0, 2, 4):
+        model.set_input(default_collate([dataset[i] for i in (start, start + 1)]))
+        model.optimize_parameters()
+    assert len(model.fake_pool) == 4  # D has been shown stored (input, output) pairs
+    assert model.fake_pool.images[0].shape == (1, 6, 32, 32)
+    model.save_training_state("latest", 1, 6, 6)
+    opt.continue_train = True
+    resumed = create_model(opt)
+    resumed.setup(opt)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.fake_pool.images, model.fake_pool.images))
+
+
+# ------------------------------------------------------------------------------------------- flags
+def test_a_flag_the_model_does_not_use_is_refused(tmp_path, capsys):
+    base = ["--dataroot", str(tmp_path), "--checkpoints_dir", str(tmp_path), "--model", "atme"]
+    with pytest.raises(UsageError, match="--netG is not a flag of --model atme"):
+        TrainOptions().parse(base + ["--netG", "resnet_9blocks"])
+    with pytest.raises(UsageError, match="--ngf is not a flag of --model atme"):
+        TrainOptions().parse(base + ["--ngf", "32"])
+    with pytest.raises(SystemExit):
+        TrainOptions().parse(base + ["--help"])
+    out = capsys.readouterr().out
+    assert "--dim_mults" in out and "--netG" not in out and "--ngf" not in out
+    assert "--netG" in _help(["--model", "pix2pix"], capsys)
+
+
+def _help(args, capsys):
+    with pytest.raises(SystemExit):
+        TrainOptions().parse(args + ["--help"])
+    return capsys.readouterr().out
+
+
+def test_a_typo_gets_a_suggestion_in_one_line(demo_root, tmp_path):
+    result = train_main("--dataroot", demo_root, "--modle", "atme", check=False)
+    assert result.returncode == 2
+    assert "unknown flag --modle; did you mean --model?" in result.stderr
+    assert "--help" in result.stderr and "usage:" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_ids_naming_a_missing_gpu_is_refused(tmp_path):
+    with pytest.raises(UsageError, match=r"--gpu_ids 3: this machine has no CUDA device \(devices found: cpu\)"):
+        TrainOptions().parse(["--dataroot", str(tmp_path), "--gpu_ids", "3"])
+    assert TrainOptions().parse(["--dataroot", str(tmp_path)]).gpu_ids == [0]  # the default falls back quietly
+    assert TrainOptions().parse(["--dataroot", str(tmp_path), "--gpu_ids", "-1"]).gpu_ids == []
+
+
+def test_epoch_count_numbers_a_fresh_run_and_is_refused_on_resume(demo_root, tmp_path):
+    args = args_for(demo_root, tmp_path, "count", "--epoch_count", "3", "--n_epochs", "4", "--n_epochs_decay", "0",
+                    "--save_epoch_freq", "1")
+    train_main(*args)
+    assert [int(r["epoch"]) for r in read(tmp_path / "count" / "convergence.csv")] == [3, 4]
+    assert (tmp_path / "count" / "3_net_G.pth").is_file() and not (tmp_path / "count" / "1_net_G.pth").exists()
+    refused = train_main(*args, "--continue_train", check=False)
+    assert refused.returncode == 2 and "--epoch_count" in refused.stderr and "drop --epoch_count" in refused.stderr
+
+
+def test_num_threads_defaults_to_the_machines_cores(tmp_path):
+    opt = TrainOptions().parse(["--dataroot", str(tmp_path)])
+    assert opt.num_threads == usable_cores() == min(8, len(os.sched_getaffinity(0)))
