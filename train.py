@@ -113,9 +113,11 @@ def main(args=None):
     sampler = EpochSampler(len(dataset), shuffle=not opt.serial_batches, seed=opt.seed, rank=rank,
                            world_size=world)
     loader = create_dataloader(dataset, opt, sampler=sampler, extras=model.sample_readers())
-    dashboard = Dashboard(opt.run_dir, opt.name, display_id=opt.display_id, server=opt.display_server,
-                          port=opt.display_port, env=opt.display_env, ncols=opt.display_ncols,
-                          winsize=opt.display_winsize, use_html=not opt.no_html, enabled=rank == 0)
+    dashboard = Dashboard(opt.run_dir, opt.name, gan_mode=opt.gan_mode, images_per_epoch=max(len(dataset) / world, 1),
+                          display_id=opt.display_id, server=opt.display_server, port=opt.display_port,
+                          env=opt.display_env, ncols=opt.display_ncols, winsize=opt.display_winsize,
+                          use_html=not opt.no_html, use_tensorboard=opt.use_tensorboard, use_wandb=opt.use_wandb,
+                          wandb_project=opt.wandb_project_name, run_options=vars(opt), enabled=rank == 0)
     val_loader = None
     if opt.val_freq > 0:
         val_loader = make_val_loader(opt)
@@ -168,7 +170,7 @@ def main(args=None):
                                          time_per_image=per_image, data_time=data_time / max(images_since_print, 1)))
                     bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, "img/s": f"{1 / per_image:.2f}"})
                     log.debug("epoch %d, %d images: %s", epoch, epoch_iter, losses)
-                    dashboard.plot_current_losses(epoch, epoch_iter / max(len(dataset) / world, 1), losses)
+                    dashboard.plot_current_losses(epoch, epoch_iter / max(len(dataset) / world, 1), losses, total_iters)
                 t_print, data_time, images_since_print = time.perf_counter(), 0.0, 0
             if total_iters % opt.save_latest_freq < images_per_step:
                 log.info("saving the latest model (epoch %d, %d images in all)", epoch, total_iters)
@@ -179,6 +181,8 @@ def main(args=None):
                 break
             t_data = time.perf_counter()
         bar.close()
+        model.compute_visuals()  # every epoch, and a stop, get a picture on the page whatever --update_html_freq says
+        dashboard.epoch_snapshot(model.get_current_visuals(), epoch, total_iters)
         if stop.agreed():
             save("latest", epoch, epoch_iter)
             log.info("stopped in epoch %d after %d of its images; the state is in %s/latest_train_state.pth",

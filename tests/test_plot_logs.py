@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from util import run_logs
+
 
 
 def load_plot_logs():
@@ -42,8 +44,8 @@ def test_fractional_epoch_from_iters_within_epoch():
     plot_logs = load_plot_logs()
     rows = [dict(epoch=1, iters=4), dict(epoch=1, iters=8), dict(epoch=2, iters=4), dict(epoch=2, iters=8),
             dict(epoch=3, iters=4)]
-    assert plot_logs.fractional_epochs(rows).tolist() == [0.5, 1.0, 1.5, 2.0, 2.5]
-    assert plot_logs.fractional_epochs([dict(epoch=1, iters=3, epoch_frac=0.25)]).tolist() == [0.25]
+    assert run_logs.fractional_epochs(rows).tolist() == [0.5, 1.0, 1.5, 2.0, 2.5]
+    assert run_logs.fractional_epochs([dict(epoch=1, iters=3, epoch_frac=0.25)]).tolist() == [0.25]
 
 
 def test_several_runs_on_one_figure_with_the_log4_line(tmp_path):

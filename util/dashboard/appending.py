@@ -1,0 +1,88 @@
+"""What loggers that only append (TensorBoard, W&B) share: a background worker that sees every point, and a
+record in the logger's folder of the last point it wrote, so the next start of the run writes from the CSV
+logs exactly the points the logger lacks (a segment run without it, the tail a crash cut off)."""
+import json
+import os
+import time
+
+from util.atomic import write_json
+from util.dashboard.workers import OrderedWorker
+
+MARK_EVERY_SECONDS = 5.0
+
+
+class AppendingSink:
+    """Base of the TensorBoard and W&B sinks. Subclasses implement `_write_losses(x, step, values)`,
+    `_write_convergence(epoch, value)`, `_write_lines(name, x, values)`, `_write_images(grid, epoch, step)` and
+    `_finish()`; they run in the worker thread, in the order the dashboard saw the events."""
+
+    name = "logger"
+
+    def __init__(self, state_path, thread_name):
+        self.state_path = state_path
+        self.state = _read_state(state_path)
+        self.logged = self.state.setdefault("logged", {})  # kind -> last x written
+        self._marked = time.monotonic()
+        self.worker = OrderedWorker(thread_name, self.name)
+
+    # ------------------------------------------------------------------ events from the dashboard
+    def start(self, history):
+        """Write the history points this logger has not written before."""
+        for x, step, values in history.losses.points_after(self.logged.get("losses")):
+            self.losses(history, x, step, values)
+        for epoch, _, values in history.convergence.points_after(self.logged.get("convergence")):
+            self.convergence(history, epoch, values["value"])
+        for name, series in history.lines.items():
+            for x, _, values in series.points_after(self.logged.get(f"lines/{name}")):
+                self.lines(history, name, x, values)
+        self.worker.submit(lambda: self._mark(force=True))
+
+    def losses(self, history, x, step, values):
+        values = dict(values)
+        self.worker.submit(lambda: (self._write_losses(x, step, values), self._done("losses", x)))
+
+    def convergence(self, history, epoch, value):
+        self.worker.submit(lambda: (self._write_convergence(epoch, value), self._done("convergence", epoch)))
+
+    def lines(self, history, name, x, values):
+        values = dict(values)
+        self.worker.submit(lambda: (self._write_lines(name, x, values), self._done(f"lines/{name}", x)))
+
+    def images(self, history, images, labels, epoch, step, snapshot):
+        if not snapshot:
+            return
+
+        def write():
+            from util.image_utils import make_grid
+            self._write_images(make_grid(images, labels=labels, ncols=min(len(images), 4)), epoch, step)
+        self.worker.submit(write)
+
+    def flush(self, timeout=None):
+        return self.worker.flush(timeout)
+
+    def close(self, history, timeout, ended):
+        def finish():
+            self._mark(force=True)
+            self._finish()
+        self.worker.submit(finish)
+        self.worker.close(timeout=timeout)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _done(self, kind, x):
+        self.logged[kind] = float(x)
+        self._mark()
+
+    def _mark(self, force=False):
+        if force or time.monotonic() - self._marked >= MARK_EVERY_SECONDS:
+            os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
+            write_json(self.state_path, self.state)
+            self._marked = time.monotonic()
+
+
+def _read_state(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+        return state if isinstance(state, dict) else {}
+    except (OSError, ValueError):
+        return {}
