@@ -1,5 +1,6 @@
 """The dashboard never blocks or raises because of visdom, warns once per outage, and writes the HTML page."""
 import json
+import re
 import logging
 import socket
 import threading
@@ -226,3 +227,33 @@ def test_resumed_run_keeps_earlier_steps_and_line_plots_pad_missing(tmp_path):
     x, ys = second.history.lines["validation"].arrays()
     assert x.tolist() == [1.0, 2.0] and np.isnan(ys["KID"][0]) and ys["L1"].tolist() == [0.5, 0.4]
     second.close()
+
+
+def test_points_redone_after_a_resume_replace_the_ones_logged_past_the_checkpoint(tmp_path):
+    # loss_log.csv holds epochs 1 and 2, but the run resumes from a checkpoint in the middle of epoch 2
+    from util.run_logs import CsvLog
+    log = CsvLog(str(tmp_path / "loss_log.csv"))
+    for epoch, iters in [(1, 4), (1, 8), (2, 4), (2, 8)]:
+        log.append(dict(epoch=epoch, iters=iters, total_iters=(epoch - 1) * 8 + iters, G_GAN=float(epoch * 10 + iters)))
+    dash = Dashboard(tmp_path, "rewind", display_id=0, images_per_epoch=8)
+    x, ys = dash.history.losses.arrays()
+    assert x.tolist() == [0.5, 1.0, 1.5, 2.0] and dash.history.losses.steps == [4, 8, 12, 16]
+    dash.plot_current_losses(2, 0.5, {"G_GAN": -1.0}, total_iters=12)  # the resumed run redoes step 12
+    x, ys = dash.history.losses.arrays()
+    assert x.tolist() == [0.5, 1.0, 1.5] and ys["G_GAN"].tolist() == [14.0, 18.0, -1.0]
+    dash.close()
+
+
+def test_the_page_reloads_while_training_runs_and_not_after(tmp_path):
+    dash = Dashboard(tmp_path, "live", display_id=0)
+    dash.plot_current_losses(1, 0.5, {"G_GAN": 1.0})
+    dash.epoch_snapshot(visuals(), 1, 4)
+    dash.epoch_snapshot(visuals(), 1, 4)  # the same step again: one snapshot
+    assert dash.flush(timeout=30)
+    page = (tmp_path / "web" / "index.html").read_text()
+    assert '<meta content="30" http-equiv="refresh">' in page and "Training is running" in page
+    assert len(dash.saved_steps()) == 1
+    dash.close()
+    page = (tmp_path / "web" / "index.html").read_text()
+    assert 'http-equiv="refresh"' not in page
+    assert re.search(r"ended \d{4}-\d\d-\d\d \d\d:\d\d:\d\d at epoch 1, step 4; this page no longer reloads", page)

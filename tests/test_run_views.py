@@ -160,5 +160,6 @@ def test_a_test_rerun_with_fewer_images_leaves_only_its_images(resumed_run, demo
     assert "replaced the 12 files of the earlier result" in out.stdout
     page = (tmp_path / NAME / "test_latest" / "index.html").read_text()
     row = re.findall(r'src="images/([^"]+)"', page)
-    assert [name.split("_", 1)[1] for name in row] == ["real_A.png", "fake_B.png", "real_B.png"]  # input, output, target
+    # input, output, target
+    assert [name.split("_", 1)[1] for name in row] == ["real_A.png", "fake_B.png", "real_B.png"]
     assert not [f for f in os.listdir(tmp_path / NAME / "test_latest") if f.endswith(".tmp")]  # no staging left

@@ -27,15 +27,25 @@ class AppendingSink:
 
     # ------------------------------------------------------------------ events from the dashboard
     def start(self, history):
-        """Write the history points this logger has not written before."""
-        for x, step, values in history.losses.points_after(self.logged.get("losses")):
-            self.losses(history, x, step, values)
-        for epoch, _, values in history.convergence.points_after(self.logged.get("convergence")):
-            self.convergence(history, epoch, values["value"])
-        for name, series in history.lines.items():
-            for x, _, values in series.points_after(self.logged.get(f"lines/{name}")):
-                self.lines(history, name, x, values)
-        self.worker.submit(lambda: self._mark(force=True))
+        """Write the history points this logger has not written before (one job: the loop need not wait)."""
+        losses = history.losses.points_after(self.logged.get("losses"))
+        conv = history.convergence.points_after(self.logged.get("convergence"))
+        lines = [(name, series.points_after(self.logged.get(f"lines/{name}")))
+                 for name, series in history.lines.items()]
+
+        def replay():
+            for x, step, values in losses:
+                self._write_losses(x, step, values)
+                self.logged["losses"] = x
+            for epoch, _, values in conv:
+                self._write_convergence(epoch, values["value"])
+                self.logged["convergence"] = epoch
+            for name, points in lines:
+                for x, _, values in points:
+                    self._write_lines(name, x, values)
+                    self.logged[f"lines/{name}"] = x
+            self._mark(force=True)
+        self.worker.submit(replay)
 
     def losses(self, history, x, step, values):
         values = dict(values)
