@@ -7,7 +7,6 @@ import base64
 import hashlib
 import importlib
 import io
-import os
 import shutil
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -41,11 +41,12 @@ def make_run(run_dir, losses=("G_GAN", "G_L1", "D_real", "D_fake"), epochs=3, im
 
 
 def test_fractional_epoch_from_iters_within_epoch():
-    plot_logs = load_plot_logs()
     rows = [dict(epoch=1, iters=4), dict(epoch=1, iters=8), dict(epoch=2, iters=4), dict(epoch=2, iters=8),
             dict(epoch=3, iters=4)]
     assert run_logs.fractional_epochs(rows).tolist() == [0.5, 1.0, 1.5, 2.0, 2.5]
     assert run_logs.fractional_epochs([dict(epoch=1, iters=3, epoch_frac=0.25)]).tolist() == [0.25]
+    # with the images one process sees per epoch (what the dashboard passes), x is exactly the live one
+    assert run_logs.fractional_epochs(rows, images_per_epoch=16).tolist() == [0.25, 0.5, 1.25, 1.5, 2.25]
 
 
 def test_several_runs_on_one_figure_with_the_log4_line(tmp_path):

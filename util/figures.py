@@ -30,8 +30,6 @@ def metric_panels(runs):
     return panels
 
 
-loss_panels = metric_panels
-
 
 def convergence_panel(curves, gan_modes):
     """The per-epoch convergence quantity of every run in `curves` ({label: (epochs, values)}), with the

@@ -7,6 +7,7 @@ import time
 
 from util.atomic import write_json
 from util.dashboard.workers import OrderedWorker
+from util.image_utils import make_grid
 
 MARK_EVERY_SECONDS = 5.0
 
@@ -63,7 +64,6 @@ class AppendingSink:
             return
 
         def write():
-            from util.image_utils import make_grid
             self._write_images(make_grid(images, labels=labels, ncols=min(len(images), 4)), epoch, step)
         self.worker.submit(write)
 

@@ -20,7 +20,7 @@ class HtmlSink:
     name = "HTML page"
 
     def __init__(self, run_dir, name, *, winsize=256, refresh=30):
-        self.name_of_run = name
+        self.run_name = name
         self.winsize = int(winsize)
         self.refresh = refresh
         self.web_dir = os.path.join(str(run_dir), "web")
@@ -72,7 +72,7 @@ class HtmlSink:
     # ------------------------------------------------------------------ the page
     def _submit_page(self, history, ended=None):
         """Queue a redraw of the plots and the page, with the curves as they are now."""
-        run = self.name_of_run
+        run = self.run_name
         figures = [("losses", loss_panels(history, run), f"{run}: losses", len(history.losses)),
                    ("convergence", convergence_panels(history), f"{run}: convergence", len(history.convergence)),
                    (VALIDATION, line_panels(history, VALIDATION, run), f"{run}: validation",
@@ -92,7 +92,7 @@ class HtmlSink:
         """Rebuild `web/index.html`: status, the plots, then the visuals of every saved step, newest first.
         `ended` (a text: when and where training stopped) writes the page of a run no process writes any more."""
         now = time.strftime(TIME_FORMAT)
-        page = HTML(self.web_dir, f"Experiment name = {self.name_of_run}", refresh=0 if ended else self.refresh)
+        page = HTML(self.web_dir, f"Experiment name = {self.run_name}", refresh=0 if ended else self.refresh)
         if ended:
             page.add_text(f"The training process ended {ended}; this page no longer reloads "
                           f"(written {now}). --continue_train resumes the run and the page.")

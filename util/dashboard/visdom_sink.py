@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from util.dashboard.history import VALIDATION, convergence_panels, line_panels, loss_panels
+from util.dashboard.history import convergence_panels, line_panels, loss_panels
 from util.dashboard.workers import _NewestJobThread
 from util.figures import panel_columns
 from util.image_utils import make_grid
