@@ -3,7 +3,8 @@
     python test.py --dataroot ./datasets/facades --name facades_pix2pix --model pix2pix --direction BtoA
 
 Architecture options come from checkpoints/<name>/train_opt.json; the run folder is only read. Output:
-<results_dir>/<name>/<phase>_<epoch>/index.html, images/ and test_opt.txt / test_opt.json.
+<results_dir>/<name>/<phase>_<epoch>/index.html, images/ and test_opt.txt / test_opt.json; a rerun replaces
+images/ as a whole, so the folder holds the images of the latest test only.
 """
 import logging
 import os
@@ -14,7 +15,7 @@ from data import create_dataloader, create_dataset
 from models import create_model
 from options.test_options import TestOptions
 from util.devices import seed_everything
-from util.html import HTML, save_images
+from util.html import HTML, replacing_images, save_images
 from util.cli import run_main
 from util.run_logs import setup_logging
 
@@ -35,26 +36,31 @@ def main(args=None):
         model.eval()
     tag = f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch
     web_dir = os.path.join(opt.results_dir, opt.name, f"{opt.phase}_{tag}")
-    webpage = HTML(web_dir, f"Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {tag}")
-    options.save(opt, web_dir)  # the run folder is only read: it may be a read-only model store
     limit = len(dataset) if opt.num_test is None else min(opt.num_test, len(dataset))
     done = 0
-    with tqdm(total=limit, desc="test", unit="img") as bar:
-        for batch in loader:
-            if done >= limit:
-                break
-            model.set_input(batch)
-            model.test()
-            visuals = model.get_current_visuals()
-            paths = model.get_image_paths()
-            take = min(len(paths), limit - done)
-            for i in range(take):
-                one = {name: image[i:i + 1] for name, image in visuals.items()}
-                save_images(webpage, one, paths[i], aspect_ratio=opt.aspect_ratio, width=opt.display_winsize)
-            done += take
-            bar.update(take)
+    # The images go to a staging folder that replaces images/ when all are written: the folder holds this
+    # test's images only (a metric script never scores an earlier run's leftovers), and a test that fails
+    # leaves the earlier result as it was.
+    with replacing_images(web_dir) as staging:
+        webpage = HTML(web_dir, f"Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {tag}", image_dir=staging)
+        with tqdm(total=limit, desc="test", unit="img") as bar:
+            for batch in loader:
+                if done >= limit:
+                    break
+                model.set_input(batch)
+                model.test()
+                visuals = model.get_current_visuals()
+                paths = model.get_image_paths()
+                take = min(len(paths), limit - done)
+                for i in range(take):
+                    one = {name: image[i:i + 1] for name, image in visuals.items()}
+                    save_images(webpage, one, paths[i], aspect_ratio=opt.aspect_ratio, width=opt.display_winsize)
+                done += take
+                bar.update(take)
     webpage.save()
-    log.info("%d results in %s; open %s", done, web_dir, os.path.join(web_dir, "index.html"))
+    options.save(opt, web_dir)  # the run folder is only read: it may be a read-only model store
+    log.info("%d results (input, output(s), target) in %s; open %s", done, os.path.join(web_dir, "images"),
+             os.path.join(web_dir, "index.html"))
     return 0
 
 

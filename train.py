@@ -179,9 +179,11 @@ def train(opt, model, dataset):
                            world_size=world)
     samples = EpochSamples(dataset, extras=model.sample_readers(), seed=opt.seed)
     loader = create_dataloader(samples, opt, sampler=sampler)
-    dashboard = Dashboard(opt.run_dir, opt.name, display_id=opt.display_id, server=opt.display_server,
-                          port=opt.display_port, env=opt.display_env, ncols=opt.display_ncols,
-                          winsize=opt.display_winsize, use_html=not opt.no_html, enabled=rank == 0)
+    dashboard = Dashboard(opt.run_dir, opt.name, gan_mode=opt.gan_mode, images_per_epoch=max(len(dataset) / world, 1),
+                          display_id=opt.display_id, server=opt.display_server, port=opt.display_port,
+                          env=opt.display_env, ncols=opt.display_ncols, winsize=opt.display_winsize,
+                          use_html=not opt.no_html, use_tensorboard=opt.use_tensorboard, use_wandb=opt.use_wandb,
+                          wandb_project=opt.wandb_project_name, run_options=vars(opt), enabled=rank == 0)
     val_loader = None
     if opt.val_freq > 0:
         val_loader = make_val_loader(opt)
@@ -243,7 +245,8 @@ def train(opt, model, dataset):
                                              data_time=data_time / max(images_since_print, 1)))
                         bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, "img/s": f"{1 / per_image:.2f}"})
                         log.debug("epoch %d, %d images: %s", epoch, epoch_iter, losses)
-                        dashboard.plot_current_losses(epoch, epoch_iter / max(len(dataset) / world, 1), losses)
+                        dashboard.plot_current_losses(epoch, epoch_iter / max(len(dataset) / world, 1), losses,
+                                                      total_iters)
                     t_print, data_time, images_since_print = time.perf_counter(), 0.0, 0
                 if total_iters % opt.save_latest_freq < images_per_step:
                     log.info("saving the latest model (epoch %d, %d images in all)", epoch, total_iters)
@@ -254,6 +257,8 @@ def train(opt, model, dataset):
                     break
                 t_data = time.perf_counter()
             bar.close()
+            model.compute_visuals()  # every epoch, and a stop, gets a picture whatever --update_html_freq says
+            dashboard.epoch_snapshot(model.get_current_visuals(), epoch, total_iters)
             if stop.agreed():
                 save("latest", epoch, epoch_iter)
                 log.info("stopped in epoch %d after %d of its images; the state is in %s/latest_train_state.pth",

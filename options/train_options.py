@@ -20,9 +20,16 @@ class TrainOptions(BaseOptions):
         g.add_argument("--display_server", type=str, default="http://localhost", help="visdom server")
         g.add_argument("--display_env", type=str, default=None, help="visdom environment (default: the run name)")
         g.add_argument("--display_port", type=int, default=8097, help="visdom port")
-        g.add_argument("--update_html_freq", type=int, default=1000, help="save visuals to the HTML page every N images")
+        g.add_argument("--update_html_freq", type=int, default=1000,
+                       help="snapshot the visuals to the HTML page (and TensorBoard, W&B) every N images; the end of "
+                            "every epoch is snapshotted anyway")
         g.add_argument("--print_freq", type=int, default=100, help="log losses every N images")
         add_bool_flag(g, "--no_html", help="do not write checkpoints/<name>/web/")
+        add_bool_flag(g, "--use_tensorboard",
+                      help="also write TensorBoard event files to checkpoints/<name>/tensorboard/")
+        add_bool_flag(g, "--use_wandb", help="also log to Weights & Biases (offline with WANDB_MODE=offline)")
+        g.add_argument("--wandb_project_name", type=str, default="atme-segan-pix2pix",
+                       help="W&B project of the run (with --use_wandb)")
 
         g = parser.add_argument_group("saving and resuming")
         g.add_argument("--save_latest_freq", type=int, default=5000, help="save 'latest' every N images")

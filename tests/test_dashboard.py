@@ -1,5 +1,6 @@
 """The dashboard never blocks or raises because of visdom, warns once per outage, and writes the HTML page."""
 import json
+import re
 import logging
 import socket
 import threading
@@ -89,8 +90,8 @@ def test_no_server_never_blocks_warns_once_and_still_writes_html(tmp_path, caplo
     dash = Dashboard(tmp_path / "run", "offline_run", display_id=1, server="http://127.0.0.1", port=port,
                      retry_seconds=0.02)
     attempts = []
-    factory = dash.visdom.client_factory
-    dash.visdom.client_factory = lambda **kw: (attempts.append(1), factory(**kw))[1]
+    factory = dash.visdom.worker.client_factory
+    dash.visdom.worker.client_factory = lambda **kw: (attempts.append(1), factory(**kw))[1]
     for i in range(40):
         dash.display_current_results(visuals(i), epoch=1 + i // 20, step=i, save_result=i % 10 == 0)
         dash.plot_current_losses(1 + i // 20, (i % 20) / 20, {"G_GAN": 1.0 / (i + 1), "D_real": 0.5})
@@ -105,7 +106,7 @@ def test_no_server_never_blocks_warns_once_and_still_writes_html(tmp_path, caplo
     message = warnings[0].getMessage()
     assert f"python -m visdom.server -port {port}" in message
     assert "scripts.tools.install_visdom_assets" in message and "--display_id 0" in message
-    assert not dash.visdom.connected and dash.visdom.sent == 0
+    assert not dash.visdom.worker.connected and dash.visdom.worker.sent == 0
     page = (tmp_path / "run" / "web" / "index.html").read_text()
     for step in (0, 10, 20, 30):
         for label in ("real_A", "fake_B", "real_B"):
@@ -123,7 +124,7 @@ def test_display_off_and_disabled_rank(tmp_path):
     assert "epoch001_step000000004_fake_B.png" in (tmp_path / "a" / "web" / "index.html").read_text()
 
     quiet = Dashboard(tmp_path / "b", "other_rank", display_id=1, enabled=False)
-    assert quiet.visdom is None and quiet.files is None
+    assert quiet.visdom is None and quiet.html is None and quiet.sinks == []
     quiet.display_current_results(visuals(), epoch=1, step=4, save_result=True)
     quiet.plot_current_losses(1, 0.5, {"G_GAN": 1.0})
     quiet.plot_convergence(1, 1.2)
@@ -144,9 +145,9 @@ def test_fake_server_going_away_and_coming_back(tmp_path, caplog):
     server = FakeVisdomServer(port).start()
     dash = Dashboard(tmp_path, "flaky", display_id=3, server="http://127.0.0.1", port=port, retry_seconds=0.05,
                      use_html=False)
-    dash.plot_current_losses(1, 0.1, {"G_GAN": 1.0})
+    dash.plot_current_losses(1, 1 / 30, {"G_GAN": 1.0})
     dash.display_current_results(visuals(), epoch=1, step=1, save_result=False)
-    assert wait_until(lambda: dash.visdom.sent >= 2)
+    assert wait_until(lambda: dash.visdom.worker.sent >= 2)
     assert any(path.endswith("/env/flaky") for path, _ in server.posts)
     image_event = server.events_for("images_3")[-1]
     assert image_event["data"][0]["content"]["src"].startswith("data:image/png;base64,")
@@ -223,6 +224,36 @@ def test_resumed_run_keeps_earlier_steps_and_line_plots_pad_missing(tmp_path):
     assert second.flush(timeout=30)
     steps = [(r["epoch"], r["step"]) for r in second.saved_steps()]
     assert steps == [(2, 16), (1, 8)]
-    x, ys = second._line_histories["validation"].arrays()
+    x, ys = second.history.lines["validation"].arrays()
     assert x.tolist() == [1.0, 2.0] and np.isnan(ys["KID"][0]) and ys["L1"].tolist() == [0.5, 0.4]
     second.close()
+
+
+def test_points_redone_after_a_resume_replace_the_ones_logged_past_the_checkpoint(tmp_path):
+    # loss_log.csv holds epochs 1 and 2, but the run resumes from a checkpoint in the middle of epoch 2
+    from util.run_logs import CsvLog
+    log = CsvLog(str(tmp_path / "loss_log.csv"))
+    for epoch, iters in [(1, 4), (1, 8), (2, 4), (2, 8)]:
+        log.append(dict(epoch=epoch, iters=iters, total_iters=(epoch - 1) * 8 + iters, G_GAN=float(epoch * 10 + iters)))
+    dash = Dashboard(tmp_path, "rewind", display_id=0, images_per_epoch=8)
+    x, ys = dash.history.losses.arrays()
+    assert x.tolist() == [0.5, 1.0, 1.5, 2.0] and dash.history.losses.steps == [4, 8, 12, 16]
+    dash.plot_current_losses(2, 0.5, {"G_GAN": -1.0}, total_iters=12)  # the resumed run redoes step 12
+    x, ys = dash.history.losses.arrays()
+    assert x.tolist() == [0.5, 1.0, 1.5] and ys["G_GAN"].tolist() == [14.0, 18.0, -1.0]
+    dash.close()
+
+
+def test_the_page_reloads_while_training_runs_and_not_after(tmp_path):
+    dash = Dashboard(tmp_path, "live", display_id=0)
+    dash.plot_current_losses(1, 0.5, {"G_GAN": 1.0})
+    dash.epoch_snapshot(visuals(), 1, 4)
+    dash.epoch_snapshot(visuals(), 1, 4)  # the same step again: one snapshot
+    assert dash.flush(timeout=30)
+    page = (tmp_path / "web" / "index.html").read_text()
+    assert '<meta content="30" http-equiv="refresh">' in page and "Training is running" in page
+    assert len(dash.saved_steps()) == 1
+    dash.close()
+    page = (tmp_path / "web" / "index.html").read_text()
+    assert 'http-equiv="refresh"' not in page
+    assert re.search(r"ended \d{4}-\d\d-\d\d \d\d:\d\d:\d\d at epoch 1, step 4; this page no longer reloads", page)

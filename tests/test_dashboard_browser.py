@@ -7,7 +7,6 @@ import base64
 import hashlib
 import importlib
 import io
-import os
 import shutil
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -148,33 +147,49 @@ def test_server_starts_offline_and_serves_its_page_and_assets(visdom_server):
         assert http_status(f"{base}/static/{asset}") == 200, asset
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
-@pytest.mark.slow
-def test_training_run_renders_in_the_browser(visdom_server, demo_root, tmp_path):
-    name = "browser_run"
-    run_cli("train.py", "--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", name,
-            "--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--load_size", "36",
-            "--crop_size", "32", "--batch_size", "4", "--num_threads", "0", "--seed", "0",
-            "--n_epochs", "1", "--n_epochs_decay", "0", "--print_freq", "4", "--display_freq", "4",
-            "--update_html_freq", "8", "--save_latest_freq", "1000",
-            "--display_id", "1", "--display_server", "http://127.0.0.1", "--display_port", visdom_server,
-            timeout=200)
-    assert (tmp_path / name / "web" / "index.html").is_file()
-    profile = tmp_path / "chromium_profile"
+def browser_dom(port, name, profile):
+    """The visdom page of environment `name` as headless Chromium renders it (after plotly has drawn)."""
     proc = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=10000", "--dump-dom",
-         f"http://127.0.0.1:{visdom_server}/env/{name}"],
+         f"http://127.0.0.1:{port}/env/{name}"],
         capture_output=True, text=True, timeout=120)
-    dom = proc.stdout
-    assert proc.returncode == 0 and "<html" in dom, proc.stderr[-2000:]
+    assert proc.returncode == 0 and "<html" in proc.stdout, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
+@pytest.mark.slow
+def test_training_run_renders_in_the_browser_and_keeps_its_history_after_a_resume(visdom_server, demo_root,
+                                                                                   tmp_path):
+    name = "browser_run"
+    args = ["--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", name,
+            "--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--load_size", "36",
+            "--crop_size", "32", "--batch_size", "4", "--num_threads", "0", "--seed", "0",
+            "--n_epochs_decay", "0", "--print_freq", "4", "--display_freq", "4",
+            "--update_html_freq", "8", "--save_latest_freq", "1000",
+            "--display_id", "1", "--display_server", "http://127.0.0.1", "--display_port", visdom_server]
+    first = run_cli("train.py", *args, "--n_epochs", "1", timeout=200)
+    assert first.stdout.count(f"visdom: the live display of this run is at http://127.0.0.1:{visdom_server}"
+                              f"/env/{name}") == 1
+    assert (tmp_path / name / "web" / "index.html").is_file()
+    dom = browser_dom(visdom_server, name, tmp_path / "chromium_profile")
     # The three windows, by their titles as the page shows them.
-    for title in (f"{name}: images (epoch 1, step", f"{name}: losses", f"{name}: -L_GAN vs log 4"):
+    for title in (f"{name}: images (epoch 1, step", f"{name}: losses",
+                  f"{name}: convergence (-L_GAN = D_real + D_fake)"):
         assert title in dom, title
-    # The image grid arrived as image data, and plotly drew both line plots.
+    # The image grid arrived as image data, and plotly drew the panels: one per loss, and the convergence one.
     assert 'src="data:image/png;base64,' in dom
     assert dom.count('class="main-svg"') >= 2
     assert dom.count('class="trace scatter') >= 4 + 2  # G_GAN, G_L1, D_real, D_fake; -L_GAN and log 4
     for legend in ("G_L1", "D_fake", "log 4 = 1.386"):
         assert legend in dom, legend
+    # 8 images, 4 a step, a print every step: 2 points per loss panel, 1 convergence point; all with markers
+    assert dom.count('class="point"') == 4 * 2 + 1
+
+    # A resume (a new process) redraws the windows from the run's logs: the points of epoch 1 are still there.
+    run_cli("train.py", *args, "--n_epochs", "2", "--continue_train", timeout=200)
+    dom = browser_dom(visdom_server, name, tmp_path / "chromium_profile_2")
+    assert f"{name}: images (epoch 2, step" in dom
+    assert dom.count('class="point"') == 4 * 4 + 2

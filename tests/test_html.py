@@ -80,8 +80,8 @@ def test_save_images_one_row_per_input_with_any_number_of_outputs(tmp_path):
     assert len(rows) == 2
     for stem, row in zip(("1", "2"), rows):
         srcs = re.findall(r'src="images/([^"]+)"', row)
-        # input and target first, then every output in the model's order
-        assert srcs == [f"{stem}_real_A.png", f"{stem}_real_B.png"] + [f"{stem}_fake_B_{k}.png" for k in range(8)]
+        # input, then every output in the model's order, then the target
+        assert srcs == [f"{stem}_real_A.png"] + [f"{stem}_fake_B_{k}.png" for k in range(8)] + [f"{stem}_real_B.png"]
     # each row shows its own sample of the batch
     first = np.asarray(Image.open(tmp_path / "images" / "1_real_B.png"))
     second = np.asarray(Image.open(tmp_path / "images" / "2_real_B.png"))
@@ -104,7 +104,7 @@ def test_dashboard_page_lists_steps_newest_first_with_plots_on_top(tmp_path):
     assert headers == ["Curves", "epoch 2, step 12", "epoch 1, step 8", "epoch 1, step 4"]
     assert text.index("losses.png") < text.index("convergence.png") < text.index("epoch002_step000000012_real_A")
     row = re.findall(r'src="images/(epoch002_step000000012_[^"]+)"', text)
-    assert row == [f"epoch002_step000000012_{k}.png" for k in ("real_A", "real_B", "fake_B")]
+    assert row == [f"epoch002_step000000012_{k}.png" for k in ("real_A", "fake_B", "real_B")]
     saved = np.asarray(Image.open(tmp_path / "web" / "images" / "epoch001_step000000004_fake_B.png"))
     assert saved.shape == (8, 8, 3) and saved.min() == 255
     assert Image.open(tmp_path / "web" / "images" / "losses.png").size[0] > 100

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from util import run_logs
+
 
 
 def load_plot_logs():
@@ -39,11 +41,12 @@ def make_run(run_dir, losses=("G_GAN", "G_L1", "D_real", "D_fake"), epochs=3, im
 
 
 def test_fractional_epoch_from_iters_within_epoch():
-    plot_logs = load_plot_logs()
     rows = [dict(epoch=1, iters=4), dict(epoch=1, iters=8), dict(epoch=2, iters=4), dict(epoch=2, iters=8),
             dict(epoch=3, iters=4)]
-    assert plot_logs.fractional_epochs(rows).tolist() == [0.5, 1.0, 1.5, 2.0, 2.5]
-    assert plot_logs.fractional_epochs([dict(epoch=1, iters=3, epoch_frac=0.25)]).tolist() == [0.25]
+    assert run_logs.fractional_epochs(rows).tolist() == [0.5, 1.0, 1.5, 2.0, 2.5]
+    assert run_logs.fractional_epochs([dict(epoch=1, iters=3, epoch_frac=0.25)]).tolist() == [0.25]
+    # with the images one process sees per epoch (what the dashboard passes), x is exactly the live one
+    assert run_logs.fractional_epochs(rows, images_per_epoch=16).tolist() == [0.25, 0.5, 1.25, 1.5, 2.25]
 
 
 def test_several_runs_on_one_figure_with_the_log4_line(tmp_path):
@@ -83,3 +86,42 @@ def test_run_without_logs_is_a_clear_error(tmp_path):
     write_csv(bad / "convergence.csv", [dict(epoch=1, D_real=0.5)])
     with pytest.raises(ValueError, match="neg_L_GAN"):
         plot_logs.read_convergence(str(bad))
+
+
+def test_each_run_gets_the_equilibrium_of_its_gan_mode(tmp_path):
+    plot_logs = load_plot_logs()
+    vanilla = make_run(tmp_path / "vanilla", epochs=2)
+    lsgan = make_run(tmp_path / "lsgan", epochs=2)
+    write_csv(os.path.join(lsgan, "convergence.csv"),
+              [dict(epoch=e, D_real=0.3, D_fake=0.2, neg_L_GAN=0.5, neg_L_GAN_minus_half=0.0) for e in (1, 2)])
+    wgan = make_run(tmp_path / "wgan", epochs=2)
+    write_csv(os.path.join(wgan, "convergence.csv"),
+              [dict(epoch=e, D_real=-1.0, D_fake=0.5, wasserstein_estimate=0.5) for e in (1, 2)])
+    conv_fig, _ = plot_logs.plot_runs([vanilla, lsgan, wgan], str(tmp_path / "c.png"))
+    legend = [text.get_text() for text in conv_fig.axes[0].get_legend().get_texts()]
+    assert legend == ["vanilla", "lsgan", "wgan", "log 4 = 1.386", "1/2 (least squares)"]  # none for wgangp
+
+
+def test_plot_logs_imports_no_dashboard_sink():
+    """plot_logs draws with util.figures; nothing it imports (transitively, inside the repository) reaches
+    util.dashboard or a visdom client."""
+    import ast
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    seen, todo = set(), ["scripts.analysis.plot_logs"]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = os.path.join(root, *module.split(".")) + ".py"
+        if not os.path.isfile(path):
+            path = os.path.join(root, *module.split("."), "__init__.py")
+        if not os.path.isfile(path):
+            continue  # outside the repository
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                todo += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    assert "util.figures" in seen and "util.run_logs" in seen
+    assert not [m for m in seen if m.startswith(("util.dashboard", "visdom"))], sorted(seen)

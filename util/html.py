@@ -1,5 +1,10 @@
-"""Static HTML pages of images (dominate): the run's `web/index.html` and test.py's results page."""
+"""Static HTML pages of images (dominate): the run's `web/index.html` and test.py's results page, whose image
+folder a rerun replaces as a whole."""
+import contextlib
+import logging
 import os
+import shutil
+import tempfile
 from collections import OrderedDict
 from urllib.parse import quote
 
@@ -9,11 +14,14 @@ from dominate.tags import a, br, h3, img, meta, p, style, table, td, tr
 from util.atomic import atomic_write_text
 from util.image_utils import save_image, tensor2im
 
+log = logging.getLogger(__name__)
+
 _CSS = """
 body { font-family: sans-serif; margin: 12px; }
 table.row { border-collapse: collapse; margin-bottom: 6px; }
 td.cell { padding: 4px; text-align: center; vertical-align: top; }
 td.cell p { margin: 2px 0 0 0; font-size: 13px; word-break: break-all; }
+img.natural { max-width: 100%; height: auto; }
 """
 
 
@@ -21,12 +29,14 @@ class HTML:
     """A page in `web_dir/index.html` whose images live in `web_dir/images/`.
 
     `refresh` > 0 makes the browser reload the page every `refresh` seconds (for pages of a running job).
+    `image_dir` is where `get_image_dir` points image writers (default `web_dir/images`; test.py writes into a
+    staging folder that then becomes `images/`); the page always links `images/<name>`.
     """
 
-    def __init__(self, web_dir, title, refresh=0):
+    def __init__(self, web_dir, title, refresh=0, image_dir=None):
         self.web_dir = str(web_dir)
         self.title = title
-        self.img_dir = os.path.join(self.web_dir, "images")
+        self.img_dir = str(image_dir) if image_dir is not None else os.path.join(self.web_dir, "images")
         os.makedirs(self.img_dir, exist_ok=True)
         self.doc = dominate.document(title=title)
         with self.doc.head:
@@ -48,7 +58,8 @@ class HTML:
             p(text)
 
     def add_images(self, ims, txts, links=None, width=256):
-        """One table row: each image (a name inside the image folder) with its caption, linked to `links`."""
+        """One table row: each image (a name inside the image folder) with its caption, linked to `links`.
+        `width=None` shows the images at their own size (at most the page's width), e.g. plots."""
         links = ims if links is None else links
         if not len(ims) == len(txts) == len(links):
             raise ValueError(f"add_images needs as many captions and links as images: "
@@ -60,7 +71,10 @@ class HTML:
                 for im, txt, link in zip(ims, txts, links):
                     with td(cls="cell"):
                         with a(href=_src(link)):
-                            img(style=f"width:{int(width)}px", src=_src(im))
+                            if width is None:
+                                img(cls="natural", src=_src(im))
+                            else:
+                                img(style=f"width:{int(width)}px", src=_src(im))
                         br()
                         p(txt)
 
@@ -81,10 +95,45 @@ def _src(name):
 
 
 def order_visuals(visuals):
-    """Inputs and targets (`real_*`) first, then every other visual in the model's order."""
+    """Input, output(s), target, as pix2pix users read a row: the first `real_*` visual (the input) first, the
+    other `real_*` ones (targets) last, everything else in the model's order between them."""
     names = list(visuals)
     reals = [n for n in names if n.startswith("real")]
-    return OrderedDict((n, visuals[n]) for n in reals + [n for n in names if n not in reals])
+    first, targets = reals[:1], reals[1:]
+    middle = [n for n in names if n not in reals]
+    return OrderedDict((n, visuals[n]) for n in first + middle + targets)
+
+
+@contextlib.contextmanager
+def replacing_images(web_dir):
+    """Yield a staging folder for a page's images; when the block succeeds it becomes `web_dir/images`,
+    replacing the images of an earlier page as a whole, so the folder never mixes two runs' files.
+
+    When the block raises, the staging folder is removed and the earlier images stay as they were.
+    The number of files replaced is logged.
+    """
+    web_dir = str(web_dir)
+    os.makedirs(web_dir, exist_ok=True)
+    for name in os.listdir(web_dir):  # staging folders a killed process left behind
+        if name.startswith(".images.") and name.endswith(".tmp"):
+            shutil.rmtree(os.path.join(web_dir, name), ignore_errors=True)
+    staging = tempfile.mkdtemp(prefix=".images.", suffix=".tmp", dir=web_dir)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    target = os.path.join(web_dir, "images")
+    old = None
+    if os.path.isdir(target):
+        old = tempfile.mkdtemp(prefix=".images.", suffix=".tmp", dir=web_dir)
+        os.rename(target, os.path.join(old, "images"))
+    os.rename(staging, target)
+    if old is not None:
+        replaced = len(os.listdir(os.path.join(old, "images")))
+        shutil.rmtree(old, ignore_errors=True)
+        if replaced:
+            log.info("replaced the %d files of the earlier result in %s", replaced, target)
 
 
 def save_images(webpage, visuals, image_path, aspect_ratio=1.0, width=256):
@@ -92,7 +141,7 @@ def save_images(webpage, visuals, image_path, aspect_ratio=1.0, width=256):
 
     Files are `images/<stem>_<label>.png`, with `<stem>` the input file's name without extension.
     `image_path` is the batch's list of input paths (or one path for a batch of one). Each row holds
-    the input and target, then all outputs, so any number of outputs works (e.g. fake_B_0..fake_B_7).
+    the input, then all outputs, then the target, so any number of outputs works (e.g. fake_B_0..fake_B_7).
     Returns the saved file paths.
     """
     paths = [image_path] if isinstance(image_path, (str, os.PathLike)) else list(image_path)

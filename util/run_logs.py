@@ -1,24 +1,53 @@
-"""Console and file logging (rank 0 only) and metrics appended as CSV rows."""
+"""Console and file logging (rank 0 only), metrics appended as CSV rows, and a run's curves read back from those
+rows. The CSV logs are the run's history: the dashboard rebuilds every view from them, and
+scripts/analysis/plot_logs.py draws from them."""
 import csv
 import io
 import logging
 import logging.handlers
+import math
 import os
 import sys
+from collections import OrderedDict
 
+import numpy as np
+
+from util import convergence
 from util.atomic import atomic_write_text
 
-_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+LOSS_LOG, CONVERGENCE_LOG, VALIDATION_LOG = "loss_log.csv", "convergence.csv", "val_log.csv"
+# Columns of loss_log.csv that are bookkeeping, not losses.
+NON_LOSS_COLUMNS = {"epoch", "iters", "total_iters", "time_per_image", "data_time", "epoch_frac",
+                    "fractional_epoch", "lr", "time"}
+# Columns of val_log.csv that are not scores to plot.
+NON_SCORE_COLUMNS = {"epoch", "n_images", "time"}
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class ProgressBarHandler(logging.StreamHandler):
+    """Writes records through tqdm, which lifts any progress bar on the terminal first and redraws it after,
+    so a log line never ends up glued to the end of a bar."""
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
+
+_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt=TIME_FORMAT)
 
 
 def setup_logging(log_file=None, rank=0, verbose=False):
-    """stdout plus an optional log file for rank 0; other ranks only log warnings."""
+    """stdout (through the progress bar's writer) plus an optional log file for rank 0; other ranks only log
+    warnings. Times carry the date, so a log that spans days reads unambiguously."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     level = (logging.DEBUG if verbose else logging.INFO) if rank == 0 else logging.WARNING
     root.setLevel(level)
-    console = logging.StreamHandler(sys.stdout)
+    console = ProgressBarHandler(sys.stdout)
     console.setFormatter(_FORMAT)
     root.addHandler(console)
     if log_file and rank == 0:
@@ -106,3 +135,89 @@ def _fmt(value):
     if isinstance(value, float):
         return f"{value:.6g}"
     return value
+
+
+# ------------------------------------------------------------------------------------------ reading back
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def fractional_epochs(rows, images_per_epoch=None):
+    """x of each loss_log.csv row in epochs completed: a stored fractional-epoch column, else
+    `epoch - 1 + iters / images_per_epoch` (the x train.py plots live, when `images_per_epoch` is the number
+    of images one process sees per epoch).
+
+    Without `images_per_epoch` (older logs, other tools) the largest `iters` reached in a finished epoch (one
+    followed by another) is the estimate, since the last print of an epoch comes within print_freq of its end.
+    """
+    for column in ("epoch_frac", "fractional_epoch"):
+        if rows and column in rows[0]:
+            return np.array([_float(r[column]) for r in rows])
+    epochs = np.array([_float(r["epoch"]) for r in rows])
+    iters = np.array([_float(r["iters"]) for r in rows])
+    if images_per_epoch is None:
+        finished = epochs < np.nanmax(epochs)
+        images_per_epoch = np.nanmax(iters[finished]) if finished.any() else np.nanmax(iters)
+    return epochs - 1 + iters / max(float(images_per_epoch), 1.0)
+
+
+def read_losses(run_dir, images_per_epoch=None):
+    """(x in epochs, {loss name: values}, total_iters or None) from `<run_dir>/loss_log.csv`."""
+    path = os.path.join(run_dir, LOSS_LOG)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found; is {run_dir} a run folder (checkpoints/<name>)?")
+    rows = read_csv(path)
+    if not rows:
+        raise ValueError(f"{path} has no rows yet")
+    missing = {"epoch", "iters"} - set(rows[0])
+    if missing and not {"epoch_frac", "fractional_epoch"} & set(rows[0]):
+        raise ValueError(f"{path} lacks the column(s) {sorted(missing)} needed for the x axis")
+    names = [c for c in rows[0] if c not in NON_LOSS_COLUMNS]
+    ys = OrderedDict((n, np.array([_float(r.get(n)) for r in rows])) for n in names)
+    steps = np.array([_float(r["total_iters"]) for r in rows]) if "total_iters" in rows[0] else None
+    return fractional_epochs(rows, images_per_epoch), ys, steps
+
+
+def read_convergence(run_dir):
+    """(epochs, values, gan_mode) from `<run_dir>/convergence.csv`: the per-epoch quantity of the GAN mode the
+    log was written for (util.convergence); the last row wins for a repeated epoch."""
+    path = os.path.join(run_dir, CONVERGENCE_LOG)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: convergence.csv is written once per epoch by runs of "
+                                "models that report D_real/D_fake (pix2pix, ATME, SEGAN)")
+    rows = read_csv(path)
+    if not rows:
+        raise ValueError(f"{path} has no rows yet")
+    mode = convergence.mode_of_columns(list(rows[0]))
+    column = convergence.quantity(mode).column
+    if column not in rows[0]:
+        raise ValueError(f"{path} has no {column} column (columns: {', '.join(rows[0])})")
+    by_epoch = OrderedDict()
+    for row in rows:
+        by_epoch[int(float(row["epoch"]))] = _float(row[column])
+    epochs = sorted(by_epoch)
+    return np.array(epochs, dtype=float), np.array([by_epoch[e] for e in epochs]), mode
+
+
+def read_validation(run_dir):
+    """(epochs, {score: values}) from `<run_dir>/val_log.csv`; the last row wins for a repeated epoch."""
+    path = os.path.join(run_dir, VALIDATION_LOG)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: val_log.csv is written by runs with --val_freq > 0")
+    by_epoch = OrderedDict()
+    for row in read_csv(path):
+        by_epoch[int(float(row["epoch"]))] = row
+    epochs = sorted(by_epoch)
+    names = list(OrderedDict.fromkeys(k for r in by_epoch.values() for k in r if k not in NON_SCORE_COLUMNS))
+    ys = OrderedDict((n, np.array([_float(by_epoch[e].get(n)) for e in epochs])) for n in names)
+    return np.array(epochs, dtype=float), ys

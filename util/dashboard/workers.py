@@ -89,3 +89,40 @@ class FileWorker(_NewestJobThread):
             except Exception:  # a full disk must not end the training run
                 log.exception("dashboard: writing %s failed", key)
         return []
+
+
+class OrderedWorker(_NewestJobThread):
+    """Runs every submitted job, in order, in a daemon thread (a logger that must see every point: TensorBoard,
+    W&B). The first job that raises turns the worker off: one warning names the logger and the cause, the jobs
+    after it are dropped, and training goes on without that logger."""
+
+    def __init__(self, name, label):
+        self.label = label
+        self.failed = None  # the exception that turned the worker off
+        self._count = 0
+        super().__init__(name)
+
+    def submit(self, job, key=None):
+        with self._cond:
+            self._count += 1
+            count = self._count
+        super().submit(count if key is None else key, job)
+
+    def _execute(self, jobs):
+        for key, job in jobs:
+            try:
+                job()
+            except Exception as exc:
+                self._fail(exc)
+                return []
+        return []
+
+    def _fail(self, exc):
+        self.failed = exc
+        log.warning("%s: logging failed (%s: %s); this logger is off for the rest of the run, training goes on. "
+                    "The CSV logs in the run folder hold everything, and the next start of the run writes what is "
+                    "missing.", self.label, type(exc).__name__, exc)
+        with self._cond:
+            self._stopped = True
+            self._pending.clear()
+            self._cond.notify_all()
