@@ -6,6 +6,9 @@ generator step the map D(x, fake) used for its loss is stored for those images i
 (`<run_dir>/disc_pool.npy`), to be read one epoch later. At test time D_{t-1} = 0.5 + std * N(0, 1).
 Loss: GAN + lambda_L1 * L1, as in pix2pix. Paper defaults: d = 64, R = (1, 2, 4, 8), instance norm,
 basic PatchGAN, vanilla GAN loss, Adam(2e-4, beta1 0.5).
+
+`--no_feedback` is the ablation that isolates the feedback: the same generator and training, but G never hears
+D: no pool, no W, x_t = x and a constant time t = 0 (what W = 0 would give), in training and at test time.
 """
 import itertools
 import logging
@@ -36,7 +39,7 @@ class AtmeModel(BaseModel):
     # Model flags a resume must not change (the weights or the pool were made with them).
     architecture_flags = BaseModel.architecture_flags + (
         "dim", "dim_mults", "init_dim", "groups", "time_dim_mult", "learned_sinusoidal_cond", "random_fourier_features",
-        "learned_sinusoidal_dim", "pool_stores")
+        "learned_sinusoidal_dim", "pool_stores", "no_feedback")
     # The generator is the diffusion U-Net (--dim, --dim_mults, ...), not one of pix2pix's.
     unused_flags = ("netG", "ngf", "no_dropout")
     # The checkpoints published with the paper call W "T".
@@ -60,6 +63,9 @@ class AtmeModel(BaseModel):
                            help="twice the number of learned/random Fourier frequencies")
         group.add_argument("--pool_test_std", type=float, default=0.001,
                            help="test time: D_{t-1} = 0.5 + this * N(0, 1)")
+        add_bool_flag(group, "--no_feedback",
+                      help="ablation: the generator never hears the discriminator (no pool, no W, x_t = x, "
+                           "constant time t = 0)")
         if is_train:
             parser.set_defaults(pool_size=0, gan_mode="vanilla", lr=0.0002, beta1=0.5)
             group.add_argument("--lambda_L1", type=float, default=100.0, help="weight of the L1 loss")
@@ -77,9 +83,14 @@ class AtmeModel(BaseModel):
 
     def __init__(self, opt):
         super().__init__(opt)
+        self.feedback = not opt.no_feedback  # False: the ablation, no W and no pool
         self.loss_names = ["G_GAN", "G_L1", "D_real", "D_fake"]
-        self.visual_names = ["real_A", "W", "noisy_A", "fake_B", "real_B"]
-        self.model_names = ["G", "W", "D"] if self.isTrain else ["G", "W"]
+        if self.feedback:
+            self.visual_names = ["real_A", "W", "noisy_A", "fake_B", "real_B"]
+            self.model_names = ["G", "W", "D"] if self.isTrain else ["G", "W"]
+        else:
+            self.visual_names = ["real_A", "fake_B", "real_B"]
+            self.model_names = ["G", "D"] if self.isTrain else ["G"]
         self.netG = init_weights(
             DiffusionUNet(dim=opt.dim, init_dim=opt.init_dim, out_dim=opt.output_nc, dim_mults=opt.dim_mults,
                           channels=opt.input_nc, resnet_block_groups=opt.groups,
@@ -87,7 +98,7 @@ class AtmeModel(BaseModel):
                           random_fourier_features=opt.random_fourier_features,
                           learned_sinusoidal_dim=opt.learned_sinusoidal_dim, time_dim_mult=opt.time_dim_mult),
             opt.init_type, opt.init_gain)
-        self.netW = init_weights(WBlock(), opt.init_type, opt.init_gain)
+        self.netW = init_weights(WBlock(), opt.init_type, opt.init_gain) if self.feedback else None
         self.disc_pool = None
         self.sample_index = None
         # Test-time maps repeat from run to run (and from the same --seed).
@@ -101,8 +112,12 @@ class AtmeModel(BaseModel):
             self.netD = define_D(opt.input_nc + opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm,
                                  opt.init_type, opt.init_gain)
             self.criterionGAN = GANLoss(opt.gan_mode).to(self.device)
+            if not self.feedback and getattr(opt, "n_save_noisy", 0) > 0:
+                raise ValueError("--n_save_noisy saves D_t and W_t, which a --no_feedback run does not have; drop "
+                                 "one of the two flags")
             # W learns with G: it is the generator's ear for the discriminator.
-            self.optimizer_G = self.make_adam(itertools.chain(self.netW.parameters(), self.netG.parameters()))
+            w_params = self.netW.parameters() if self.feedback else []
+            self.optimizer_G = self.make_adam(itertools.chain(w_params, self.netG.parameters()))
             self.optimizer_D = self.make_adam(self.netD.parameters())
             self.optimizers = [self.optimizer_G, self.optimizer_D]
 
@@ -112,6 +127,8 @@ class AtmeModel(BaseModel):
 
     def attach_run_state(self, opt):
         """Open (resume) or create the run's discriminator pool; rank 0 writes it, the other ranks read it."""
+        if not self.feedback:  # the ablation has no pool at all
+            return
         num_images = getattr(opt, "dataset_size", None)
         if num_images is None:
             raise ValueError("ATME training needs opt.dataset_size, the number of training images (one pool map "
@@ -179,6 +196,9 @@ class AtmeModel(BaseModel):
         self.real_B = self.to_device(batch["B"]) if "B" in batch else None
         self.image_paths = batch["A_paths"]
         self.sample_index = batch["index"]
+        if not self.feedback:
+            self.disc_prev = None
+            return
         height, width = self.real_A.shape[-2:]
         # Validation during training runs with the networks in eval mode: it sees test-time maps, not the pool.
         if self.isTrain and self.netW.training:
@@ -194,6 +214,10 @@ class AtmeModel(BaseModel):
         self.disc_prev = self.to_device(disc_prev)
 
     def forward(self):
+        if not self.feedback:
+            # The ablation: G sees the clean input at a constant time (W = 0 gives x_t = x and t = mean(W) = 0).
+            self.fake_B = self.netG(self.real_A, self.real_A.new_zeros(self.real_A.shape[0], dtype=torch.float32))
+            return
         self.W = self.netW(self.disc_prev, self.real_A.shape[-2:])
         self.noisy_A = self.real_A * (1 + self.W)
         # Eq. 7: the generator's time is the mean of W per image.
@@ -216,7 +240,8 @@ class AtmeModel(BaseModel):
             self.forward()
         self.update_D()
         self.optimizer_step(self.backward_G, self.optimizer_G)
-        self.store_disc_maps()
+        if self.feedback:
+            self.store_disc_maps()
 
     def store_disc_maps(self):
         """Write D(x, fake) of this step into the pool for the batch's images: their D_{t-1} next epoch."""

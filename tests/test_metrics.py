@@ -215,8 +215,10 @@ def test_diversity_l1_fallback_is_labelled(tmp_path):
     write_samples(images, "b", [7, 7, 7, 7])
     payload = load_script("diversity").main(["--results_dir", str(images.parent), "--metric", "l1",
                                              "--num_samples", "3", "--device", "cpu"])
-    assert payload["per_input"] == pytest.approx({"a": 4 / 3, "b": 0.0})
+    # On the [0, 1] image scale: black vs white is 1, so the pairs of "a" give (1 + 1 + 0) / 3.
+    assert payload["per_input"] == pytest.approx({"a": 2 / 3, "b": 0.0})
     assert payload["n_inputs"] == 2 and "fallback" in payload["metric"] and "not LPIPS" in payload["metric"]
+    assert payload["scale"] == "[0, 1] image scale" and "[0, 1] image scale" in payload["metric"]
     with pytest.raises(ValueError, match="fewer than --num_samples 4 .*--n_samples 4"):
         load_script("diversity").main(["--results_dir", str(images.parent), "--metric", "l1", "--num_samples", "4"])
 

@@ -45,7 +45,7 @@ def convergence_panel(curves, gan_modes):
     return Panel(" | ".join(labels), labels[0].split(" = ")[0] if labels else "", lines, hlines)
 
 
-def _new_figure(width, height):
+def new_figure(width, height):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width, height), dpi=DPI)
@@ -69,7 +69,7 @@ def draw_panels(panels, path=None, title=None, ncols=None, xlabel="epoch"):
     nrows = -(-len(panels) // ncols)
     head = 0.45 if title else 0.0
     height = PANEL_HEIGHT * nrows + head
-    fig = _new_figure(PANEL_WIDTH * ncols, height)
+    fig = new_figure(PANEL_WIDTH * ncols, height)
     for k, panel in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, k + 1)
         for label, (x, y) in panel.lines.items():

@@ -6,7 +6,8 @@
 For each of N inputs (paper: 100) the K outputs `<stem>_fake_B_<k>.png` (paper: 20) are compared in all
 K(K-1)/2 pairs; the score is the mean over pairs, averaged over inputs. LPIPS uses the `lpips` package: its
 linear layers ship with it; the backbone (AlexNet by default) comes from torchvision's model hub, or from a local
-file with --backbone_weights. `--metric l1` is a dependency-free fallback, labelled as such in the output.
+file with --backbone_weights. `--metric l1` is a dependency-free fallback, labelled as such in the output and
+reported on the [0, 1] image scale (the mean absolute difference of the saved PNGs divided by 255).
 """
 import argparse
 import logging
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from util.atomic import write_json
 from util.devices import resolve_device
-from util.diversity import mean_pairwise_distance, mean_pairwise_l1
+from util.diversity import L1_LABEL, L1_SCALE, lpips_distance, mean_pairwise_distance, mean_pairwise_l1
 from util.result_files import find_numbered_images, images_dir
 from util.weights import local_weights
 
@@ -30,7 +31,7 @@ log = logging.getLogger("diversity")
 # lpips backbone name -> (torchvision builder, weights enum the lpips package was calibrated with)
 BACKBONES = {"alex": ("alexnet", "AlexNet_Weights"), "vgg": ("vgg16", "VGG16_Weights"),
              "squeeze": ("squeezenet1_1", "SqueezeNet1_1_Weights")}
-L1_LABEL = "l1 (dependency-free fallback: mean absolute pixel difference, not LPIPS)"
+LPIPS_SCALE = "LPIPS distance (images given to the metric on its [-1, 1] scale)"
 
 
 def backbone_weights_path(net="alex", path=None, download=True):
@@ -79,7 +80,7 @@ def load_samples(paths, device):
     if len({a.shape for a in images}) > 1:
         raise ValueError(f"the samples of one input differ in size: {paths[0]} ...")
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
-    return (x / 127.5 - 1.0).to(device)  # [-1, 1], what LPIPS expects
+    return (x / 255.0).to(device)  # [0, 1]: the scale L1 is reported on (LPIPS gets [-1, 1] from lpips_distance)
 
 
 @torch.no_grad()
@@ -91,7 +92,7 @@ def diversity(groups, distance="lpips", metric=None, batch_size=32, device="cpu"
         if distance == "l1":
             scores[stem] = mean_pairwise_l1(samples, batch_size=batch_size)
         else:
-            scores[stem] = mean_pairwise_distance(samples, lambda x, y: metric(x, y).flatten(), batch_size)
+            scores[stem] = mean_pairwise_distance(samples, lpips_distance(metric), batch_size)
     return scores
 
 
@@ -113,7 +114,8 @@ def main(argv=None):
     p.add_argument("--num_inputs", type=int, default=100, help="inputs to average over (paper: 100)")
     p.add_argument("--num_samples", type=int, default=20, help="samples per input (paper: 20)")
     p.add_argument("--metric", default="lpips", choices=("lpips", "l1"),
-                   help="lpips, or l1: a dependency-free fallback that is not comparable with papers")
+                   help="lpips, or l1: a dependency-free fallback on the [0, 1] image scale that is not comparable "
+                        "with papers")
     p.add_argument("--net", default="alex", choices=tuple(BACKBONES), help="LPIPS backbone")
     p.add_argument("--lpips_weights", default=None, help="LPIPS linear-layer weights (default: the package's own)")
     p.add_argument("--backbone_weights", default=None,
@@ -140,12 +142,13 @@ def main(argv=None):
     scores = diversity(groups, args.metric, metric, args.batch_size, device)
     values = np.array(list(scores.values()))
     name = f"lpips-{args.net}-v0.1" if args.metric == "lpips" else L1_LABEL
-    payload = dict(results_dir=args.results_dir, metric=name, mean=float(values.mean()), std=float(values.std()),
-                   n_inputs=len(scores), n_samples=args.num_samples, per_input=scores)
+    scale = LPIPS_SCALE if args.metric == "lpips" else L1_SCALE
+    payload = dict(results_dir=args.results_dir, metric=name, scale=scale, mean=float(values.mean()),
+                   std=float(values.std()), n_inputs=len(scores), n_samples=args.num_samples, per_input=scores)
     out = args.out or os.path.join(args.results_dir, "diversity.json")
     write_json(out, payload)
-    log.info("%s diversity %.4f ± %.4f over %d inputs x %d samples -> %s", name, payload["mean"], payload["std"],
-             len(scores), args.num_samples, out)
+    log.info("%s diversity %.4f ± %.4f (%s) over %d inputs x %d samples -> %s", name, payload["mean"],
+             payload["std"], scale, len(scores), args.num_samples, out)
     return payload
 
 

@@ -6,22 +6,28 @@
 #
 # model:   atme | pix2pix (ATME paper, Sec. 5.3) | segan (SEGAN paper, supervised or unsupervised)
 # dataset: facades maps cityscapes night2day (atme, pix2pix); facades maps edges2shoes (segan)
-# stages:  prepare train test kid fcn diversity (default: atme/pix2pix "prepare train test kid", plus "fcn" for
-#          cityscapes BtoA when SEG_WEIGHTS is set; segan "prepare train test diversity")
+# stages:  prepare train test kid fcn diversity study (default: atme/pix2pix "prepare train test kid", plus "fcn" for
+#          cityscapes BtoA when SEG_WEIGHTS is set; segan "prepare train test diversity"). "study" runs
+#          scripts/experiments/convergence_study.py with the paper's settings over SEEDS: for atme/pix2pix ATME,
+#          ATME without feedback and pix2pix (Fig. 3), for segan lambda_MI 1 and 0 (diversity); its folder is
+#          <STUDIES_DIR>/<dataset>_<convergence|segan>_<direction>/.
 # Run name: <dataset>_<model>_<direction>; checkpoints/<name>/, results/<name>/<phase>_latest/.
 # Environment: PYTHON, TEST_ARGS (extra test.py flags), KID_ARGS (extra compute_kid.py flags, e.g.
 #   --inception_weights PATH), SEG_WEIGHTS / SEG_ARCH (Cityscapes FCN scores), DIVERSITY_ARGS
 #   (e.g. --backbone_weights PATH), N_EPOCHS / N_EPOCHS_DECAY (override the schedule), N_SAVE_NOISY (ATME:
 #   keep W_t and D_t of that many images every epoch for scripts/analysis/analyze_dw.py; ~0.5 MB per image and epoch),
 #   DATASETS_DIR / CHECKPOINTS_DIR / RESULTS_DIR (default: datasets, checkpoints, results), DRY_RUN=1 (print
-#   the commands instead of running them).
+#   the commands instead of running them). Study stage: SEEDS (default "0 1 2"), STUDIES_DIR (default studies),
+#   STUDY_ARGS (extra convergence_study flags, e.g. --inception_weights PATH --lpips_backbone_weights PATH).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}"
 
 die() { echo "error: $*" >&2; exit 2; }
-run() { if [ "${DRY_RUN:-0}" = 1 ]; then echo "+ $*"; else "$@"; fi; }
+# DRY_RUN prints each command as it could be pasted: arguments with spaces in single quotes.
+shown() { local a out=(); for a in "$@"; do [[ "$a" =~ [[:space:]] ]] && out+=("'$a'") || out+=("$a"); done; echo "${out[*]}"; }
+run() { if [ "${DRY_RUN:-0}" = 1 ]; then echo "+ $(shown "$@")"; else "$@"; fi; }
 [ $# -ge 2 ] || die "usage: bash scripts/experiments/experiment.sh <atme|pix2pix|segan> <dataset> [AtoB|BtoA|both] [stage ...] [-- train flags]"
 MODEL="$1"; DATASET="$2"; shift 2
 
@@ -48,7 +54,7 @@ DIRECTION=$DEFAULT_DIRECTION
 if [ $# -gt 0 ] && [[ "$1" =~ ^(AtoB|BtoA|both)$ ]]; then DIRECTION="$1"; shift; fi
 STAGES=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-  [[ "$1" =~ ^(prepare|train|test|kid|fcn|diversity)$ ]] || die "unknown stage '$1' (prepare train test kid fcn diversity)"
+  [[ "$1" =~ ^(prepare|train|test|kid|fcn|diversity|study)$ ]] || die "unknown stage '$1' (prepare train test kid fcn diversity study)"
   STAGES+=("$1"); shift
 done
 [ $# -gt 0 ] && shift  # the "--"
@@ -60,6 +66,8 @@ fi
 read -r -a TEST_EXTRA <<< "${TEST_ARGS:-}"
 read -r -a KID_EXTRA <<< "${KID_ARGS:-}"
 read -r -a DIVERSITY_EXTRA <<< "${DIVERSITY_ARGS:-}"
+read -r -a STUDY_EXTRA <<< "${STUDY_ARGS:-}"
+read -r -a SEED_LIST <<< "${SEEDS:-0 1 2}"
 
 # ---------------------------------------------------------------- data
 DATA="${DATASETS_DIR:-datasets}"
@@ -107,6 +115,26 @@ model_flags() {  # $1 = direction
   esac
 }
 
+run_study() {  # $1 = direction: every model of the comparison over SEEDS, with the settings above
+  local direction="$1" kind=convergence flags=()
+  case "$MODEL" in
+    atme|pix2pix)  # Fig. 3: the Sec. 5.3 settings, shared by all three; each generator as in model_flags
+      flags=(--models atme atme_no_feedback pix2pix --load_size 286 --crop_size 256 --batch_size 48
+             --model_flags "atme=--dim 64 --dim_mults 1,2,4,8 --lambda_L1 100"
+             --model_flags "pix2pix=--netG unet_256 --lambda_L1 100") ;;
+    segan)
+      [ "$DATASET" != edges2shoes ] || die "the segan study scores outputs against paired targets: facades or maps"
+      kind=segan
+      flags=(--models segan segan_no_mi --load_size 286 --crop_size 256 --batch_size 4
+             --model_flags "segan=--nz 8 --lambda_L1 3 --samples_per_input 8 --upsample deconv") ;;
+  esac
+  run "$PY" -m scripts.experiments.convergence_study --dataroot "$TRAIN_DATAROOT" --test_dataroot "$DATAROOT" \
+      --test_phase "$TEST_PHASE" --study_dir "${STUDIES_DIR:-studies}/${DATASET}_${kind}_${direction}" \
+      --seeds "${SEED_LIST[@]}" --direction "$direction" --norm instance --netD basic --ndf 64 --gan_mode vanilla \
+      --n_epochs "${N_EPOCHS:-100}" --n_epochs_decay "${N_EPOCHS_DECAY:-100}" "${flags[@]}" "${STUDY_EXTRA[@]}" \
+      -- "${EXTRA_TRAIN[@]}"
+}
+
 run_one() {  # $1 = direction
   local direction="$1" name="${DATASET}_${MODEL}_$1"
   local results="$RESULTS/$name/${TEST_PHASE}_latest"
@@ -146,6 +174,7 @@ run_one() {  # $1 = direction
       diversity)
         run "$PY" -m scripts.eval.diversity --results_dir "$results" --num_inputs 100 --num_samples 20 \
             "${DIVERSITY_EXTRA[@]}" ;;
+      study) run_study "$direction" ;;
     esac
   done
 }

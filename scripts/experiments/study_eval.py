@@ -1,0 +1,125 @@
+"""A finished run of a convergence study, evaluated into CSV files under `<study_dir>/eval/<run name>/`:
+
+- `params.csv`: parameters per network, counted on the networks built from the run's stored options;
+- `test_metrics.csv`: L1 (mean |fake - real| on the [-1, 1] scale, as val_log.csv) and PSNR on the test split,
+  networks in eval mode (as train.py's validation);
+- `kid.csv` (when the Inception weights are present): KID x100 of the test outputs, written by test.py --eval
+  under `<study_dir>/results/`;
+- `diversity.csv` (SEGAN runs): see study_diversity.
+
+Every row carries the epoch it evaluates, so a finished run is evaluated once; the table is computed from these
+files and the run folders' logs only.
+"""
+import argparse
+import logging
+import os
+
+import torch
+
+from data import create_dataloader, create_dataset
+from models import create_model
+from options.base_options import load_stored_options
+from options.test_options import TestOptions
+from scripts.experiments.run_records import read_rows, write_rows
+from util.metrics import evaluate_model
+from util.result_files import result_image_sets
+
+log = logging.getLogger("convergence_study")
+
+EVAL_BATCH = 8  # test batch: instance norm and eval-mode batch norm make outputs independent of it
+
+
+def eval_dir(study_dir, name):
+    return os.path.join(study_dir, "eval", name)
+
+
+def is_current(path, epoch, **settings):
+    """Whether `path` holds an evaluation of `epoch` made with `settings` (all compared as strings)."""
+    if not os.path.isfile(path):
+        return False
+    rows = read_rows(path, "an evaluation file")
+    return bool(rows) and all(row.get("epoch") == str(epoch) and
+                              all(row.get(k) == str(v) for k, v in settings.items()) for row in rows)
+
+
+def options_of(run_dir):
+    """The run's stored training options as a namespace (tuples where the JSON has lists), networks on the CPU."""
+    stored = load_stored_options(run_dir)
+    if stored is None:
+        raise FileNotFoundError(f"{run_dir}/train_opt.json is missing: is {run_dir} a finished run folder?")
+    opt = argparse.Namespace(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    opt.isTrain, opt.gpu_ids = True, []
+    opt.checkpoints_dir = os.path.dirname(os.path.abspath(run_dir))
+    return opt
+
+
+def parameter_counts(run_dir):
+    """{network name: parameters} of the model as trained (e.g. G, W, D for ATME; G, D, T for SEGAN)."""
+    model = create_model(options_of(run_dir))
+    return {name: sum(p.numel() for p in net.parameters()) for name, net in model.networks()}
+
+
+def open_test_model(run, *, dataroot, phase, gpu_ids, results_dir, extra=()):
+    """(model, loader) of a trained run on `phase`, its networks loaded from `latest` and in eval mode."""
+    args = ["--dataroot", dataroot, "--checkpoints_dir", os.path.dirname(run.run_dir), "--name", run.name,
+            "--phase", phase, "--gpu_ids", gpu_ids, "--num_threads", "0", "--batch_size", str(EVAL_BATCH),
+            "--results_dir", results_dir, "--epoch", "latest", *extra]
+    opt = TestOptions().parse(args)
+    loader = create_dataloader(create_dataset(opt), opt, shuffle=False)
+    model = create_model(opt)
+    model.setup(opt)
+    model.eval()
+    return model, loader
+
+
+def kid_fake_label(model):
+    """The visual test.py saves the (first) output under: `fake_B`, or `fake_B_0` for SEGAN's numbered samples."""
+    return "fake_B_0" if model == "segan" else "fake_B"
+
+
+def evaluate_run(run, epoch, config, keep_logging):
+    """Write the run's evaluation files that are missing or stale; `config` is the study's namespace."""
+    out = eval_dir(config.study_dir, run.name)
+    path = os.path.join(out, "params.csv")
+    if not is_current(path, epoch):
+        counts = parameter_counts(run.run_dir)
+        write_rows(path, [dict(epoch=epoch, network=k, parameters=v) for k, v in counts.items()])
+    path = os.path.join(out, "test_metrics.csv")
+    if not is_current(path, epoch, phase=config.test_phase):
+        model, loader = open_test_model(run, dataroot=config.test_dataroot, phase=config.test_phase,
+                                        gpu_ids=config.gpu_ids, results_dir=config.results_dir)
+        scores = evaluate_model(model, loader)
+        write_rows(path, [dict(epoch=epoch, phase=config.test_phase, l1=scores["l1"], psnr=scores["psnr"],
+                               n_images=scores["n_images"])])
+        log.info("%s: %s L1 %.4f, PSNR %.2f dB (%d images)", run.name, config.test_phase, scores["l1"],
+                 scores["psnr"], scores["n_images"])
+        del model
+    if config.inception_weights:
+        evaluate_kid(run, epoch, config, os.path.join(out, "kid.csv"), keep_logging)
+    if run.model == "segan":
+        from scripts.experiments.study_diversity import evaluate_diversity
+        evaluate_diversity(run, epoch, config, os.path.join(out, "diversity.csv"))
+
+
+def evaluate_kid(run, epoch, config, path, keep_logging):
+    """KID x100 between the test split's targets and the run's outputs (test.py --eval writes them first)."""
+    if is_current(path, epoch, phase=config.test_phase):
+        return
+    import test as test_cli
+    from util.kid import DEFAULT_SUBSET_SIZE, compute_kid
+    with keep_logging():
+        code = test_cli.main(["--dataroot", config.test_dataroot, "--checkpoints_dir", os.path.dirname(run.run_dir),
+                              "--name", run.name, "--phase", config.test_phase, "--gpu_ids", config.gpu_ids,
+                              "--num_threads", "0", "--results_dir", config.results_dir, "--eval"])
+    if code:
+        raise RuntimeError(f"test.py stopped with exit code {code} on {run.run_dir}")
+    results = os.path.join(config.results_dir, run.name, f"{config.test_phase}_latest")
+    real, fake = result_image_sets(results, "real_B", kid_fake_label(run.model))
+    subset = min(DEFAULT_SUBSET_SIZE, len(real), len(fake))
+    device = "cpu" if config.gpu_ids == "-1" or not torch.cuda.is_available() else "cuda"
+    kid = compute_kid(real, fake, subset_size=subset, weights_path=config.inception_weights, device=device,
+                      num_workers=0, download=False)
+    write_rows(path, [dict(epoch=epoch, phase=config.test_phase, kid_x100_mean=kid["kid_x100_mean"],
+                           kid_x100_std=kid["kid_x100_std"], subset_size=subset, n_real=kid["n_real"],
+                           n_fake=kid["n_fake"])])
+    log.info("%s: KID x100 %.2f ± %.2f (subsets of %d)", run.name, kid["kid_x100_mean"], kid["kid_x100_std"], subset)

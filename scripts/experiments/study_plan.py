@@ -1,0 +1,164 @@
+"""What a convergence study trains: its model entries, the settings every run shares, one ordinary run folder per
+(entry, seed) under `<study_dir>/runs/`, and where each run stands according to its saved training state.
+
+An entry is a name for a model and the flags that make it: `atme`, `atme_no_feedback` (ATME's generator and
+training without the discriminator's feedback), `pix2pix`, `segan` (lambda_MI 1), `segan_no_mi` (lambda_MI 0, the
+paper's pix2pix+noise baseline), or any registered model by its name.
+"""
+import logging
+import os
+import shlex
+from collections import OrderedDict, namedtuple
+
+import torch
+
+import models
+from options.base_options import INVOCATION_FLAGS, BaseOptions, load_stored_options
+from options.train_options import TrainOptions
+
+log = logging.getLogger("convergence_study")
+
+# entry name -> (--model, flags that define the entry)
+ENTRIES = OrderedDict([
+    ("atme", ("atme", ())),
+    ("atme_no_feedback", ("atme", ("--no_feedback",))),
+    ("pix2pix", ("pix2pix", ())),
+    ("segan", ("segan", ("--lambda_MI", "1"))),
+    ("segan_no_mi", ("segan", ("--lambda_MI", "0"))),
+])
+DEFAULT_ENTRIES = ("atme", "atme_no_feedback", "pix2pix")
+
+# The settings every run of a study shares (train.py flag -> the study's default; the paper's Sec. 5.3 where it
+# names one, train.py's own default otherwise). Each model's own defaults differ (e.g. pix2pix's batch norm), so
+# the study always passes these explicitly.
+MATCHED = OrderedDict([
+    ("direction", "AtoB"), ("load_size", 286), ("crop_size", 256), ("batch_size", 1), ("n_epochs", 100),
+    ("n_epochs_decay", 100), ("norm", "instance"), ("netD", "basic"), ("n_layers_D", 3), ("ndf", 64),
+    ("gan_mode", "vanilla"),
+])
+
+# Presets: matched settings and per-model flags. `demo` is scripts/demo.sh's ATME configuration, built to the ATME
+# paper's proportions: D keeps the paper's width (ndf 64) and takes the depth (1 layer: a 16 px receptive field,
+# a 30x30 map) at which a 64 px crop holds 4 patches across (paper: 256 / 70 = 3.7, also a 30x30 map); G keeps the
+# paper's R = (1, 2, 4, 8) at a quarter of its width (d = 16): 2.44 M against D's 0.14 M, 17x (paper: ATME 13x,
+# pix2pix 20x). pix2pix's U-Net (ngf 24, 4.1 M) keeps the paper's pix2pix-to-ATME generator ratio (1.7, paper 1.5);
+# SEGAN's noise U-Net takes the same width.
+PRESETS = {
+    "demo": dict(
+        matched=dict(load_size=72, crop_size=64, batch_size=4, netD="n_layers", n_layers_D=1, ndf=64),
+        model_flags={"atme": "--dim 16 --init_dim 16 --dim_mults 1,2,4,8 --groups 8",
+                     "pix2pix": "--netG unet --ngf 24",
+                     "segan": "--netG unet --ngf 24 --samples_per_input 4"}),
+}
+
+# Flags of train.py that do not change what a run computes; a study may pass other values when it resumes.
+NOT_SETTINGS = (set(INVOCATION_FLAGS) - {"seed", "batch_size", "serial_batches", "max_dataset_size", "no_flip"}) | {
+    "display_id", "display_freq", "display_ncols", "display_server", "display_env", "display_port",
+    "update_html_freq", "print_freq", "no_html", "save_latest_freq", "save_epoch_freq", "save_by_iter",
+    "continue_train"}
+
+Run = namedtuple("Run", "entry seed name model run_dir train_args")
+STATE_FILE = "latest_train_state.pth"
+
+
+def resolve_entry(name):
+    """(--model, entry flags) of an entry name; a registered model's name is an entry of its own."""
+    if name in ENTRIES:
+        return ENTRIES[name]
+    if name in models.available_models():
+        return name, ()
+    raise ValueError(f"unknown study model {name!r}: use one of {', '.join(ENTRIES)} or a registered model "
+                     f"({', '.join(models.available_models())})")
+
+
+def parse_model_flags(items):
+    """`KEY=flags` strings (KEY an entry or a model family) -> {KEY: [flags]}; later items extend earlier ones."""
+    flags = OrderedDict()
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model_flags {item!r} is not KEY=\"flags\" (e.g. atme=\"--dim 32\")")
+        flags.setdefault(key.strip(), []).extend(shlex.split(value))
+    return flags
+
+
+def entry_flags(entry, model, model_flags):
+    """The flags of one entry: its own, then those given for its model family, then those given for the entry."""
+    own = list(resolve_entry(entry)[1])
+    family = model_flags.get(model, []) if model != entry else []
+    return own + list(family) + list(model_flags.get(entry, []))
+
+
+def run_name(entry, seed):
+    return f"{entry}_seed{seed}"
+
+
+def plan_runs(entries, seeds, *, dataroot, runs_dir, matched, model_flags, gpu_ids, num_threads, extra):
+    """One `Run` per (entry, seed), in the order they are trained (seed by seed, so an interrupted study has
+    the first seeds of every model)."""
+    runs = []
+    for seed in seeds:
+        for entry in entries:
+            model, _ = resolve_entry(entry)
+            name = run_name(entry, seed)
+            args = ["--dataroot", dataroot, "--checkpoints_dir", runs_dir, "--name", name, "--model", model,
+                    *entry_flags(entry, model, model_flags), "--seed", str(seed)]
+            for key, value in matched.items():
+                args += [f"--{key}", str(value)]
+            # val_log.csv gets L1 and PSNR every epoch; the live dashboard is off.
+            args += ["--val_freq", "1", "--display_id", "0", "--gpu_ids", gpu_ids, "--num_threads", str(num_threads),
+                     *extra]
+            runs.append(Run(entry, seed, name, model, os.path.join(runs_dir, name), args))
+    return runs
+
+
+def parsed_settings(args):
+    """{flag: value} of the settings `args` give train.py explicitly (flags in NOT_SETTINGS left out)."""
+    parser = TrainOptions().build_parser(args)
+    opt = parser.parse_args(args)
+    explicit = BaseOptions.explicit_flags(parser, args) - NOT_SETTINGS
+    return {key: getattr(opt, key) for key in sorted(explicit)}, opt
+
+
+def check_run_settings(run):
+    """Raise a ValueError when the run folder holds a run made with other settings than the study asks for."""
+    stored = load_stored_options(run.run_dir)
+    if stored is None:
+        return
+    wanted, _ = parsed_settings(run.train_args)
+    differ = []
+    for key, value in wanted.items():
+        if key not in stored:
+            continue
+        have = tuple(stored[key]) if isinstance(stored[key], list) else stored[key]
+        if have != value:
+            differ.append(f"--{key} {have} (the run) vs {value} (this study)")
+    if differ:
+        raise ValueError(f"{run.run_dir} was trained with other settings than this study asks for: {'; '.join(differ)}. "
+                         f"Call the study with the settings it was made with, or give a new --study_dir.")
+
+
+def saved_progress(run_dir):
+    """(next epoch, images already trained in it) of the run's latest saved training state; None without one."""
+    path = os.path.join(run_dir, STATE_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:  # memory-mapped: only the counters are read, not the networks and optimisers
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        return int(state["epoch"]), int(state["epoch_iter"])
+    except Exception as err:  # truncated file, foreign file, missing keys
+        raise RuntimeError(f"the training state {path} is unreadable ({type(err).__name__}: {err}); move {run_dir} "
+                           f"aside to train that run again") from err
+
+
+def total_epochs(matched):
+    return int(matched["n_epochs"]) + int(matched["n_epochs_decay"])
+
+
+def run_status(run, epochs):
+    """'new' (nothing saved), 'partial' (a saved state with epochs left) or 'finished' (every epoch trained)."""
+    progress = saved_progress(run.run_dir)
+    if progress is None:
+        return "new"
+    epoch, epoch_iter = progress
+    return "finished" if epoch > epochs and epoch_iter == 0 else "partial"

@@ -1,0 +1,262 @@
+"""The study's figures and tables, computed from CSV files only: each run folder's `convergence.csv` and
+`val_log.csv` (train.py) and its `<study_dir>/eval/<run>/*.csv` (study_eval), so every number can be recomputed.
+
+- `convergence.png`: per model, the mean over seeds of the smoothed convergence quantity of the runs' --gan_mode
+  (util.convergence) per epoch, a band of +- one standard deviation over seeds, and the equilibrium line;
+- `validation.png`: the same for L1 and PSNR on the val split;
+- `summary.md` / `summary.csv`: per model, mean and spread over seeds of |quantity - equilibrium| over the last k
+  epochs and its slope, the test L1 / PSNR (and KID), every network's parameters and the G/D ratio;
+  for SEGAN runs a second table of diversity, fidelity and input dependence (`diversity_summary.csv`);
+- `per_run.csv`: the same numbers per run, before the mean over seeds.
+
+Smoothing (the paper's Fig. 3 is smoothed without saying how): a trailing moving average over `window` epochs,
+epoch e showing the mean of epochs e - window + 1 .. e (fewer at the start). It is used for the figures only;
+the tables use the raw per-epoch values.
+"""
+import math
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from scripts.experiments.run_records import read_convergence, read_rows, read_validation, write_rows
+from scripts.experiments.study_eval import eval_dir
+from util.atomic import atomic_write_text
+from util.figures import new_figure, save_figure
+
+GENERATOR_SIDE = ("G", "W")  # networks on the generator's side: ATME's W learns with G and is part of it
+NETWORK_ORDER = ("G", "W", "D", "T")
+DIVERSITY_COLUMNS = ("diversity", "fidelity", "cross_input", "target_distance")
+
+
+def smooth(values, window):
+    """Trailing moving average over `window` epochs (the first epochs average over what there is)."""
+    values = np.asarray(values, dtype=float)
+    if window <= 1 or values.size == 0:
+        return values
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    stop = np.arange(1, values.size + 1)
+    start = np.maximum(stop - int(window), 0)
+    return (sums[stop] - sums[start]) / (stop - start)
+
+
+def mean_std(values):
+    """(mean, sample standard deviation) of the finite values; the std is nan for fewer than two."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan
+
+
+def last_k_stats(epochs, distance, k):
+    """(mean, least-squares slope per epoch) of `distance` over the last k epochs."""
+    k = min(int(k), len(epochs))
+    e, d = np.asarray(epochs[-k:], dtype=float), np.asarray(distance[-k:], dtype=float)
+    slope = float(np.polyfit(e, d, 1)[0]) if k >= 2 else math.nan
+    return float(d.mean()), slope
+
+
+def _first_row(path):
+    if not os.path.isfile(path):
+        return None
+    rows = read_rows(path, "an evaluation file")
+    return rows[0] if rows else None
+
+
+def run_record(run, study_dir, k):
+    """The numbers of one run, from its CSV files."""
+    q, epochs, values = read_convergence(run.run_dir)
+    distance = np.abs(values - q.equilibrium) if q.equilibrium is not None else values
+    dist_mean, slope = last_k_stats(epochs, distance, k)
+    record = OrderedDict(entry=run.entry, seed=run.seed, name=run.name, quantity=q.column, epochs=int(epochs[-1]),
+                         last_value=float(values[-1]), dist_last_k=dist_mean, slope_last_k=slope)
+    out = eval_dir(study_dir, run.name)
+    test = _first_row(os.path.join(out, "test_metrics.csv")) or {}
+    record["test_phase"] = test.get("phase", "")
+    record["test_l1"], record["test_psnr"] = float(test.get("l1", "nan")), float(test.get("psnr", "nan"))
+    kid = _first_row(os.path.join(out, "kid.csv")) or {}
+    record["kid_x100"] = float(kid.get("kid_x100_mean", "nan"))
+    params = OrderedDict()
+    path = os.path.join(out, "params.csv")
+    for row in (read_rows(path, "the study writes it") if os.path.isfile(path) else []):
+        params[row["network"]] = int(row["parameters"])
+    for name in NETWORK_ORDER:
+        record[f"params_{name}"] = params.get(name, "")
+    generator = sum(params.get(n, 0) for n in GENERATOR_SIDE)
+    record["g_over_d"] = generator / params["D"] if params.get("D") else math.nan
+    path = os.path.join(out, "diversity.csv")
+    if os.path.isfile(path):
+        rows = read_rows(path, "the study writes it for SEGAN runs")
+        record["diversity_metric"], record["diversity_scale"] = rows[0]["metric"], rows[0]["scale"]
+        for column in DIVERSITY_COLUMNS:
+            record[column], record[f"{column}_draw_std"] = mean_std([float(r[column]) for r in rows])
+        record["n_draws"], record["n_codes"], record["n_inputs"] = len(rows), rows[0]["n_codes"], rows[0]["n_inputs"]
+    return record, (q, epochs, values)
+
+
+def short_label(quantity):
+    """'-L_GAN' or "critic's Wasserstein estimate": the quantity's label without its definition."""
+    return quantity.label.split(" = ")[0]
+
+
+def _format(mean, std, digits):
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if np.isfinite(std) else f"{mean:.{digits}f}"
+
+
+def _millions(count):
+    return f"{count / 1e6:.3f} M" if count != "" else "-"
+
+
+def summarize(records, k):
+    """One row per entry (in the study's order): means and standard deviations over its seeds."""
+    rows = OrderedDict()
+    for record in records:
+        rows.setdefault(record["entry"], []).append(record)
+    summary = []
+    for entry, runs in rows.items():
+        row = OrderedDict(entry=entry, seeds=len(runs), quantity=runs[0]["quantity"], last_k=k)
+        for key in ("dist_last_k", "slope_last_k", "test_l1", "test_psnr", "kid_x100"):
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std([r[key] for r in runs])
+        for name in NETWORK_ORDER:
+            row[f"params_{name}"] = runs[0][f"params_{name}"]
+        row["g_over_d"] = runs[0]["g_over_d"]
+        if "diversity" in runs[0]:
+            row["diversity_metric"], row["diversity_scale"] = runs[0]["diversity_metric"], runs[0]["diversity_scale"]
+            for column in DIVERSITY_COLUMNS:
+                row[f"{column}_mean"], row[f"{column}_std"] = mean_std([r[column] for r in runs])
+                row[f"{column}_draw_std"] = float(np.mean([r[f"{column}_draw_std"] for r in runs]))
+            ratios = [r["cross_input"] / r["target_distance"] for r in runs]
+            row["input_dependence_mean"], row["input_dependence_std"] = mean_std(ratios)
+            row["n_draws"], row["n_codes"], row["n_inputs"] = runs[0]["n_draws"], runs[0]["n_codes"], runs[0]["n_inputs"]
+        summary.append(row)
+    return summary
+
+
+def markdown(summary, quantity, k, window, test_phase):
+    q = quantity
+    name = short_label(q)
+    target = f"distance of {name} to {q.equilibrium_label}" if q.equilibrium is not None else name
+    lines = [f"| model | seeds | {target}, last {k} epochs | its slope per epoch | {test_phase} L1 | "
+             f"{test_phase} PSNR (dB) | KID x100 | G | W | D | T | G/D |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in summary:
+        lines.append(
+            f"| {r['entry']} | {r['seeds']} | {_format(r['dist_last_k_mean'], r['dist_last_k_std'], 4)} | "
+            f"{_format(r['slope_last_k_mean'], r['slope_last_k_std'], 4)} | "
+            f"{_format(r['test_l1_mean'], r['test_l1_std'], 4)} | {_format(r['test_psnr_mean'], r['test_psnr_std'], 2)} | "
+            f"{_format(r['kid_x100_mean'], r['kid_x100_std'], 2)} | "
+            + " | ".join(_millions(r[f"params_{n}"]) for n in NETWORK_ORDER)
+            + f" | {r['g_over_d']:.1f} |")
+    notes = [
+        "",
+        f"Values are mean ± sample standard deviation over seeds (one value: one seed). {name} per epoch is the "
+        f"`{q.column}` column of each run's convergence.csv ({q.label}); the table uses the raw values of the last {k} epochs (their "
+        f"mean, and the least-squares slope of the distance per epoch: negative = approaching"
+        + (f" {q.equilibrium_label})." if q.equilibrium is not None else "; no equilibrium for this --gan_mode)."),
+        f"The figures smooth each run's curve with a trailing moving average over {window} epochs (epoch e shows the "
+        "mean of epochs e-%d..e), then average over seeds; the band is ± one standard deviation over seeds." % (window - 1),
+        f"{test_phase} L1 is the mean |output - target| on the [-1, 1] image scale and PSNR uses a data range of 2, as "
+        "train.py's val_log.csv; networks in eval mode, checkpoint `latest`. KID x100 needs the Inception weights "
+        "(n/a without them). Parameters per network; G/D is (G + W) / D, W being ATME's ear for D.",
+    ]
+    segan = [r for r in summary if "diversity_mean" in r]
+    if segan:
+        first = segan[0]
+        notes += ["", f"SEGAN: {first['n_draws']} draws of {first['n_codes']} codes, {first['n_inputs']} {test_phase} "
+                      f"inputs; metric {first['diversity_metric']}; scale: {first['diversity_scale']}.", "",
+                  "| model | seeds | diversity | spread over draws | fidelity (to target) | cross-input (same code) | "
+                  "target distance | cross-input / target |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in segan:
+            notes.append(
+                f"| {r['entry']} | {r['seeds']} | {_format(r['diversity_mean'], r['diversity_std'], 4)} | "
+                f"{r['diversity_draw_std']:.4f} | {_format(r['fidelity_mean'], r['fidelity_std'], 4)} | "
+                f"{_format(r['cross_input_mean'], r['cross_input_std'], 4)} | "
+                f"{_format(r['target_distance_mean'], r['target_distance_std'], 4)} | "
+                f"{_format(r['input_dependence_mean'], r['input_dependence_std'], 3)} |")
+        notes += ["", "diversity: outputs of one input under two codes; fidelity: an output against its target; "
+                      "cross-input: outputs of two inputs under one code; target distance: two inputs' targets. A "
+                      "generator that ignores its input has a cross-input / target ratio near 0, however diverse. "
+                      "Spread over seeds after ±; 'spread over draws': the standard deviation over draws within a "
+                      "run, averaged over runs."]
+    return "\n".join(lines + notes) + "\n"
+
+
+def _curve_band(curves):
+    """(epochs, mean, std) over runs of {epoch: value} curves, on the epochs all runs have."""
+    common = sorted(set.intersection(*(set(c) for c in curves)))
+    stack = np.array([[c[e] for e in common] for c in curves], dtype=float)
+    std = stack.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(common))
+    return np.array(common, dtype=float), stack.mean(axis=0), std
+
+
+def _draw_panel(ax, groups, window, ylabel, title):
+    for label, curves in groups.items():
+        smoothed = [dict(zip(e, smooth(v, window))) for e, v in curves]
+        epochs, mean, std = _curve_band(smoothed)
+        line, = ax.plot(epochs, mean, linewidth=1.6, label=label)
+        ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+
+
+def convergence_plot(path, groups, quantity, window, seeds):
+    fig = new_figure(7.5, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    _draw_panel(ax, groups, window, quantity.label,
+                f"{short_label(quantity)} per epoch, each run smoothed by a trailing mean over {window} epochs;\n"
+                f"mean over {seeds}, band ± 1 std over seeds")
+    if quantity.equilibrium is not None:
+        ax.axhline(quantity.equilibrium, color="black", linestyle="--", linewidth=1,
+                   label=f"equilibrium {quantity.equilibrium_label}")
+    ax.legend(loc="best", fontsize=7)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.9)
+    save_figure(fig, path)
+
+
+def validation_plot(path, groups_l1, groups_psnr, window):
+    fig = new_figure(11, 4.2)
+    for index, (groups, ylabel) in enumerate(((groups_l1, "val L1 ([-1, 1] scale)"), (groups_psnr, "val PSNR (dB)"))):
+        ax = fig.add_subplot(1, 2, index + 1)
+        _draw_panel(ax, groups, window, ylabel, f"{ylabel}: trailing mean over {window} epochs, band ± 1 std")
+        ax.legend(loc="best", fontsize=7)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
+    save_figure(fig, path)
+
+
+def write_report(runs, study_dir, *, k, window, test_phase):
+    """Every output of the study from the CSV files of `runs` (all finished); returns the summary rows."""
+    records, curves, quantities = [], OrderedDict(), {}
+    for run in runs:
+        record, (q, epochs, values) = run_record(run, study_dir, k)
+        quantities[q.column] = q
+        val = read_validation(run.run_dir)
+        records.append(record)
+        curves.setdefault(run.entry, []).append(((epochs, values), val["l1"], val["psnr"]))
+    if len(quantities) > 1:
+        raise ValueError(f"the runs record different convergence quantities ({', '.join(quantities)}): a study needs "
+                         f"one --gan_mode")
+    q = next(iter(quantities.values()))
+    summary = summarize(records, k)
+    labels = OrderedDict()
+    for row in summary:
+        labels[row["entry"]] = (f"{row['entry']} (G/D {row['g_over_d']:.1f}, n={row['seeds']})")
+    group = lambda index: OrderedDict((labels[e], [c[index] for c in cs]) for e, cs in curves.items())
+    seeds = sorted({r["seed"] for r in records})
+    convergence_plot(os.path.join(study_dir, "convergence.png"), group(0), q, window,
+                     "seeds " + ", ".join(map(str, seeds)))
+    validation_plot(os.path.join(study_dir, "validation.png"), group(1), group(2), window)
+    write_rows(os.path.join(study_dir, "per_run.csv"), records)
+    main_columns = [c for c in summary[0] if not c.startswith(("diversity", "fidelity", "cross_input", "target_",
+                                                                "input_dependence", "n_draws", "n_codes", "n_inputs"))]
+    write_rows(os.path.join(study_dir, "summary.csv"), [{c: r[c] for c in main_columns} for r in summary], main_columns)
+    segan = [r for r in summary if "diversity_mean" in r]
+    if segan:
+        write_rows(os.path.join(study_dir, "diversity_summary.csv"),
+                   [{c: v for c, v in r.items() if c not in main_columns or c in ("entry", "seeds")} for r in segan])
+    atomic_write_text(os.path.join(study_dir, "summary.md"), markdown(summary, q, k, window, test_phase))
+    return summary
