@@ -125,6 +125,19 @@ def test_runs_get_the_matched_settings_and_their_own_seed(small_study):
         assert stored["val_freq"] == 1 and stored["crop_size"] == 32 and stored["batch_size"] == 4
 
 
+def test_runs_without_gpu_ids_take_train_pys_default_device():
+    # A study without --gpu_ids must run where train.py would: an explicit "--gpu_ids 0" is refused on a CPU-only
+    # machine, so the study passes no --gpu_ids (nor --num_threads) unless it is given one.
+    parsed = convergence_study.build_parser().parse_args(["--dataroot", "d", "--study_dir", "s"])
+    runs = study_plan.plan_runs(["atme"], [0], dataroot="d", runs_dir="r", matched={}, model_flags={},
+                                gpu_ids=parsed.gpu_ids, num_threads=parsed.num_threads, extra=[])
+    assert "--gpu_ids" not in runs[0].train_args and "--num_threads" not in runs[0].train_args
+    runs = study_plan.plan_runs(["atme"], [0], dataroot="d", runs_dir="r", matched={}, model_flags={},
+                                gpu_ids="-1", num_threads=0, extra=[])
+    args = runs[0].train_args
+    assert args[args.index("--gpu_ids") + 1] == "-1" and args[args.index("--num_threads") + 1] == "0"
+
+
 def test_a_second_call_trains_nothing(small_study, demo_root, monkeypatch):
     study_dir, _ = small_study
     spy = TrainSpy(monkeypatch)

@@ -53,8 +53,11 @@ def build_parser():
         g.add_argument(f"--{key}", type=type(default), default=None, help=f"default: {default} (or the preset's)")
     p.add_argument("--model_flags", action="append", default=[], metavar='KEY="FLAGS"',
                    help='train.py flags for one study model or a model family, e.g. atme="--dim 32" (repeatable)')
-    p.add_argument("--gpu_ids", default="0", help="passed to every run and to the evaluation (-1: CPU)")
-    p.add_argument("--num_threads", type=int, default=4, help="data-loading workers per run")
+    p.add_argument("--gpu_ids", default=None,
+                   help="passed to every run and to the evaluation (-1: CPU; default: train.py's, the first GPU "
+                        "when there is one, else the CPU)")
+    p.add_argument("--num_threads", type=int, default=None,
+                   help="data-loading workers per run (default: train.py's, the usable cores up to 8)")
     g = p.add_argument_group("evaluation and report")
     g.add_argument("--test_dataroot", default=None, help="data of the test split (default: --dataroot)")
     g.add_argument("--test_phase", default="test", help="split for the table's L1, PSNR, KID and diversity")

@@ -14,13 +14,14 @@ import argparse
 import logging
 import os
 
-import torch
-
 from data import create_dataloader, create_dataset
 from models import create_model
 from options.base_options import load_stored_options
 from options.test_options import TestOptions
 from scripts.experiments.run_records import read_rows, write_rows
+from scripts.experiments.study_plan import gpu_args
+from util.arg_types import gpu_ids
+from util.devices import resolve_device
 from util.metrics import evaluate_model
 from util.result_files import result_image_sets
 
@@ -62,7 +63,7 @@ def parameter_counts(run_dir):
 def open_test_model(run, *, dataroot, phase, gpu_ids, results_dir, extra=()):
     """(model, loader) of a trained run on `phase`, its networks loaded from `latest` and in eval mode."""
     args = ["--dataroot", dataroot, "--checkpoints_dir", os.path.dirname(run.run_dir), "--name", run.name,
-            "--phase", phase, "--gpu_ids", gpu_ids, "--num_threads", "0", "--batch_size", str(EVAL_BATCH),
+            "--phase", phase, *gpu_args(gpu_ids), "--num_threads", "0", "--batch_size", str(EVAL_BATCH),
             "--results_dir", results_dir, "--epoch", "latest", *extra]
     opt = TestOptions().parse(args)
     loader = create_dataloader(create_dataset(opt), opt, shuffle=False)
@@ -109,14 +110,14 @@ def evaluate_kid(run, epoch, config, path, keep_logging):
     from util.kid import DEFAULT_SUBSET_SIZE, compute_kid
     with keep_logging():
         code = test_cli.main(["--dataroot", config.test_dataroot, "--checkpoints_dir", os.path.dirname(run.run_dir),
-                              "--name", run.name, "--phase", config.test_phase, "--gpu_ids", config.gpu_ids,
+                              "--name", run.name, "--phase", config.test_phase, *gpu_args(config.gpu_ids),
                               "--num_threads", "0", "--results_dir", config.results_dir, "--eval"])
     if code:
         raise RuntimeError(f"test.py stopped with exit code {code} on {run.run_dir}")
     results = os.path.join(config.results_dir, run.name, f"{config.test_phase}_latest")
     real, fake = result_image_sets(results, "real_B", kid_fake_label(run.model))
     subset = min(DEFAULT_SUBSET_SIZE, len(real), len(fake))
-    device = "cpu" if config.gpu_ids == "-1" or not torch.cuda.is_available() else "cuda"
+    device = resolve_device(gpu_ids(config.gpu_ids) if config.gpu_ids is not None else None)
     kid = compute_kid(real, fake, subset_size=subset, weights_path=config.inception_weights, device=device,
                       num_workers=0, download=False)
     write_rows(path, [dict(epoch=epoch, phase=config.test_phase, kid_x100_mean=kid["kid_x100_mean"],

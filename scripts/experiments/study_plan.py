@@ -89,6 +89,11 @@ def entry_flags(entry, model, model_flags):
     return own + list(family) + list(model_flags.get(entry, []))
 
 
+def gpu_args(gpu_ids):
+    """train.py/test.py flags for the study's --gpu_ids: none when unset (their default: the first GPU, else CPU)."""
+    return [] if gpu_ids is None else ["--gpu_ids", str(gpu_ids)]
+
+
 def run_name(entry, seed):
     return f"{entry}_seed{seed}"
 
@@ -106,7 +111,8 @@ def plan_runs(entries, seeds, *, dataroot, runs_dir, matched, model_flags, gpu_i
             for key, value in matched.items():
                 args += [f"--{key}", str(value)]
             # val_log.csv gets L1 and PSNR every epoch; the live dashboard is off.
-            args += ["--val_freq", "1", "--display_id", "0", "--gpu_ids", gpu_ids, "--num_threads", str(num_threads),
+            args += ["--val_freq", "1", "--display_id", "0", *gpu_args(gpu_ids),
+                     *([] if num_threads is None else ["--num_threads", str(num_threads)]),
                      *extra]
             runs.append(Run(entry, seed, name, model, os.path.join(runs_dir, name), args))
     return runs
