@@ -2,6 +2,7 @@
 import os
 import re
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 from PIL import Image
 
 from util.dashboard import Dashboard
+from util import html
 from util.html import HTML, save_images
 from util.image_utils import make_grid, save_image, tensor2im
 
@@ -108,3 +110,26 @@ def test_dashboard_page_lists_steps_newest_first_with_plots_on_top(tmp_path):
     saved = np.asarray(Image.open(tmp_path / "web" / "images" / "epoch001_step000000004_fake_B.png"))
     assert saved.shape == (8, 8, 3) and saved.min() == 255
     assert Image.open(tmp_path / "web" / "images" / "losses.png").size[0] > 100
+
+
+def test_result_images_are_replaced_as_a_whole_or_not_at_all(tmp_path):
+    web = tmp_path / "test_latest"
+    with html.replacing_images(web) as staging:
+        for name in ("a.png", "b.png", "c.png"):
+            (Path(staging) / name).write_bytes(b"old")
+    assert sorted(p.name for p in (web / "images").iterdir()) == ["a.png", "b.png", "c.png"]
+    # A failing rerun leaves the earlier images as they were and no staging folder behind.
+    with pytest.raises(RuntimeError):
+        with html.replacing_images(web) as staging:
+            (Path(staging) / "a.png").write_bytes(b"new")
+            raise RuntimeError("test stopped")
+    assert sorted(p.name for p in (web / "images").iterdir()) == ["a.png", "b.png", "c.png"]
+    assert sorted(p.name for p in web.iterdir()) == ["images"]
+    # A staging folder a killed process left behind is removed; a successful rerun holds only its own images.
+    (web / ".images.k1ll3d00.tmp").mkdir()
+    (web / ".images.k1ll3d00.tmp" / "x.png").write_bytes(b"half")
+    with html.replacing_images(web) as staging:
+        (Path(staging) / "a.png").write_bytes(b"new")
+    assert [p.name for p in (web / "images").iterdir()] == ["a.png"]
+    assert (web / "images" / "a.png").read_bytes() == b"new"
+    assert sorted(p.name for p in web.iterdir()) == ["images"]

@@ -144,6 +144,40 @@ def atomic_path(path):
         raise raised from err
 
 
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Yield an empty staging folder beside the folder `path`; when the block ends without an error it replaces
+    `path` as a whole (a reader sees the old folder or the new one, never a mix), and the old folder is removed.
+
+    Yields a list that receives, after the swap, the number of entries the old folder held. Any error removes
+    the staging folder and leaves `path` as it was; OSErrors become a `WriteError`.
+    """
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=TEMP_SUFFIX, dir=parent)
+        os.chmod(staging, 0o755)
+    except OSError as err:
+        raise WriteError(path, *_describe(err, parent)) from err
+    replaced = []
+    try:
+        yield staging, replaced
+        old = None
+        if os.path.isdir(path):
+            old = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=TEMP_SUFFIX, dir=parent)
+            os.rename(path, os.path.join(old, "replaced"))
+        os.rename(staging, path)
+    except BaseException as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise WriteError(path, *_describe(err, parent)) from err
+        raise
+    if old is not None:
+        replaced.append(len(os.listdir(os.path.join(old, "replaced"))))
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def atomic_write(path, write):
     """Call `write(binary file)` on a temporary file and rename it to `path` (see `atomic_path`)."""
     with atomic_path(path) as tmp:
@@ -170,23 +204,29 @@ def is_temporary(name):
 
 
 def stale_temporaries(folder, recursive=True):
-    """Paths of this module's temporary files under `folder` (left by a process killed mid-write)."""
+    """Paths of this module's temporary files and staging folders under `folder` (left by a process killed
+    mid-write)."""
     found = []
     if not os.path.isdir(folder):
         return found
     for root, dirs, files in os.walk(folder):
         found.extend(os.path.join(root, f) for f in files if is_temporary(f))
+        found.extend(os.path.join(root, d) for d in dirs if is_temporary(d))
+        dirs[:] = [d for d in dirs if not is_temporary(d)]
         if not recursive:
             break
     return sorted(found)
 
 
 def remove_stale_temporaries(folder, recursive=True):
-    """Remove the temporary files under `folder`; returns their paths. Call it only when no other process
-    writes there (the run folder's lock is held)."""
+    """Remove the temporary files and staging folders under `folder`; returns their paths. Call it only when
+    no other process writes there (the run folder's lock is held)."""
     removed = stale_temporaries(folder, recursive)
     for path in removed:
-        _remove_quietly(path)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            _remove_quietly(path)
     return removed
 
 

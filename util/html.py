@@ -3,15 +3,13 @@ folder a rerun replaces as a whole."""
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
 from collections import OrderedDict
 from urllib.parse import quote
 
 import dominate
 from dominate.tags import a, br, h3, img, meta, p, style, table, td, tr
 
-from util.atomic import atomic_write_text
+from util.atomic import atomic_directory, atomic_write_text, remove_stale_temporaries
 from util.image_utils import save_image, tensor2im
 
 log = logging.getLogger(__name__)
@@ -112,28 +110,12 @@ def replacing_images(web_dir):
     When the block raises, the staging folder is removed and the earlier images stay as they were.
     The number of files replaced is logged.
     """
-    web_dir = str(web_dir)
-    os.makedirs(web_dir, exist_ok=True)
-    for name in os.listdir(web_dir):  # staging folders a killed process left behind
-        if name.startswith(".images.") and name.endswith(".tmp"):
-            shutil.rmtree(os.path.join(web_dir, name), ignore_errors=True)
-    staging = tempfile.mkdtemp(prefix=".images.", suffix=".tmp", dir=web_dir)
-    try:
+    target = os.path.join(str(web_dir), "images")
+    remove_stale_temporaries(str(web_dir), recursive=False)  # staging folders a killed process left behind
+    with atomic_directory(target) as (staging, replaced):
         yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    target = os.path.join(web_dir, "images")
-    old = None
-    if os.path.isdir(target):
-        old = tempfile.mkdtemp(prefix=".images.", suffix=".tmp", dir=web_dir)
-        os.rename(target, os.path.join(old, "images"))
-    os.rename(staging, target)
-    if old is not None:
-        replaced = len(os.listdir(os.path.join(old, "images")))
-        shutil.rmtree(old, ignore_errors=True)
-        if replaced:
-            log.info("replaced the %d files of the earlier result in %s", replaced, target)
+    if replaced and replaced[0]:
+        log.info("replaced the %d files of the earlier result in %s", replaced[0], target)
 
 
 def save_images(webpage, visuals, image_path, aspect_ratio=1.0, width=256):
