@@ -195,3 +195,36 @@ def test_blocks_match_the_release_formulas():
     out = torch.einsum("b h d e, b h d n -> b h e n", torch.einsum("b h d n, b h e n -> b h d e", k, v), q)
     expected = attn.to_out(rearrange(out, "b h c (x y) -> b (h c) x y", x=8, y=8))
     assert torch.allclose(attn(x), expected, atol=1e-5)
+
+
+def _relative_error(out, ref):
+    return ((out.float() - ref).norm() / ref.norm()).item()
+
+
+def test_bf16_autocast_computes_the_fp32_network():
+    """Under bf16 autocast the generator computes its fp32 function, at bf16 tolerance: the weight
+    standardisation and the channel LayerNorm take their statistics in float32 with float32's epsilon."""
+    from models.atme.blocks import LayerNorm, WeightStandardizedConv2d
+    from models.networks.layers import init_weights
+    torch.manual_seed(0)
+    # The project's default initialisation, normal(0, 0.02): kernel variances of 4e-4, where an epsilon of 1e-3
+    # instead of 1e-5 would halve the standardised kernels.
+    net = init_weights(DiffusionUNet(dim=16, init_dim=16, dim_mults=(1, 2), resnet_block_groups=4), "normal", 0.02)
+    x, t = torch.randn(2, 3, 32, 32), torch.rand(2)
+    with torch.no_grad():
+        ref = net(x, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(x, t)
+    assert out.dtype == torch.bfloat16
+    assert _relative_error(out, ref) < 0.02  # bf16 keeps 8 significant bits: ~0.4 % per rounding
+
+    conv = init_weights(WeightStandardizedConv2d(16, 8, 3, padding=1), "normal", 0.02)
+    norm = LayerNorm(16)
+    h = torch.randn(2, 16, 8, 8) * 0.01  # small activations: a variance of 1e-4
+    with torch.no_grad():
+        ref_conv, ref_norm = conv(h), norm(h)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out_conv, out_norm = conv(h.bfloat16()), norm(h.bfloat16())
+    assert out_norm.dtype == torch.bfloat16
+    assert _relative_error(out_conv, ref_conv) < 0.02
+    assert _relative_error(out_norm, ref_norm) < 0.02
