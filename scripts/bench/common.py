@@ -5,6 +5,10 @@ resident-memory sampling, the hardware header and the JSON report.
     python -m scripts.bench.loop --model atme --dataroot datasets/demo --size 64  # train.py on real data per mode
     python -m scripts.bench.pool --pool_sizes 1000,1000000                       # the ATME pool on disk
 
+`python -m scripts.bench.side_by_side --baseline PATH` times this checkout against another commit of the
+project (PATH, e.g. a `git worktree add ../baseline <commit>`): one worker process per checkout on the same data
+and seed, rounds alternating which goes first, the baseline/current speed-up per round and the first-step losses.
+
 Which mode is fastest depends on the hardware: bf16 pays off on CUDA and on CPUs with AVX512-BF16 or AMX,
 and is from several to tens of times slower than fp32 on CPUs without them (every report names the CPU and
 whether it has native bf16).
@@ -40,6 +44,14 @@ MODEL_FLAGS = {
     "atme": lambda size: [],
     "segan": lambda size: [],
 }
+
+def train_flags(name, size, batch_size, checkpoints_dir, dataroot, mode_flags=(), extra=()):
+    """train.py's flags for benchmarking model `name`: a run `bench` in `checkpoints_dir`, square `size` images,
+    seed 0, no dashboard, data loaded in the calling process; then the model's defaults, the mode's and `extra`."""
+    return ["--model", name, "--name", "bench", "--checkpoints_dir", checkpoints_dir, "--dataroot", dataroot,
+            "--load_size", str(size), "--crop_size", str(size), "--batch_size", str(batch_size), "--seed", "0",
+            "--display_id", "0", "--no_html", "--num_threads", "0", *MODEL_FLAGS[name](size), *mode_flags, *extra]
+
 
 def default_modes(with_compile, native_bf16):
     """The modes worth timing here: bf16 ones only where bf16 is native (CUDA, AVX512-BF16/AMX CPUs)."""

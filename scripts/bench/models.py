@@ -22,16 +22,13 @@ import torch
 
 from models import create_model
 from options.train_options import TrainOptions
-from scripts.bench.common import (MODE_FLAGS, MODEL_FLAGS, PeakRss, add_mode_args, log, report, resolve_modes,
-                                  selected_modes, start)
+from scripts.bench.common import (MODE_FLAGS, PeakRss, add_mode_args, log, report, resolve_modes, selected_modes,
+                                  start, train_flags)
 
 
 def build_model(name, size, batch_size, mode_flags, checkpoints_dir, extra=()):
     """A training model of `name` as train.py builds it, on a synthetic data set of `batch_size` images."""
-    args = ["--model", name, "--name", "bench", "--checkpoints_dir", checkpoints_dir, "--dataroot", checkpoints_dir,
-            "--load_size", str(size), "--crop_size", str(size), "--batch_size", str(batch_size), "--seed", "0",
-            "--display_id", "0", "--no_html", "--num_threads", "0", *MODEL_FLAGS[name](size), *mode_flags, *extra]
-    opt = TrainOptions().parse(args)
+    opt = TrainOptions().parse(train_flags(name, size, batch_size, checkpoints_dir, checkpoints_dir, mode_flags, extra))
     opt.dataset_size = batch_size  # the ATME pool needs one map per image; no files are read
     torch.manual_seed(0)
     model = create_model(opt)

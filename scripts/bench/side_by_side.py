@@ -1,0 +1,278 @@
+"""Train-step and inference time of this checkout against another commit of the project, measured side by side.
+
+    git worktree add ../baseline 1aebf11
+    python -m scripts.bench.side_by_side --baseline ../baseline --model atme --size 256 --batch_size 4 --rounds 5
+
+Each checkout runs in a worker process of its own (scripts/bench/worker.py, with cwd and PYTHONPATH set to the
+checkout), so each builds its model through its own option parser and reads the same small aligned data set
+(written here, `--batch_size` random A|B images at `--size`) through its own dataset code; both use seed 0. After
+`--warmup` untimed training and inference steps in each, every round times `--steps` training steps and then
+`--steps` inference steps (`set_input` plus `optimize_parameters`, or plus `test` in eval mode) in one worker and
+then in the other, the order swapped every round (baseline first in even rounds: ABBA), so drifts of the
+machine's speed fall on both alike and the workers never run at once.
+
+Reported per checkout: the median seconds per image over all timed steps. The speed-up is baseline time / current
+time (> 1: this checkout is faster), computed per round from the two checkouts' median steps of that round, and
+given as the median of the rounds' ratios with their min..max. The losses after each worker's first training step
+are reported too: for two checkouts of the same commit they are equal.
+"""
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+from scripts.bench.common import MODE_FLAGS, MODEL_FLAGS, ROOT, log, report, start, train_flags
+
+WORKER = os.path.join(ROOT, "scripts", "bench", "worker.py")
+SEED = 0
+STDERR_TAIL_LINES = 25
+
+
+def git_commit(path):
+    """The short commit of the checkout at `path` ('+ uncommitted changes' when its tracked files differ), or
+    'not a git checkout' when `path` is not the top of a git work tree."""
+    def git(*args):
+        return subprocess.run(["git", "-C", path, *args], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        if os.path.realpath(git("rev-parse", "--show-toplevel")) != os.path.realpath(path):
+            return "not a git checkout"
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + (" + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+
+
+def write_aligned_images(folder, count, size, seed=SEED):
+    """`count` random `A|B` images (2 size x size PNGs) in `folder`/train, as the aligned data sets store pairs."""
+    train = os.path.join(folder, "train")
+    os.makedirs(train)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        pixels = rng.integers(0, 256, size=(size, 2 * size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(os.path.join(train, f"{i:04d}.png"))
+    return folder
+
+
+class Worker:
+    """A worker process for one checkout, spoken to in JSON lines; its stderr goes to a log file."""
+
+    def __init__(self, label, checkout, log_path):
+        self.label, self.checkout, self.log_path = label, checkout, log_path
+        self._log = open(log_path, "w")
+        env = dict(os.environ, PYTHONPATH=checkout)
+        self.proc = subprocess.Popen([sys.executable, WORKER], cwd=checkout, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._log, text=True)
+        self.first_losses, self.max_rss_mb, self.last_op = None, None, None
+
+    def send(self, op, **fields):
+        self.last_op = op
+        try:
+            self.proc.stdin.write(json.dumps({"op": op, **fields}) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the reply's absence reports it, with the worker's stderr
+
+    def receive(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise self.failure()
+        try:
+            reply = json.loads(line)
+        except json.JSONDecodeError:
+            raise RuntimeError(f"the {self.label} worker ({self.checkout}) answered {self.last_op!r} with a line "
+                               f"that is not JSON: {line[:200]!r}") from None
+        self.first_losses = reply.pop("first_losses") or self.first_losses
+        self.max_rss_mb = reply.pop("max_rss_mb", self.max_rss_mb)
+        return reply
+
+    def ask(self, op, **fields):
+        self.send(op, **fields)
+        return self.receive()
+
+    def failure(self):
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._log.flush()
+        with open(self.log_path, errors="replace") as f:
+            tail = "".join(f.readlines()[-STDERR_TAIL_LINES:]).rstrip()
+        return RuntimeError(f"the {self.label} worker ({self.checkout}) exited with code {code} during "
+                            f"{self.last_op!r}; the end of its stderr:\n{tail or '(empty)'}")
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.ask("quit")
+                self.proc.wait(timeout=30)
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self._log.close()
+
+
+def per_image(times, batch_size):
+    return [t / batch_size for t in times]
+
+
+def spread(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "rounds": values}
+
+
+def run_rounds(workers, args):
+    """Warm both workers up, then time the rounds, alternating the order: per-image step times per label."""
+    for w in workers.values():
+        if args.warmup:
+            w.ask("train", steps=args.warmup)
+            w.ask("infer", steps=args.warmup)
+    times = {label: {"train": [], "infer": []} for label in workers}
+    orders = []
+    for r in range(args.rounds):
+        order = ["baseline", "current"] if r % 2 == 0 else ["current", "baseline"]
+        orders.append(order)
+        for kind in ("train", "infer"):
+            for label in order:
+                step_times = workers[label].ask(kind, steps=args.steps)["times"]
+                times[label][kind].append(per_image(step_times, args.batch_size))
+        log.info("round %d/%d (%s first): train %s", r + 1, args.rounds, order[0],
+                 ", ".join(f"{label} {statistics.median(times[label]['train'][-1]):.4g} s/img" for label in order))
+    return times, orders
+
+
+def summarise(times):
+    """Per-label medians over all steps, and the per-round ratios baseline / current."""
+    summary, speedup = {}, {}
+    for label, kinds in times.items():
+        summary[label] = {f"{kind}_s_per_img": statistics.median([t for rnd in rounds for t in rnd])
+                          for kind, rounds in kinds.items()}
+        summary[label].update({f"{kind}_round_s_per_img": [statistics.median(rnd) for rnd in rounds]
+                               for kind, rounds in kinds.items()})
+    for kind in ("train", "infer"):
+        ratios = [b / c for b, c in zip(summary["baseline"][f"{kind}_round_s_per_img"],
+                                        summary["current"][f"{kind}_round_s_per_img"])]
+        speedup[kind] = spread(ratios)
+    return summary, speedup
+
+
+def side_by_side_table(result):
+    v, s = result["versions"], result["speedup"]
+    lines = [f"{result['model']} {result['size']}x{result['size']}, batch {result['batch_size']}, mode "
+             f"{result['mode']}: {result['rounds']} rounds of {result['steps']} timed step(s), order alternated "
+             f"(ABBA), after {result['warmup']} warm-up step(s)",
+             f"CPU: {result['cpu']} ({result['cpu_capability']}, native bf16: "
+             f"{'yes' if result['cpu_native_bf16'] else 'no'}), torch {result['torch']}, CUDA: "
+             f"{result['cuda'] or 'none'}, device {v['current']['device']}, {v['current']['threads']} threads",
+             "",
+             "| checkout | commit | train s/img | inference s/img |",
+             "| --- | --- | ---: | ---: |"]
+    for label in ("baseline", "current"):
+        lines.append(f"| {label} ({v[label]['path']}) | {v[label]['commit']} | {v[label]['train_s_per_img']:.4g} | "
+                     f"{v[label]['infer_s_per_img']:.4g} |")
+
+    def ratio(kind):
+        return f"{s[kind]['median']:.3f} ({s[kind]['min']:.3f}..{s[kind]['max']:.3f})"
+    lines += [f"| speed-up, baseline/current: median of per-round ratios (min..max) | | {ratio('train')} | "
+              f"{ratio('infer')} |",
+              "",
+              "s/img: median over all timed steps; a speed-up above 1 means the current checkout is faster.",
+              f"losses after the first training step: baseline {v['baseline']['first_losses']}; current "
+              f"{v['current']['first_losses']} ({'equal' if result['first_losses_equal'] else 'different'})"]
+    return "\n".join(lines)
+
+
+def check_checkout(parser, path):
+    if not os.path.isdir(path):
+        parser.error(f"--baseline {path}: not a directory; pass a checkout of this project, "
+                     f"e.g. made with `git worktree add ../baseline <commit>`")
+    missing = [name for name in ("train.py", "models") if not os.path.exists(os.path.join(path, name))]
+    if missing:
+        parser.error(f"--baseline {path}: not a checkout of this project (no {' or '.join(missing)}); pass the "
+                     f"top folder of one, e.g. made with `git worktree add ../baseline <commit>`")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--baseline", required=True, help="a checkout (or git worktree) of another commit of the project")
+    p.add_argument("--model", default="atme", choices=sorted(MODEL_FLAGS))
+    p.add_argument("--size", type=int, default=256, help="square image side")
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--mode", default="fp32", help=f"speed mode, one of {', '.join(MODE_FLAGS)}")
+    p.add_argument("--rounds", type=int, default=5, help="rounds; each times both checkouts, the order alternating")
+    p.add_argument("--steps", type=int, default=1, help="timed training (and inference) steps per round and checkout")
+    p.add_argument("--warmup", type=int, default=1, help="untimed training and inference steps before the rounds")
+    p.add_argument("--extra", default="", help="more train.py flags for both checkouts, e.g. '--ngf 32'")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    args = p.parse_args(argv)
+    if args.mode not in MODE_FLAGS:
+        p.error(f"--mode: unknown mode {args.mode!r}; choose from {', '.join(MODE_FLAGS)}")
+    if args.rounds < 1 or args.steps < 1 or args.warmup < 0 or args.size < 1 or args.batch_size < 1:
+        p.error("--rounds, --steps, --size and --batch_size must be at least 1 and --warmup at least 0")
+    if "compile" in args.mode and args.warmup < 1:
+        p.error("the compile modes need --warmup 1 or more: the first step compiles")
+    args.baseline = os.path.abspath(args.baseline)
+    check_checkout(p, args.baseline)
+    return args
+
+
+def side_by_side(args, tmp):
+    data = write_aligned_images(os.path.join(tmp, "data"), args.batch_size, args.size)
+    checkouts = {"baseline": args.baseline, "current": ROOT}
+    workers = {}
+    try:
+        for label, path in checkouts.items():
+            workers[label] = Worker(label, path, os.path.join(tmp, f"{label}.log"))
+        for label, w in workers.items():  # both build their models at once: nothing is timed yet
+            flags = train_flags(args.model, args.size, args.batch_size, os.path.join(tmp, f"checkpoints_{label}"),
+                                data, [*MODE_FLAGS[args.mode], "--no_flip"], shlex.split(args.extra))
+            w.send("init", flags=flags, seed=SEED)
+        info = {label: w.receive() for label, w in workers.items()}
+        for label, path in checkouts.items():
+            if not info[label]["models_file"].startswith(os.path.realpath(path) + os.sep):
+                raise RuntimeError(f"the {label} worker imported {info[label]['models_file']}, not the checkout's "
+                                   f"models at {path}")
+        times, orders = run_rounds(workers, args)
+    finally:
+        for w in workers.values():
+            w.close()
+    summary, speedup = summarise(times)
+    versions = {label: {"path": path, "commit": git_commit(path), **info[label], **summary[label],
+                        "first_losses": workers[label].first_losses, "max_rss_mb": workers[label].max_rss_mb}
+                for label, path in checkouts.items()}
+    return versions, speedup, orders
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    hardware = start()
+    with tempfile.TemporaryDirectory(prefix="side_by_side_") as tmp:
+        versions, speedup, orders = side_by_side(args, tmp)
+    losses = [versions[label]["first_losses"] for label in ("baseline", "current")]
+    result = {"kind": "side_by_side", "model": args.model, "size": args.size, "batch_size": args.batch_size,
+              "mode": args.mode, "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup,
+              "extra": args.extra, **hardware, "versions": versions, "speedup": speedup, "orders": orders,
+              "speedup_definition": "per round, baseline s/img / current s/img of the round's median steps; "
+                                    "median and min..max over rounds; > 1: the current checkout is faster",
+              "first_losses_equal": losses[0] == losses[1]}
+    return report(result, side_by_side_table(result), args.out)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RuntimeError as error:  # a worker's failure: its message already holds the worker's stderr
+        sys.exit(f"side_by_side: {error}")

@@ -1,0 +1,136 @@
+"""One side of `scripts.bench.side_by_side`: trains and runs one checkout's model on request, timing each step.
+
+Run as a file with cwd and PYTHONPATH set to a checkout of this project, so `data`, `models` and `options` are
+that checkout's. It uses only what every version of the project has (`data.create_dataset`, `models.create_model`,
+`TrainOptions().parse(args)`, `model.setup`, `set_input`, `optimize_parameters`, `test`, `get_current_losses`),
+and neither imports nor needs anything else from the repository it lives in.
+
+Protocol: one JSON object per line on stdin, one reply per line on stdout; everything else the process prints
+(option tables, logs, warnings) goes to stderr.
+
+    {"op": "init", "flags": [train.py flags], "seed": 0}  -> {"models_file", "device", "threads", "images"}
+    {"op": "train", "steps": n} / {"op": "infer", "steps": n}  -> {"times": [seconds per step]}
+    {"op": "quit"}  -> {}
+
+Every reply also carries `first_losses` (the losses after the first training step, once there was one) and
+`max_rss_mb`. An error ends the process with its traceback on stderr.
+"""
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Run as a file, Python puts this folder first on sys.path; its models.py would shadow the checkout's package.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+
+
+def seed_everything(seed):
+    import random
+
+    import numpy as np
+    import torch
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Session:
+    """The checkout's model, built through its own option parser, and one batch read by its own dataset code."""
+
+    def __init__(self):
+        self.model = self.batch = self.first_losses = None
+        self.training = None
+
+    def init(self, flags, seed):
+        import models
+        import torch
+        from torch.utils.data import default_collate
+
+        from data import create_dataset
+        from models import create_model
+        from options.train_options import TrainOptions
+
+        opt = TrainOptions().parse(flags)
+        seed_everything(seed)
+        dataset = create_dataset(opt)
+        self.batch = default_collate([dataset[i] for i in range(len(dataset))])
+        opt.dataset_size = len(dataset)  # read by versions whose ATME pool is sized before the run starts
+        seed_everything(seed)
+        self.model = create_model(opt)
+        self.model.setup(opt)
+        if hasattr(self.model, "attach_run_state"):  # versions that open run state (ATME's pool) apart from setup
+            self.model.attach_run_state(opt)
+        self.device = torch.device(getattr(self.model, "device", "cpu"))
+        return {"models_file": os.path.abspath(models.__file__), "device": str(self.device),
+                "threads": torch.get_num_threads(), "images": len(dataset)}
+
+    def _sync(self):
+        import torch
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _set_training(self, training):
+        if self.training != training:
+            self.model.train() if training else self.model.eval()
+            self.training = training
+
+    def train_step(self):
+        self._set_training(True)
+        self.model.set_input(self.batch)
+        self.model.optimize_parameters()
+        if self.first_losses is None:
+            self.first_losses = {k: float(v) for k, v in self.model.get_current_losses().items()}
+
+    def infer_step(self):
+        self._set_training(False)
+        self.model.set_input(self.batch)
+        self.model.test()
+
+    def timed(self, step, steps):
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            step()
+            self._sync()
+            times.append(time.perf_counter() - start)
+        return {"times": times}
+
+    def handle(self, request):
+        op = request["op"]
+        if op == "init":
+            return self.init(request["flags"], int(request.get("seed", 0)))
+        if op == "train":
+            return self.timed(self.train_step, int(request["steps"]))
+        if op == "infer":
+            return self.timed(self.infer_step, int(request["steps"]))
+        if op == "quit":
+            return {}
+        raise ValueError(f"unknown request {op!r}")
+
+
+def max_rss_mb():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main():
+    replies = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol keeps the real stdout
+    os.dup2(2, 1)  # whatever else writes to fd 1 (prints, C libraries) lands on stderr
+    sys.stdout = sys.stderr
+    import logging
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    session = Session()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        reply = session.handle(request)
+        reply.update(first_losses=session.first_losses, max_rss_mb=max_rss_mb())
+        replies.write(json.dumps(reply) + "\n")
+        if request["op"] == "quit":
+            break
+
+
+if __name__ == "__main__":
+    main()
