@@ -10,6 +10,7 @@ from scripts.bench.common import ROOT
 TINY_ATME = "--dim 8 --init_dim 8 --dim_mults 1,2 --groups 4 --ndf 8 --n_layers_D 1 --netD n_layers"
 
 
+@pytest.mark.slow  # starts two worker processes
 def test_against_itself_both_workers_run_and_start_from_the_same_losses(tmp_path, capsys):
     out = tmp_path / "side.json"
     side_by_side.main(["--baseline", ROOT, "--model", "atme", "--size", "32", "--batch_size", "2", "--rounds", "2",
@@ -38,6 +39,7 @@ def test_against_itself_both_workers_run_and_start_from_the_same_losses(tmp_path
     assert "| current (" in table and "speed-up, baseline/current" in table
 
 
+@pytest.mark.slow  # starts worker processes
 def test_a_worker_that_dies_is_reported_with_its_stderr(tmp_path):
     out = tmp_path / "side.json"
     with pytest.raises(RuntimeError, match=r"(?s)the baseline worker .* exited with code 1 during 'init'.*no_such_net"):
