@@ -68,6 +68,15 @@ def test_an_unknown_mode_lists_the_modes(capsys):
     assert "unknown mode 'fp8'" in err and "fp32, bf16, cl" in err
 
 
+def test_the_baseline_mode_defaults_to_the_mode_and_is_checked(capsys):
+    assert side_by_side.parse_args(["--baseline", ROOT, "--mode", "cl"]).baseline_mode == "cl"
+    args = side_by_side.parse_args(["--baseline", ROOT, "--mode", "bf16+cl", "--baseline_mode", "fp32"])
+    assert (args.mode, args.baseline_mode) == ("bf16+cl", "fp32")
+    with pytest.raises(SystemExit):
+        side_by_side.main(["--baseline", ROOT, "--baseline_mode", "fp8"])
+    assert "--baseline_mode: unknown mode 'fp8'" in capsys.readouterr().err
+
+
 def test_git_commit_names_a_folder_outside_git(tmp_path):
     assert side_by_side.git_commit(str(tmp_path)) == "not a git checkout"
     assert side_by_side.git_commit(ROOT).split()[0].isalnum()

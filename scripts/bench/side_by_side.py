@@ -15,6 +15,9 @@ Reported per checkout: the median seconds per image over all timed steps. The sp
 time (> 1: this checkout is faster), computed per round from the two checkouts' median steps of that round, and
 given as the median of the rounds' ratios with their min..max. The losses after each worker's first training step
 are reported too: for two checkouts of the same commit they are equal.
+
+`--mode` sets this checkout's speed mode and `--baseline_mode` the baseline's (default: the same), so
+`--mode bf16+cl --baseline_mode fp32` compares the fastest mode a user gets here with the baseline's fp32.
 """
 import argparse
 import json
@@ -172,21 +175,21 @@ def summarise(times):
 def side_by_side_table(result):
     v, s = result["versions"], result["speedup"]
     lines = [f"{result['model']} {result['size']}x{result['size']}, batch {result['batch_size']}, mode "
-             f"{result['mode']}: {result['rounds']} rounds of {result['steps']} timed step(s), order alternated "
+             f"{result['mode']} (baseline: {result['baseline_mode']}): {result['rounds']} rounds of {result['steps']} timed step(s), order alternated "
              f"(ABBA), after {result['warmup']} warm-up step(s)",
              f"CPU: {result['cpu']} ({result['cpu_capability']}, native bf16: "
              f"{'yes' if result['cpu_native_bf16'] else 'no'}), torch {result['torch']}, CUDA: "
              f"{result['cuda'] or 'none'}, device {v['current']['device']}, {v['current']['threads']} threads",
              "",
-             "| checkout | commit | train s/img | inference s/img |",
-             "| --- | --- | ---: | ---: |"]
+             "| checkout | commit | mode | train s/img | inference s/img |",
+             "| --- | --- | --- | ---: | ---: |"]
     for label in ("baseline", "current"):
-        lines.append(f"| {label} ({v[label]['path']}) | {v[label]['commit']} | {v[label]['train_s_per_img']:.4g} | "
-                     f"{v[label]['infer_s_per_img']:.4g} |")
+        lines.append(f"| {label} ({v[label]['path']}) | {v[label]['commit']} | {v[label]['mode']} | "
+                     f"{v[label]['train_s_per_img']:.4g} | {v[label]['infer_s_per_img']:.4g} |")
 
     def ratio(kind):
         return f"{s[kind]['median']:.3f} ({s[kind]['min']:.3f}..{s[kind]['max']:.3f})"
-    lines += [f"| speed-up, baseline/current: median of per-round ratios (min..max) | | {ratio('train')} | "
+    lines += [f"| speed-up, baseline/current: median of per-round ratios (min..max) | | | {ratio('train')} | "
               f"{ratio('infer')} |",
               "",
               "s/img: median over all timed steps; a speed-up above 1 means the current checkout is faster.",
@@ -211,18 +214,24 @@ def parse_args(argv=None):
     p.add_argument("--model", default="atme", choices=sorted(MODEL_FLAGS))
     p.add_argument("--size", type=int, default=256, help="square image side")
     p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--mode", default="fp32", help=f"speed mode, one of {', '.join(MODE_FLAGS)}")
+    p.add_argument("--mode", default="fp32", help=f"speed mode of the current checkout, one of {', '.join(MODE_FLAGS)}")
+    p.add_argument("--baseline_mode", default=None,
+                   help="speed mode of the baseline (default: --mode); e.g. --mode bf16+cl --baseline_mode fp32 "
+                        "compares this checkout's fastest mode with the baseline's fp32")
     p.add_argument("--rounds", type=int, default=5, help="rounds; each times both checkouts, the order alternating")
     p.add_argument("--steps", type=int, default=1, help="timed training (and inference) steps per round and checkout")
     p.add_argument("--warmup", type=int, default=1, help="untimed training and inference steps before the rounds")
     p.add_argument("--extra", default="", help="more train.py flags for both checkouts, e.g. '--ngf 32'")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
-    if args.mode not in MODE_FLAGS:
-        p.error(f"--mode: unknown mode {args.mode!r}; choose from {', '.join(MODE_FLAGS)}")
+    if args.baseline_mode is None:
+        args.baseline_mode = args.mode
+    for flag, mode in (("--mode", args.mode), ("--baseline_mode", args.baseline_mode)):
+        if mode not in MODE_FLAGS:
+            p.error(f"{flag}: unknown mode {mode!r}; choose from {', '.join(MODE_FLAGS)}")
     if args.rounds < 1 or args.steps < 1 or args.warmup < 0 or args.size < 1 or args.batch_size < 1:
         p.error("--rounds, --steps, --size and --batch_size must be at least 1 and --warmup at least 0")
-    if "compile" in args.mode and args.warmup < 1:
+    if "compile" in args.mode + args.baseline_mode and args.warmup < 1:
         p.error("the compile modes need --warmup 1 or more: the first step compiles")
     args.baseline = os.path.abspath(args.baseline)
     check_checkout(p, args.baseline)
@@ -232,13 +241,14 @@ def parse_args(argv=None):
 def side_by_side(args, tmp):
     data = write_aligned_images(os.path.join(tmp, "data"), args.batch_size, args.size)
     checkouts = {"baseline": args.baseline, "current": ROOT}
+    modes = {"baseline": args.baseline_mode, "current": args.mode}
     workers = {}
     try:
         for label, path in checkouts.items():
             workers[label] = Worker(label, path, os.path.join(tmp, f"{label}.log"))
         for label, w in workers.items():  # both build their models at once: nothing is timed yet
             flags = train_flags(args.model, args.size, args.batch_size, os.path.join(tmp, f"checkpoints_{label}"),
-                                data, [*MODE_FLAGS[args.mode], "--no_flip"], shlex.split(args.extra))
+                                data, [*MODE_FLAGS[modes[label]], "--no_flip"], shlex.split(args.extra))
             w.send("init", flags=flags, seed=SEED)
         info = {label: w.receive() for label, w in workers.items()}
         for label, path in checkouts.items():
@@ -250,7 +260,8 @@ def side_by_side(args, tmp):
         for w in workers.values():
             w.close()
     summary, speedup = summarise(times)
-    versions = {label: {"path": path, "commit": git_commit(path), **info[label], **summary[label],
+    versions = {label: {"path": path, "commit": git_commit(path), "mode": modes[label], **info[label],
+                        **summary[label],
                         "first_losses": workers[label].first_losses, "max_rss_mb": workers[label].max_rss_mb}
                 for label, path in checkouts.items()}
     return versions, speedup, orders
@@ -263,7 +274,8 @@ def main(argv=None):
         versions, speedup, orders = side_by_side(args, tmp)
     losses = [versions[label]["first_losses"] for label in ("baseline", "current")]
     result = {"kind": "side_by_side", "model": args.model, "size": args.size, "batch_size": args.batch_size,
-              "mode": args.mode, "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup,
+              "mode": args.mode, "baseline_mode": args.baseline_mode, "rounds": args.rounds, "steps": args.steps,
+              "warmup": args.warmup,
               "extra": args.extra, **hardware, "versions": versions, "speedup": speedup, "orders": orders,
               "speedup_definition": "per round, baseline s/img / current s/img of the round's median steps; "
                                     "median and min..max over rounds; > 1: the current checkout is faster",
