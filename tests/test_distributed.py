@@ -88,9 +88,11 @@ def test_nproc_per_node_launches_the_torchrun_path(pix2pix_runs):
         assert_same_weights(weights(ck / "single", 1, name), weights(ck / "launched", 1, name))
     log = (ck / "launched" / "train.log").read_text()
     assert "starting 2 processes" in log and "(2 processes)" in log, log
-    # The workers store the options of a torchrun launch; only the run's name and the launch flag differ.
+    # The workers store the options of a torchrun launch; only the run's name (and its folder) and the launch flag
+    # differ.
     launched, ddp = (json.loads((ck / run / "train_opt.json").read_text()) for run in ("launched", "ddp"))
     assert launched.pop("nproc_per_node") == 2 and ddp.pop("nproc_per_node") == 0
+    assert launched.pop("run_dir").endswith("launched") and ddp.pop("run_dir").endswith("ddp")
     assert {k: v for k, v in launched.items() if k != "name"} == {k: v for k, v in ddp.items() if k != "name"}
 
 

@@ -12,6 +12,8 @@ import sys
 
 import torch
 
+from util.run_logs import LAUNCHER_LOG_ENV, kept_lines
+
 log = logging.getLogger(__name__)
 
 # Signals passed on to the workers: SIGINT and SIGTERM make them save a resumable state (train.StopRequest);
@@ -80,6 +82,7 @@ def launch_local_workers(script, argv, processes):
     env = worker_environment(processes)
     log.info("starting %d processes (OMP_NUM_THREADS=%s each): %s", processes, env["OMP_NUM_THREADS"],
              " ".join(["torchrun", *command[3:]]))
+    env[LAUNCHER_LOG_ENV] = kept_lines()  # the workers own the run folder: rank 0 puts these lines in train.log
     received, children, pending = [], [], []
 
     def forward(signum, frame):

@@ -59,12 +59,29 @@ def setup_logging(log_file=None, rank=0, verbose=False):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# A process that starts the workers (train.py --nproc_per_node / several --gpu_ids) never owns the run folder: it
+# hands the lines it logged to the workers in this environment variable, and rank 0 writes them to train.log first.
+LAUNCHER_LOG_ENV = "TRAIN_LAUNCHER_LOG"
+
+
+def kept_lines():
+    """The formatted records kept for the log file since setup_logging (not yet written anywhere)."""
+    root = logging.getLogger()
+    return "\n".join(_FORMAT.format(record) for h in root.handlers
+                     if isinstance(h, logging.handlers.MemoryHandler) for record in h.buffer)
+
+
 def attach_log_file(log_file):
-    """Also log to `log_file` (appending), starting with the records kept since setup_logging."""
+    """Also log to `log_file` (appending), starting with the lines a launching process handed over and the
+    records kept since setup_logging."""
     root = logging.getLogger()
     os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
     handler = logging.FileHandler(log_file)
     handler.setFormatter(_FORMAT)
+    handed = os.environ.pop(LAUNCHER_LOG_ENV, "")
+    if handed:
+        handler.stream.write(handed + "\n")
+        handler.flush()
     for kept in [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
         kept.setTarget(handler)
         kept.flush()
