@@ -69,9 +69,18 @@ def test_loop_benchmark_trains_with_train_py_and_reports_data_wait_and_l1(tmp_pa
 
 @pytest.mark.slow
 def test_loop_benchmark_reports_a_failed_run(tmp_path, demo_root):
-    with pytest.raises(RuntimeError, match="train.py failed in mode fp32"):
+    with pytest.raises(RuntimeError, match="(?s)train.py failed in mode fp32.*no_such_net"):
         loop.main(["--model", "pix2pix", "--dataroot", demo_root, "--size", "32", "--modes", "fp32",
-                   "--gpu_ids", "-1", "--extra", "--netD no_such_net"])
+                   "--extra", "--netD no_such_net"])
+
+
+def test_loop_without_gpu_ids_leaves_the_device_to_train_py(demo_root, tmp_path):
+    # An explicit --gpu_ids 0 is refused on a machine without that GPU, so the default passes none.
+    args = loop.parse_args(["--dataroot", demo_root])
+    assert "--gpu_ids" not in loop.training_command(args, "fp32", str(tmp_path))
+    args = loop.parse_args(["--dataroot", demo_root, "--gpu_ids", "-1"])
+    command = loop.training_command(args, "fp32", str(tmp_path))
+    assert command[command.index("--gpu_ids") + 1] == "-1"
 
 
 def test_default_modes_follow_the_hardware():

@@ -17,17 +17,23 @@ from scripts.bench.common import (MODE_FLAGS, MODEL_FLAGS, ROOT, add_mode_args, 
 from util.run_logs import CsvLog
 
 
-def run_training(args, mode, run_root):
-    """train.py on `args.dataroot` in `mode`, as a subprocess; returns its run directory."""
+def training_command(args, mode, run_root):
+    """The train.py command of one mode. Without --gpu_ids, train.py picks the device (a GPU when there is one)."""
     val = os.path.isdir(os.path.join(args.dataroot, "val"))
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--model", args.model, "--dataroot", args.dataroot,
-           "--name", mode, "--checkpoints_dir", run_root, "--seed", "0", "--gpu_ids", args.gpu_ids,
+    return [sys.executable, os.path.join(ROOT, "train.py"), "--model", args.model, "--dataroot", args.dataroot,
+           "--name", mode, "--checkpoints_dir", run_root, "--seed", "0",
+           *([] if args.gpu_ids is None else ["--gpu_ids", args.gpu_ids]),
            "--load_size", str(args.size), "--crop_size", str(args.size), "--batch_size", str(args.batch_size),
            "--n_epochs", str(args.epochs), "--n_epochs_decay", "0", "--num_threads", str(args.num_threads),
            "--display_id", "0", "--no_html", "--print_freq", str(args.batch_size * args.print_steps),
            "--save_latest_freq", str(10 ** 9), "--save_epoch_freq", str(10 ** 6),
            *(["--val_freq", str(args.epochs)] if val else []),
            *MODEL_FLAGS[args.model](args.size), *MODE_FLAGS[mode], *shlex.split(args.extra)]
+
+
+def run_training(args, mode, run_root):
+    """train.py on `args.dataroot` in `mode`, as a subprocess; returns its run directory."""
+    cmd = training_command(args, mode, run_root)
     log_path = os.path.join(run_root, f"{mode}.out")
     with open(log_path, "w") as out:
         done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -93,7 +99,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=2, help="epochs per mode")
     p.add_argument("--num_threads", type=int, default=2, help="data-loading workers")
     p.add_argument("--print_steps", type=int, default=5, help="steps per loss_log.csv row")
-    p.add_argument("--gpu_ids", default="0", help="train.py's --gpu_ids (-1 forces the CPU)")
+    p.add_argument("--gpu_ids", default=None,
+                   help="train.py's --gpu_ids (-1 forces the CPU; default: train.py's, a GPU when there is one)")
     args = p.parse_args(argv)
     resolve_modes(p, args)
     if not os.path.isdir(args.dataroot):
