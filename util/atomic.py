@@ -160,15 +160,19 @@ def atomic_directory(path):
         os.chmod(staging, 0o755)
     except OSError as err:
         raise WriteError(path, *_describe(err, parent)) from err
-    replaced = []
+    replaced, old = [], None
     try:
         yield staging, replaced
-        old = None
         if os.path.isdir(path):
             old = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=TEMP_SUFFIX, dir=parent)
             os.rename(path, os.path.join(old, "replaced"))
         os.rename(staging, path)
     except BaseException as err:
+        if old is not None:
+            moved = os.path.join(old, "replaced")
+            if os.path.isdir(moved) and not os.path.exists(path):
+                os.rename(moved, path)  # the swap failed half-way: the old folder goes back
+            shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(err, OSError):
             raise WriteError(path, *_describe(err, parent)) from err
