@@ -13,7 +13,7 @@ import torch
 from models import schedulers
 from models.networks.layers import unwrap
 from util import atomic, distributed
-from util.checkpoint import check_finite, describe_mismatch, layout_mismatch, load_file
+from util.checkpoint import check_finite, describe_mismatch, layout_mismatch, load_file, option_differences
 from util.devices import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -170,13 +170,9 @@ class ModelCheckpoints:
         return {k: state[k] for k in ("epoch", "epoch_iter", "total_iters")}
 
     def _check_architecture(self, stored, path):
-        changed = []
-        for key in self.architecture_flags:
-            if key in stored and hasattr(self.opt, key):
-                now = getattr(self.opt, key)
-                was = tuple(stored[key]) if isinstance(stored[key], list) else stored[key]
-                if now != was:
-                    changed.append(f"--{key} is {now}, the checkpoint has {was}")
+        current = {key: getattr(self.opt, key) for key in self.architecture_flags if hasattr(self.opt, key)}
+        changed = [f"--{key} is {now}, the checkpoint has {was}"
+                   for key, was, now in option_differences(stored, current)]
         if changed:
             raise ValueError(f"--continue_train would change the architecture of {path}: {'; '.join(changed)}. "
                              f"Use the stored values or start a new --name.")

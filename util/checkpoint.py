@@ -56,6 +56,17 @@ def describe_mismatch(mismatch, limit=10):
     return "; ".join(parts)
 
 
+def stored_value(value):
+    """An option as stored in a run (JSON): a list there was a tuple flag (e.g. --dim_mults 1,2,4,8)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def option_differences(stored, current):
+    """(key, stored value, current value) for each key of `current` that `stored` holds with another value."""
+    return [(key, stored_value(stored[key]), value) for key, value in current.items()
+            if key in stored and stored_value(stored[key]) != value]
+
+
 def strip_module_prefix(state_dict):
     """Drop a leading 'module.' that DataParallel/DDP wrappers add to every key."""
     if state_dict and all(k.startswith("module.") for k in state_dict):

@@ -21,6 +21,7 @@ from options.test_options import TestOptions
 from scripts.experiments.run_records import read_rows, write_rows
 from scripts.experiments.study_plan import gpu_args
 from util.arg_types import gpu_ids
+from util.checkpoint import stored_value
 from util.devices import resolve_device
 from util.metrics import evaluate_model
 from util.result_files import result_image_sets
@@ -48,7 +49,7 @@ def options_of(run_dir):
     stored = load_stored_options(run_dir)
     if stored is None:
         raise FileNotFoundError(f"{run_dir}/train_opt.json is missing: is {run_dir} a finished run folder?")
-    opt = argparse.Namespace(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    opt = argparse.Namespace(**{k: stored_value(v) for k, v in stored.items()})
     opt.isTrain, opt.gpu_ids = True, []
     opt.checkpoints_dir = os.path.dirname(os.path.abspath(run_dir))
     return opt

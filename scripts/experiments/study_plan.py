@@ -15,6 +15,7 @@ import torch
 import models
 from options.base_options import INVOCATION_FLAGS, BaseOptions, load_stored_options
 from options.train_options import TrainOptions
+from util.checkpoint import option_differences
 
 log = logging.getLogger("convergence_study")
 
@@ -132,16 +133,12 @@ def check_run_settings(run):
     if stored is None:
         return
     wanted, _ = parsed_settings(run.train_args)
-    differ = []
-    for key, value in wanted.items():
-        if key not in stored:
-            continue
-        have = tuple(stored[key]) if isinstance(stored[key], list) else stored[key]
-        if have != value:
-            differ.append(f"--{key} {have} (the run) vs {value} (this study)")
+    differ = [f"--{key} {have} (the run) vs {value} (this study)"
+              for key, have, value in option_differences(stored, wanted)]
     if differ:
-        raise ValueError(f"{run.run_dir} was trained with other settings than this study asks for: {'; '.join(differ)}. "
-                         f"Call the study with the settings it was made with, or give a new --study_dir.")
+        raise ValueError(f"{run.run_dir} was trained with other settings than this study asks for: "
+                         f"{'; '.join(differ)}. Call the study with the settings it was made with, or give a new "
+                         f"--study_dir.")
 
 
 def saved_progress(run_dir):
