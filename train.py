@@ -146,7 +146,7 @@ def main(args=None):
 
     # Everything that can refuse the command runs before anything is written.
     run = RunFolder(opt.run_dir)
-    run.check_new_run(opt.continue_train, opt.start_over)
+    run.check_new_run(opt.continue_train, opt.start_over, probe_lock=rank == 0)  # rank 0 takes the lock
     dataset = create_dataset(opt)
     opt.dataset_size = len(dataset)
     model = create_model(opt)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import ROOT, stored_train_options, test_main, train_main
+from util.run_folder import RunFolder, RunFolderError
 
 PIX2PIX = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance"]
 ATME = ["--model", "atme", "--dim", "8", "--init_dim", "8", "--dim_mults", "1,2", "--groups", "4", "--ndf", "8"]
@@ -271,6 +272,18 @@ def test_test_py_reads_a_read_only_run_folder(tmp_path):
 
 
 @pytest.mark.slow
+def test_only_the_process_that_takes_the_lock_probes_it(tmp_path):
+    # The busy probe takes the lock for a moment: a sibling rank probing while rank 0 takes it made rank 0 fail.
+    owner, sibling = RunFolder(str(tmp_path / "run")), RunFolder(str(tmp_path / "run"))
+    owner.lock()
+    try:
+        sibling.check_new_run(continue_train=True, start_over=False, probe_lock=False)  # does not touch the lock
+        with pytest.raises(RunFolderError, match="in use"):
+            sibling.check_new_run(continue_train=True, start_over=False)
+    finally:
+        owner.release()
+
+
 def test_two_runs_on_one_name(tmp_path):
     args = run_args("pix2pix", tmp_path, "busy", "--n_epochs", "500", "--n_epochs_decay", "0")
     first = subprocess.Popen([sys.executable, "train.py", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,

@@ -60,10 +60,12 @@ class RunFolder:
         self._fd = None
 
     # ------------------------------------------------------------------ checks (read only)
-    def check_new_run(self, continue_train, start_over):
+    def check_new_run(self, continue_train, start_over, probe_lock=True):
         """Refuse a folder another process trains in, a fresh run on a folder that holds one (unless
-        `start_over`), and contradicting flags. Reads only."""
-        self._check_not_busy()
+        `start_over`), and contradicting flags. Reads only. The busy probe takes the lock for a moment, so only
+        the process that will take it probes (`probe_lock`): a sibling rank's probe could make it fail."""
+        if probe_lock:
+            self._check_not_busy()
         markers = holds_a_run(self.path)
         if continue_train and start_over:
             raise RunFolderError("--continue_train and --start_over contradict each other: resume the run in "
