@@ -5,11 +5,14 @@
 
 Each checkout runs in a worker process of its own (scripts/bench/worker.py, with cwd and PYTHONPATH set to the
 checkout), so each builds its model through its own option parser and reads the same small aligned data set
-(written here, `--batch_size` random A|B images at `--size`) through its own dataset code; both use seed 0. After
-`--warmup` untimed training and inference steps in each, every round times `--steps` training steps and then
-`--steps` inference steps (`set_input` plus `optimize_parameters`, or plus `test` in eval mode) in one worker and
-then in the other, the order swapped every round (baseline first in even rounds: ABBA), so drifts of the
-machine's speed fall on both alike and the workers never run at once.
+(written here, `--batch_size` random A|B images at `--size`) through its own dataset code; both use seed 0. Every
+round times `--steps` training steps and then `--steps` inference steps (`set_input` plus `optimize_parameters`,
+or plus `test` in eval mode), each request after `--warmup` untimed steps of its kind, in one worker and then in
+the other, the order swapped every round (baseline first in even rounds: ABBA), so drifts of the
+machine's speed fall on both alike and the workers never run at once. A worker gives the memory it freed back
+to the OS before it answers, so the idle one does not hold its peak while the other runs (two ATME workers at
+256x256 would not fit in 24 GB otherwise); the untimed steps take that memory again, so the timed ones run as
+in a training run.
 
 Reported per checkout: the median seconds per image over all timed steps. The speed-up is baseline time / current
 time (> 1: this checkout is faster), computed per round from the two checkouts' median steps of that round, and
@@ -138,11 +141,8 @@ def spread(values):
 
 
 def run_rounds(workers, args):
-    """Warm both workers up, then time the rounds, alternating the order: per-image step times per label."""
-    for w in workers.values():
-        if args.warmup:
-            w.ask("train", steps=args.warmup)
-            w.ask("infer", steps=args.warmup)
+    """Time the rounds, alternating the order, each timed request after `--warmup` untimed steps of its kind:
+    per-image step times per label."""
     times = {label: {"train": [], "infer": []} for label in workers}
     orders = []
     for r in range(args.rounds):
@@ -150,7 +150,7 @@ def run_rounds(workers, args):
         orders.append(order)
         for kind in ("train", "infer"):
             for label in order:
-                step_times = workers[label].ask(kind, steps=args.steps)["times"]
+                step_times = workers[label].ask(kind, steps=args.steps, warmup=args.warmup)["times"]
                 times[label][kind].append(per_image(step_times, args.batch_size))
         log.info("round %d/%d (%s first): train %s", r + 1, args.rounds, order[0],
                  ", ".join(f"{label} {statistics.median(times[label]['train'][-1]):.4g} s/img" for label in order))
@@ -176,7 +176,7 @@ def side_by_side_table(result):
     v, s = result["versions"], result["speedup"]
     lines = [f"{result['model']} {result['size']}x{result['size']}, batch {result['batch_size']}, mode "
              f"{result['mode']} (baseline: {result['baseline_mode']}): {result['rounds']} rounds of {result['steps']} timed step(s), order alternated "
-             f"(ABBA), after {result['warmup']} warm-up step(s)",
+             f"(ABBA), each after {result['warmup']} warm-up step(s)",
              f"CPU: {result['cpu']} ({result['cpu_capability']}, native bf16: "
              f"{'yes' if result['cpu_native_bf16'] else 'no'}), torch {result['torch']}, CUDA: "
              f"{result['cuda'] or 'none'}, device {v['current']['device']}, {v['current']['threads']} threads",
@@ -220,7 +220,9 @@ def parse_args(argv=None):
                         "compares this checkout's fastest mode with the baseline's fp32")
     p.add_argument("--rounds", type=int, default=5, help="rounds; each times both checkouts, the order alternating")
     p.add_argument("--steps", type=int, default=1, help="timed training (and inference) steps per round and checkout")
-    p.add_argument("--warmup", type=int, default=1, help="untimed training and inference steps before the rounds")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed steps before the timed ones of every request (each worker gives its freed memory "
+                        "back to the OS while the other one runs; these steps take it again)")
     p.add_argument("--extra", default="", help="more train.py flags for both checkouts, e.g. '--ngf 32'")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)

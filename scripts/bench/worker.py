@@ -9,8 +9,13 @@ Protocol: one JSON object per line on stdin, one reply per line on stdout; every
 (option tables, logs, warnings) goes to stderr.
 
     {"op": "init", "flags": [train.py flags], "seed": 0}  -> {"models_file", "device", "threads", "images"}
-    {"op": "train", "steps": n} / {"op": "infer", "steps": n}  -> {"times": [seconds per step]}
+    {"op": "train", "steps": n, "warmup": w} / {"op": "infer", ...}  -> {"times": [seconds per timed step]}
     {"op": "quit"}  -> {}
+
+A train or infer request runs `warmup` untimed steps, then `steps` timed ones. Before every reply the worker
+hands the memory it freed back to the OS (glibc's malloc_trim), so an idle worker does not hold the peak of its
+last step while the other one runs; the untimed steps of the next request fault that memory in again, and the
+timed steps see the process as a run in progress does.
 
 Every reply also carries `first_losses` (the losses after the first training step, once there was one) and
 `max_rss_mb`. An error ends the process with its traceback on stderr.
@@ -87,7 +92,10 @@ class Session:
         self.model.set_input(self.batch)
         self.model.test()
 
-    def timed(self, step, steps):
+    def timed(self, step, steps, warmup=0):
+        for _ in range(warmup):
+            step()
+        self._sync()
         times = []
         for _ in range(steps):
             start = time.perf_counter()
@@ -101,12 +109,23 @@ class Session:
         if op == "init":
             return self.init(request["flags"], int(request.get("seed", 0)))
         if op == "train":
-            return self.timed(self.train_step, int(request["steps"]))
+            return self.timed(self.train_step, int(request["steps"]), int(request.get("warmup", 0)))
         if op == "infer":
-            return self.timed(self.infer_step, int(request["steps"]))
+            return self.timed(self.infer_step, int(request["steps"]), int(request.get("warmup", 0)))
         if op == "quit":
             return {}
         raise ValueError(f"unknown request {op!r}")
+
+
+def release_freed_memory():
+    """Give the memory this process has freed back to the OS, where the C library is glibc."""
+    import ctypes
+    try:
+        glibc = os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):
+        glibc = None
+    if glibc and glibc.startswith("glibc"):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def max_rss_mb():
@@ -127,6 +146,7 @@ def main():
         request = json.loads(line)
         reply = session.handle(request)
         reply.update(first_losses=session.first_losses, max_rss_mb=max_rss_mb())
+        release_freed_memory()  # before the reply: the other worker's timed steps start after it
         replies.write(json.dumps(reply) + "\n")
         if request["op"] == "quit":
             break
