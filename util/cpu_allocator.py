@@ -2,9 +2,10 @@
 
 glibc's malloc serves every block over 32 MB (most activations of a 256x256 network) with a fresh mmap and
 unmaps it when freed. Each training step then asks the kernel for gigabytes of new pages, and zeroing them in
-page faults costs about as much as the convolutions (ATME at 256x256: the step takes twice as long). With
-`reuse`, malloc takes large blocks from its heap and keeps freed memory for the next step (mallopt: no mmap, no
-trimming); the process's peak resident memory is then somewhat higher, as freed blocks are kept.
+page faults costs about as much as the convolutions (ATME at 256x256, batch 4: the training step took 1.8 times
+as long; README, speed section). With `reuse`, malloc takes large blocks from its heap and keeps freed memory
+for the next step (mallopt: no mmap, no trimming); the process's peak resident memory is then about a third
+higher, as freed blocks are kept and posix_memalign's remainders split some of them.
 
     auto    reuse where the C library is glibc, else the system's allocator as it is
     reuse   as above; refused where the C library is not glibc
