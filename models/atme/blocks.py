@@ -44,9 +44,12 @@ class LayerNorm(nn.Module):
         self.g = nn.Parameter(torch.ones(1, dim, 1, 1))
 
     def forward(self, x):
+        # Two passes (the mean, then the mean square of the centred values) rather than var_mean: a reduction over
+        # the channels of an NCHW tensor is several times faster this way on the CPU, with the same statistics.
         x32 = x.float()
-        var, mean = torch.var_mean(x32, dim=1, keepdim=True, correction=0)
-        return ((x32 - mean) * (var + STATS_EPS).rsqrt() * self.g).to(x.dtype)
+        centred = x32 - x32.mean(dim=1, keepdim=True)
+        var = (centred * centred).mean(dim=1, keepdim=True)
+        return (centred * (var + STATS_EPS).rsqrt() * self.g).to(x.dtype)
 
 
 class Residual(nn.Module):
