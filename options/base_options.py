@@ -141,8 +141,7 @@ class BaseOptions:
         if opt.batch_size < 1:
             parser.error(f"--batch_size must be at least 1, got {opt.batch_size}")
         if opt.cpu_allocator == "reuse" and cpu_allocator.glibc_version() is None:
-            parser.error("--cpu_allocator reuse configures glibc's malloc, and this process does not run on glibc: "
-                         "use --cpu_allocator auto or system")
+            parser.error(cpu_allocator.REUSE_NEEDS_GLIBC)
         return opt
 
     @staticmethod

@@ -26,6 +26,9 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 TRIM_NEVER = 2 ** 31 - 1  # mallopt takes an int: the largest free top of the heap that is kept (2 GB)
 
+REUSE_NEEDS_GLIBC = ("--cpu_allocator reuse configures glibc's malloc, and this process does not run on glibc: "
+                     "use --cpu_allocator auto or system")
+
 _applied = None
 
 
@@ -51,8 +54,7 @@ def configure(mode):
     version = glibc_version()
     if version is None:
         if mode == "reuse":
-            raise ValueError("--cpu_allocator reuse configures glibc's malloc, and this process does not run on "
-                             "glibc: use --cpu_allocator auto or system")
+            raise ValueError(REUSE_NEEDS_GLIBC)
         return _applied or "system"
     if _applied != "reuse":
         libc = ctypes.CDLL(None)
