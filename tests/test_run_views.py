@@ -115,8 +115,8 @@ def test_html_figures_after_a_resume_hold_the_epochs_before_it(resumed_run):
 def test_page_has_a_picture_of_every_epoch_and_stops_reloading(resumed_run):
     run, _ = resumed_run
     page = (run / "web" / "index.html").read_text()
-    headers = re.findall(r"<h3>(epoch \d+, step \d+)</h3>", page)
-    assert headers == ["epoch 3, step 24", "epoch 2, step 16", "epoch 1, step 8"]
+    headers = re.findall(r"<h3>(epoch \d+, \d+ images seen)</h3>", page)
+    assert headers == ["epoch 3, 24 images seen", "epoch 2, 16 images seen", "epoch 1, 8 images seen"]
     for epoch, step in ((1, 8), (2, 16), (3, 24)):
         for label in ("real_A", "fake_B", "real_B"):
             name = f"epoch{epoch:03d}_step{step:09d}_{label}.png"

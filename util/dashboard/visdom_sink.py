@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from util.dashboard.history import convergence_panels, line_panels, loss_panels
+from util.dashboard.history import convergence_panels, images_seen, line_panels, loss_panels
 from util.dashboard.workers import _NewestJobThread
 from util.figures import panel_columns
 from util.image_utils import make_grid
@@ -59,7 +59,7 @@ class VisdomSink:
             self.worker.submit(self.window(f"lines_{name}"), _draw_panels(panels, f"{self.run_name}: {name}"))
 
     def images(self, history, images, labels, epoch, step, snapshot):
-        title = f"{self.run_name}: images (epoch {epoch}, step {step})"
+        title = f"{self.run_name}: images (epoch {epoch}, {images_seen(step)})"
         self.worker.submit(self.window("images"), _draw_images(images, labels, title, self.ncols, self.winsize))
 
     def flush(self, timeout=None):
