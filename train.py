@@ -216,7 +216,8 @@ def train(opt, model, dataset):
                        dynamic_ncols=True, leave=False)
             t_data = t_epoch = t_print = time.perf_counter()
             data_time, images_since_print = 0.0, 0
-            for batch in loader:
+            epoch_start_images = total_iters - epoch_iter * world  # images seen when this epoch began
+            for batches_done, batch in enumerate(loader, 1):
                 now = time.perf_counter()
                 data_time += now - t_data
                 model.note_position(epoch, total_iters)
@@ -236,7 +237,10 @@ def train(opt, model, dataset):
                     model.compute_visuals()
                     save_result = total_iters % opt.update_html_freq < images_per_step
                     dashboard.display_current_results(model.get_current_visuals(), epoch, total_iters, save_result)
-                if total_iters % opt.print_freq < images_per_step:
+                # every --print_freq images, and at the end of an epoch that had none (a short run still has its
+                # loss curves); both depend on the images seen only, so a resumed run logs the same rows
+                if total_iters % opt.print_freq < images_per_step or (
+                        batches_done == steps and total_iters // opt.print_freq == epoch_start_images // opt.print_freq):
                     losses = model.get_current_losses()  # the one host synchronisation, at print time
                     model.check_finite()
                     elapsed = time.perf_counter() - t_print

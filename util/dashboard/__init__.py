@@ -34,12 +34,13 @@ class Dashboard:
     planned epochs on the page and go to the loggers' config. `images_per_epoch` is the number of images one process sees per
     epoch (the denominator of train.py's `counter_ratio`), so loss rows read back from loss_log.csv land at
     the x they were plotted at live. `display_id` <= 0 turns visdom off; `enabled=False` (ranks other than 0)
-    turns everything off. `env` defaults to the run name, so runs sit side by side in visdom. Nothing here
+    turns everything off. `env` defaults to the run name, so runs sit side by side in visdom. `ncols` is the
+    number of visuals a row of visdom's image grid (0: all of them, input to target in one row). Nothing here
     waits for, or raises because of, a server.
     """
 
     def __init__(self, run_dir, name, *, gan_mode=None, images_per_epoch=None, display_id=1,
-                 server="http://localhost", port=8097, env=None, ncols=4, winsize=256, use_html=True,
+                 server="http://localhost", port=8097, env=None, ncols=0, winsize=256, use_html=True,
                  use_tensorboard=False, use_wandb=False, wandb_project=None, run_options=None, enabled=True,
                  retry_seconds=30.0, request_timeout=5.0, html_refresh=30):
         self.name = name
