@@ -239,8 +239,8 @@ def train(opt, model, dataset):
                     dashboard.display_current_results(model.get_current_visuals(), epoch, total_iters, save_result)
                 # every --print_freq images, and at the end of an epoch that had none (a short run still has its
                 # loss curves); both depend on the images seen only, so a resumed run logs the same rows
-                if total_iters % opt.print_freq < images_per_step or (
-                        batches_done == steps and total_iters // opt.print_freq == epoch_start_images // opt.print_freq):
+                epoch_had_no_print = total_iters // opt.print_freq == epoch_start_images // opt.print_freq
+                if total_iters % opt.print_freq < images_per_step or (batches_done == steps and epoch_had_no_print):
                     losses = model.get_current_losses()  # the one host synchronisation, at print time
                     model.check_finite()
                     elapsed = time.perf_counter() - t_print
