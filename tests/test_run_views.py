@@ -144,7 +144,13 @@ def test_tensorboard_events_hold_every_scalar_of_every_segment_once(resumed_run)
     assert [p.step for p in events.Scalars("convergence/neg_L_GAN")] == [1, 2, 3]
     assert [p.value for p in events.Scalars("convergence/neg_L_GAN")] == pytest.approx(
         [float(r["neg_L_GAN"]) for r in conv], rel=1e-4)
-    assert [p.value for p in events.Scalars("convergence/equilibrium")] == pytest.approx([LOG4] * 3)
+    # the equilibrium is a run of its own under the same tag: its own colour and name in TensorBoard's run list
+    assert "convergence/equilibrium" not in events.Tags()["scalars"]
+    line = EventAccumulator(str(run / "tensorboard" / "equilibrium_log4"), size_guidance={"scalars": 0})
+    line.Reload()
+    assert line.Tags()["scalars"] == ["convergence/neg_L_GAN"]
+    assert [p.step for p in line.Scalars("convergence/neg_L_GAN")] == [1, 2, 3]
+    assert [p.value for p in line.Scalars("convergence/neg_L_GAN")] == pytest.approx([LOG4] * 3)
     assert [p.step for p in events.Images("visuals")] == [16, 24]  # the snapshots of segments 2 and 3
 
 
