@@ -1,6 +1,7 @@
 """The pages say what a run is and how it ended: a visible heading with the run, its model and the planned epochs;
 "finished 8 of 8 epochs", "stopped by SIGINT at epoch 3 of 6; resumable with <command>" (a command that works,
 followed here) or "failed: <message>"; positions named by images seen, never by an ambiguous "step"."""
+import html
 import os
 import re
 import shlex
@@ -70,7 +71,8 @@ def test_a_resumed_page_starts_from_its_newest_snapshot(tmp_path):
     first = Dashboard(tmp_path, "r", display_id=0, run_options=options)
     first.epoch_snapshot(visuals(), 1, 8)
     first.close(outcome="stopped by SIGINT after epoch 1 of 2; resumable with python train.py --continue_train")
-    assert "resumable with python train.py --continue_train" in page_of(tmp_path)
+    assert re.search(r"Training stopped by SIGINT after epoch 1 of 2; resumable with:</p>\s*<pre>\s*<code>"
+                     r"python train.py --continue_train</code>", page_of(tmp_path))
     again = Dashboard(tmp_path, "r", display_id=0, run_options=options)
     assert again.flush(timeout=30)
     assert "Training is running: epoch 1 of 2, 8 images seen." in page_of(tmp_path)
@@ -80,7 +82,7 @@ def test_a_resumed_page_starts_from_its_newest_snapshot(tmp_path):
 def test_the_test_page_has_a_heading(tmp_path, demo_root):
     ck = tmp_path / "ck"
     train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "head", *TINY, "--n_epochs", "1")
-    assert heading(page_of(ck / "head")) == ["run head · model pix2pix · 1 epochs planned"]
+    assert heading(page_of(ck / "head")) == ["run head · model pix2pix · 1 epoch planned"]
     assert "Training finished 1 of 1 epochs." in page_of(ck / "head")
     test_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--results_dir", tmp_path / "res", "--name", "head",
               "--model", "pix2pix", "--num_test", "2", "--gpu_ids", "-1")
@@ -119,11 +121,11 @@ def test_a_stop_says_how_to_resume_and_that_command_finishes_the_run(tmp_path, d
                         "--n_epochs", "2", check=False)
     assert result.returncode == 128 + signal.SIGINT
     page = page_of(ck / "stopped")
-    found = re.search(r"Training stopped by SIGINT at epoch 1 of 2; resumable with (python train\.py [^<]*)\.</p>",
-                      page)
+    found = re.search(r"Training stopped by SIGINT at epoch 1 of 2; resumable with:</p>\s*<pre>\s*<code>"
+                      r"(python train\.py [^<]*)</code>", page)
     assert found, page
     monkeypatch.setattr(train.StopRequest, "agreed", real_agreed)
-    command = shlex.split(found.group(1).replace("&#x27;", "'"))
+    command = shlex.split(html.unescape(found.group(1)))
     assert command[:2] == ["python", "train.py"] and command[-1] == "--continue_train"
     train_main(*command[2:])  # the advice, typed as shown
     page = page_of(ck / "stopped")

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from urllib.parse import quote
 
 import dominate
-from dominate.tags import a, br, h2, h3, img, meta, p, style, table, td, tr
+from dominate.tags import a, br, code, h2, h3, img, meta, p, pre, style, table, td, tr
 
 from util.atomic import atomic_directory, atomic_write_text, remove_stale_temporaries
 from util.image_utils import save_image, tensor2im
@@ -58,6 +58,12 @@ class HTML:
     def add_text(self, text):
         with self.doc:
             p(text)
+
+    def add_command(self, text):
+        """A shell command on a line of its own, to copy as it is."""
+        with self.doc:
+            with pre():
+                code(text)
 
     def add_images(self, ims, txts, links=None, width=256):
         """One table row: each image (a name inside the image folder) with its caption, linked to `links`.

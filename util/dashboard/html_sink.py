@@ -99,7 +99,8 @@ class HtmlSink:
         if self.model:
             parts.append(f"model {self.model}")
         if self.planned_epochs:
-            parts.append(f"{int(self.planned_epochs)} epochs planned")
+            count = int(self.planned_epochs)
+            parts.append(f"{count} epoch{'' if count == 1 else 's'} planned")
         return " · ".join(parts)
 
     def position(self):
@@ -117,7 +118,10 @@ class HtmlSink:
         page = HTML(self.web_dir, self.heading(), refresh=0 if ended else self.refresh)
         where = self.position()
         if ended:
-            page.add_text(f"Training {ended}.")
+            said, _, command = ended.partition("; resumable with ")
+            page.add_text(f"Training {said}" + ("; resumable with:" if command else "."))
+            if command:
+                page.add_command(command)
             page.add_text((f"Last view: {where}. " if where else "") + f"This page was written {now} and no longer "
                           "reloads.")
         else:
