@@ -81,7 +81,9 @@ def test_a_resumed_page_starts_from_its_newest_snapshot(tmp_path):
 
 def test_the_test_page_has_a_heading(tmp_path, demo_root):
     ck = tmp_path / "ck"
-    train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "head", *TINY, "--n_epochs", "1")
+    trained = train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "head", *TINY, "--n_epochs", "1")
+    # the progress bar counts batches, and says so; the views count images seen
+    assert "4/4" in trained.stderr and "batch/s" in trained.stderr and "step" not in trained.stderr
     assert heading(page_of(ck / "head")) == ["run head · model pix2pix · 1 epoch planned"]
     assert "Training finished 1 of 1 epochs." in page_of(ck / "head")
     test_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--results_dir", tmp_path / "res", "--name", "head",
