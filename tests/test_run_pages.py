@@ -45,7 +45,8 @@ def test_outcome_texts():
 
 def test_the_resume_command_keeps_the_flags_and_drops_a_restart():
     command = run_outcome.resume_command(["--name", "my run", "--start_over", "true", "--n_epochs", "3",
-                                          "--continue_train", "--start_over=1", "--lr", "0.1"])
+                                          "--continue_train", "--start_over=1", "--epoch_count", "5", "--lr", "0.1",
+                                          "--epoch_count=2"])
     assert command == "python train.py --name 'my run' --n_epochs 3 --lr 0.1 --continue_train"
     assert shlex.split(command)[2:] == ["--name", "my run", "--n_epochs", "3", "--lr", "0.1", "--continue_train"]
 

@@ -29,19 +29,23 @@ def failed(exc):
     return f"failed: {message}"
 
 
-RESTART_FLAGS = ("--start_over", "--continue_train")
+RESTART_FLAGS = ("--start_over", "--continue_train")  # booleans: `--flag`, `--flag true`, `--flag=true`
+FRESH_RUN_FLAGS = ("--epoch_count",)  # take a value; a resume takes its epoch from the checkpoint
 
 
 def resume_command(args, script="train.py"):
     """The command that continues a run started with `args` (train.py's arguments): the same flags with
-    --continue_train, without --start_over (which would move the run aside)."""
+    --continue_train, without --start_over (which would move the run aside) and --epoch_count (which only a
+    fresh run takes)."""
     args, kept, k = [str(a) for a in args], [], 0
     while k < len(args):
-        flag = args[k].split("=", 1)[0]
+        flag, inline = args[k].split("=", 1)[0], "=" in args[k]
         k += 1
-        if flag not in RESTART_FLAGS:
+        if flag in FRESH_RUN_FLAGS:
+            k += 0 if inline else 1
+        elif flag not in RESTART_FLAGS:
             kept.append(args[k - 1])
-        elif "=" not in args[k - 1] and k < len(args) and _is_bool_word(args[k]):
+        elif not inline and k < len(args) and _is_bool_word(args[k]):
             k += 1  # `--start_over true`: the value goes with its flag
     return "python " + shlex.join([script, *kept, "--continue_train"])
 
