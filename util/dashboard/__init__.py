@@ -33,10 +33,10 @@ class Dashboard:
     run's convergence.csv was written for). `run_options` (the run's resolved options) name the model and the
     planned epochs on the page and go to the loggers' config. `images_per_epoch` is the number of images one
     process sees per epoch (the denominator of train.py's `counter_ratio`), so loss rows read back from
-    loss_log.csv land at the x they were plotted at live. `display_id` <= 0 turns visdom off; `enabled=False` (ranks other than 0)
-    turns everything off. `env` defaults to the run name, so runs sit side by side in visdom. `ncols` is the
-    number of visuals a row of visdom's image grid (0: all of them, input to target in one row). Nothing here
-    waits for, or raises because of, a server.
+    loss_log.csv land at the x they were plotted at live. `display_id` <= 0 turns visdom off; `enabled=False`
+    (ranks other than 0) turns everything off. `env` defaults to the run name, so runs sit side by side in
+    visdom. `ncols` is the number of visuals a row of visdom's image grid (0: all of them, input to target in
+    one row). Nothing here waits for, or raises because of, a server.
     """
 
     def __init__(self, run_dir, name, *, gan_mode=None, images_per_epoch=None, display_id=1,

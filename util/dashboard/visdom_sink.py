@@ -25,7 +25,7 @@ class VisdomSink:
 
     name = "visdom"
 
-    def __init__(self, name, *, display_id=1, ncols=4, winsize=256, worker=None, **worker_args):
+    def __init__(self, name, *, display_id=1, ncols=0, winsize=256, worker=None, **worker_args):
         self.run_name = name
         self.display_id = int(display_id)
         self.ncols = max(int(ncols), 0)  # 0: one row, a column per visual
