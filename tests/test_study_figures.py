@@ -91,3 +91,11 @@ def test_dots_show_the_raw_mean_behind_the_smoothed_line(tmp_path):
     dots = [l for l in lines if l.get_linestyle() == "None"]
     assert len(dots) == 1
     np.testing.assert_allclose(dots[0].get_ydata(), np.where(e < 4, 1.1, 0.6))
+
+
+def test_a_study_shorter_than_the_window_says_its_line_is_one_fit(tmp_path):
+    q = convergence.quantity("vanilla")
+    short = convergence_plot(tmp_path / "c.png", {"atme (n=2)": curves(2, epochs=3)}, q, 5, [0, 1])
+    assert "the least-squares line through all 3 epochs (fewer than --smooth 5)" in short.axes[0].get_title()
+    long = convergence_plot(tmp_path / "c.png", {"atme (n=2)": curves(2, epochs=8)}, q, 5, [0, 1])
+    assert "a local linear fit over 5 epochs" in long.axes[0].get_title()

@@ -237,6 +237,13 @@ def _draw_panel(ax, groups, window, ylabel, title):
     ax.grid(True, alpha=0.3)
 
 
+def _fit_text(groups, window):
+    """'a local linear fit over 5 epochs', or over all of them when the runs are shorter than the window."""
+    longest = max(len(e) for curves in groups.values() for e, _ in curves)
+    return f"a local linear fit over {window} epochs" if longest > window else \
+        f"the least-squares line through all {longest} epochs (fewer than --smooth {window})"
+
+
 def _seed_text(seeds):
     return f"of seed {seeds[0]}" if len(seeds) == 1 else "mean over seeds " + ", ".join(map(str, seeds))
 
@@ -246,8 +253,8 @@ def convergence_plot(path, groups, quantity, window, seeds):
     fig = new_figure(7.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     _draw_panel(ax, groups, window, quantity.label,
-                f"{short_label(quantity)} per epoch, {_seed_text(seeds)}: dots raw, line a local linear "
-                f"fit over {window} epochs;\n{band_note(groups)}")
+                f"{short_label(quantity)} per epoch, {_seed_text(seeds)}: dots raw, line "
+                f"{_fit_text(groups, window)};\n{band_note(groups)}")
     if quantity.equilibrium is not None:
         ax.axhline(quantity.equilibrium, color="black", linestyle="--", linewidth=1,
                    label=f"equilibrium {quantity.equilibrium_label}")
@@ -261,8 +268,8 @@ def validation_plot(path, groups_l1, groups_psnr, window):
     fig = new_figure(11, 4.2)
     for index, (groups, ylabel) in enumerate(((groups_l1, "val L1 ([-1, 1] scale)"), (groups_psnr, "val PSNR (dB)"))):
         ax = fig.add_subplot(1, 2, index + 1)
-        _draw_panel(ax, groups, window, ylabel, f"{ylabel}: dots raw, line a local linear fit over {window} "
-                                                f"epochs;\n{band_note(groups)}")
+        _draw_panel(ax, groups, window, ylabel, f"{ylabel}: dots raw, line {_fit_text(groups, window)};\n"
+                                                f"{band_note(groups)}")
         ax.legend(loc="best", fontsize=7)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.88, wspace=0.25)
     save_figure(fig, path)
