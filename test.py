@@ -42,7 +42,8 @@ def main(args=None):
     # test's images only (a metric script never scores an earlier run's leftovers), and a test that fails
     # leaves the earlier result as it was.
     with replacing_images(web_dir) as staging:
-        webpage = HTML(web_dir, f"Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {tag}", image_dir=staging)
+        webpage = HTML(web_dir, f"run {opt.name} · model {opt.model} · {opt.phase} split, checkpoint {tag}",
+                       image_dir=staging)
         with tqdm(total=limit, desc="test", unit="img") as bar:
             for batch in loader:
                 if done >= limit:

@@ -32,6 +32,7 @@ from util.devices import seed_everything
 from util.launch import launch_local_workers, local_processes
 from util.run_folder import RunFolder, RunFolderError, holds_a_run
 from util.run_logs import CsvLog, attach_log_file, setup_logging
+from util import run_outcome
 
 log = logging.getLogger("train")
 
@@ -195,6 +196,7 @@ def train(opt, model, dataset):
     log.info("training %s on %d images for epochs %d..%d (%d process%s)", opt.model, len(dataset),
              start_epoch, last_epoch, world, "es" if world > 1 else "")
     saved = {"tag": None}
+    outcome = None  # how training ended, for the run's page
 
     def save(tag, epoch, done):
         model.check_finite(weights=True)  # nothing non-finite is ever saved
@@ -210,11 +212,12 @@ def train(opt, model, dataset):
             model.on_epoch_start(epoch)
             model.train()
             steps = math.ceil(len(sampler) / opt.batch_size)
-            bar = tqdm(total=steps, desc=f"epoch {epoch}/{last_epoch}", unit="step", disable=rank != 0,
+            bar = tqdm(total=steps, desc=f"epoch {epoch}/{last_epoch}", unit="batch", disable=rank != 0,
                        dynamic_ncols=True, leave=False)
             t_data = t_epoch = t_print = time.perf_counter()
             data_time, images_since_print = 0.0, 0
-            for batch in loader:
+            epoch_start_images = total_iters - epoch_iter * world  # images seen when this epoch began
+            for batches_done, batch in enumerate(loader, 1):
                 now = time.perf_counter()
                 data_time += now - t_data
                 model.note_position(epoch, total_iters)
@@ -234,7 +237,10 @@ def train(opt, model, dataset):
                     model.compute_visuals()
                     save_result = total_iters % opt.update_html_freq < images_per_step
                     dashboard.display_current_results(model.get_current_visuals(), epoch, total_iters, save_result)
-                if total_iters % opt.print_freq < images_per_step:
+                # every --print_freq images, and at the end of an epoch that had none (a short run still has its
+                # loss curves); both depend on the images seen only, so a resumed run logs the same rows
+                epoch_had_no_print = total_iters // opt.print_freq == epoch_start_images // opt.print_freq
+                if total_iters % opt.print_freq < images_per_step or (batches_done == steps and epoch_had_no_print):
                     losses = model.get_current_losses()  # the one host synchronisation, at print time
                     model.check_finite()
                     elapsed = time.perf_counter() - t_print
@@ -263,6 +269,8 @@ def train(opt, model, dataset):
                 save("latest", epoch, epoch_iter)
                 log.info("stopped in epoch %d after %d of its images; the state is in %s/latest_train_state.pth",
                          epoch, epoch_iter, opt.run_dir)
+                outcome = run_outcome.stopped(stop.signum, epoch, last_epoch,
+                                              run_outcome.resume_command(sys.argv[1:]))
                 return stop.exit_code
 
             model.on_epoch_end(epoch)
@@ -287,14 +295,21 @@ def train(opt, model, dataset):
             if numbered:
                 save(str(epoch), epoch + 1, 0)
             if stop.agreed():
+                outcome = run_outcome.stopped(stop.signum, epoch, last_epoch,
+                                              run_outcome.resume_command(sys.argv[1:]), within_epoch=False)
                 break
+        outcome = outcome or run_outcome.finished(epoch, last_epoch)
     except TrainingDiverged as err:
         where = (f"The newest checkpoint, '{saved['tag']}' (epoch {saved['epoch']}, {saved['images']} images), is "
                  f"intact: resume from it with --continue_train." if saved["tag"] else
                  "This process saved no checkpoint; an earlier one, if any, is intact.")
+        outcome = run_outcome.failed(f"{err} {where}")
         raise TrainingDiverged(f"{err} {where}") from None
+    except BaseException as err:
+        outcome = run_outcome.failed(err)
+        raise
     finally:
-        dashboard.close()
+        dashboard.close(outcome=outcome)
     return stop.exit_code if stop else 0
 
 

@@ -15,7 +15,8 @@ class TrainOptions(BaseOptions):
         parser = super().initialize(parser)
         g = parser.add_argument_group("dashboard and logs")
         g.add_argument("--display_freq", type=int, default=400, help="show visuals every N images")
-        g.add_argument("--display_ncols", type=int, default=4, help="images per row in the visdom grid")
+        g.add_argument("--display_ncols", type=int, default=0,
+                       help="images per row in the visdom grid (0: one row, a column per visual)")
         g.add_argument("--display_id", type=int, default=1, help="visdom window id; 0 turns the live dashboard off")
         g.add_argument("--display_server", type=str, default="http://localhost", help="visdom server")
         g.add_argument("--display_env", type=str, default=None, help="visdom environment (default: the run name)")

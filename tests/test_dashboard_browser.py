@@ -176,7 +176,7 @@ def test_training_run_renders_in_the_browser_and_keeps_its_history_after_a_resum
     assert (tmp_path / name / "web" / "index.html").is_file()
     dom = browser_dom(visdom_server, name, tmp_path / "chromium_profile")
     # The three windows, by their titles as the page shows them.
-    for title in (f"{name}: images (epoch 1, step", f"{name}: losses",
+    for title in (f"{name}: images (epoch 1, 8 images seen)", f"{name}: losses",
                   f"{name}: convergence (-L_GAN = D_real + D_fake)"):
         assert title in dom, title
     # The image grid arrived as image data, and plotly drew the panels: one per loss, and the convergence one.
@@ -191,5 +191,5 @@ def test_training_run_renders_in_the_browser_and_keeps_its_history_after_a_resum
     # A resume (a new process) redraws the windows from the run's logs: the points of epoch 1 are still there.
     run_cli("train.py", *args, "--n_epochs", "2", "--continue_train", timeout=200)
     dom = browser_dom(visdom_server, name, tmp_path / "chromium_profile_2")
-    assert f"{name}: images (epoch 2, step" in dom
+    assert f"{name}: images (epoch 2, 16 images seen)" in dom
     assert dom.count('class="point"') == 4 * 4 + 2

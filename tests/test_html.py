@@ -104,7 +104,7 @@ def test_dashboard_page_lists_steps_newest_first_with_plots_on_top(tmp_path):
     dash.close()
     text = (tmp_path / "web" / "index.html").read_text()
     headers = re.findall(r"<h3>(.*?)</h3>", text)
-    assert headers == ["Curves", "epoch 2, step 12", "epoch 1, step 8", "epoch 1, step 4"]
+    assert headers == ["Curves", "epoch 2, 12 images seen", "epoch 1, 8 images seen", "epoch 1, 4 images seen"]
     assert text.index("losses.png") < text.index("convergence.png") < text.index("epoch002_step000000012_real_A")
     row = re.findall(r'src="images/(epoch002_step000000012_[^"]+)"', text)
     assert row == [f"epoch002_step000000012_{k}.png" for k in ("real_A", "fake_B", "real_B")]

@@ -88,7 +88,7 @@ def test_wandb_starts_from_the_csv_history_and_a_resume_adds_only_new_points(tmp
     assert logged_x(fake.rows, "convergence/neg_L_GAN") == [1.0, 2.0, 3.0]
     assert [r["convergence/equilibrium"] for r in fake.rows if "convergence/equilibrium" in r] == \
         pytest.approx([1.3862944] * 3)
-    assert [r["visuals"][2] for r in fake.rows if "visuals" in r] == ["epoch 3, step 24"]
+    assert [r["visuals"][2] for r in fake.rows if "visuals" in r] == ["epoch 3, 24 images seen"]
     assert fake.finished == 1
 
     fake.rows.clear()

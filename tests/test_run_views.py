@@ -115,8 +115,8 @@ def test_html_figures_after_a_resume_hold_the_epochs_before_it(resumed_run):
 def test_page_has_a_picture_of_every_epoch_and_stops_reloading(resumed_run):
     run, _ = resumed_run
     page = (run / "web" / "index.html").read_text()
-    headers = re.findall(r"<h3>(epoch \d+, step \d+)</h3>", page)
-    assert headers == ["epoch 3, step 24", "epoch 2, step 16", "epoch 1, step 8"]
+    headers = re.findall(r"<h3>(epoch \d+, \d+ images seen)</h3>", page)
+    assert headers == ["epoch 3, 24 images seen", "epoch 2, 16 images seen", "epoch 1, 8 images seen"]
     for epoch, step in ((1, 8), (2, 16), (3, 24)):
         for label in ("real_A", "fake_B", "real_B"):
             name = f"epoch{epoch:03d}_step{step:09d}_{label}.png"
@@ -144,7 +144,13 @@ def test_tensorboard_events_hold_every_scalar_of_every_segment_once(resumed_run)
     assert [p.step for p in events.Scalars("convergence/neg_L_GAN")] == [1, 2, 3]
     assert [p.value for p in events.Scalars("convergence/neg_L_GAN")] == pytest.approx(
         [float(r["neg_L_GAN"]) for r in conv], rel=1e-4)
-    assert [p.value for p in events.Scalars("convergence/equilibrium")] == pytest.approx([LOG4] * 3)
+    # the equilibrium is a run of its own under the same tag: its own colour and name in TensorBoard's run list
+    assert "convergence/equilibrium" not in events.Tags()["scalars"]
+    line = EventAccumulator(str(run / "tensorboard" / "equilibrium_log4"), size_guidance={"scalars": 0})
+    line.Reload()
+    assert line.Tags()["scalars"] == ["convergence/neg_L_GAN"]
+    assert [p.step for p in line.Scalars("convergence/neg_L_GAN")] == [1, 2, 3]
+    assert [p.value for p in line.Scalars("convergence/neg_L_GAN")] == pytest.approx([LOG4] * 3)
     assert [p.step for p in events.Images("visuals")] == [16, 24]  # the snapshots of segments 2 and 3
 
 

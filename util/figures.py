@@ -45,6 +45,30 @@ def convergence_panel(curves, gan_modes):
     return Panel(" | ".join(labels), labels[0].split(" = ")[0] if labels else "", lines, hlines)
 
 
+def epoch_range(panel):
+    """(low, high) x limits of a panel in epochs: its points with a small margin, at least one epoch wide (a
+    single point does not get an axis of hundredths), never below 0 when no point is."""
+    xs = [np.asarray(x, dtype=float) for x, _ in panel.lines.values()]
+    xs = np.concatenate([x[np.isfinite(x)] for x in xs]) if xs else np.array([])
+    if xs.size == 0:
+        return 0.0, 1.0
+    low, high = float(xs.min()), float(xs.max())
+    margin = max(0.04 * (high - low), (1.0 - (high - low)) / 2)
+    low, high = low - margin, high + margin
+    if xs.min() >= 0 and low < 0:
+        low, high = 0.0, high - low
+    return low, high
+
+
+def epoch_tick_step(low, high, most=12):
+    """A whole-epoch tick spacing (1, 2, 5, 10, 20, ...) giving at most `most` ticks over [low, high]."""
+    step = 1
+    while (high - low) / step > most:
+        step *= 2.5 if str(step).startswith("2") else 2
+        step = int(step)
+    return step
+
+
 def new_figure(width, height):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -59,7 +83,7 @@ def save_figure(fig, path):
 
 def draw_panels(panels, path=None, title=None, ncols=None, xlabel="epoch"):
     """A figure with one axis per panel, `ncols` a row (default: `panel_columns`, as in visdom); lines carry
-    markers so a single point shows.
+    markers so a single point shows; the x axis (epochs) ticks at whole epochs and starts at 0 or later.
 
     Writes a PNG when `path` is given (atomically) and returns the matplotlib Figure.
     """
@@ -70,8 +94,11 @@ def draw_panels(panels, path=None, title=None, ncols=None, xlabel="epoch"):
     head = 0.45 if title else 0.0
     height = PANEL_HEIGHT * nrows + head
     fig = new_figure(PANEL_WIDTH * ncols, height)
+    from matplotlib.ticker import MaxNLocator
     for k, panel in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, k + 1)
+        ax.set_xlim(*epoch_range(panel))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for label, (x, y) in panel.lines.items():
             ax.plot(x, y, marker="o", markersize=3, linewidth=1.3, label=str(label))
         for value, label in panel.hlines:

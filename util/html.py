@@ -7,7 +7,7 @@ from collections import OrderedDict
 from urllib.parse import quote
 
 import dominate
-from dominate.tags import a, br, h3, img, meta, p, style, table, td, tr
+from dominate.tags import a, br, code, h2, h3, img, meta, p, pre, style, table, td, tr
 
 from util.atomic import atomic_directory, atomic_write_text, remove_stale_temporaries
 from util.image_utils import save_image, tensor2im
@@ -19,6 +19,7 @@ body { font-family: sans-serif; margin: 12px; }
 table.row { border-collapse: collapse; margin-bottom: 6px; }
 td.cell { padding: 4px; text-align: center; vertical-align: top; }
 td.cell p { margin: 2px 0 0 0; font-size: 13px; word-break: break-all; }
+h2 { margin: 4px 0 8px 0; }
 img.natural { max-width: 100%; height: auto; }
 """
 
@@ -26,7 +27,8 @@ img.natural { max-width: 100%; height: auto; }
 class HTML:
     """A page in `web_dir/index.html` whose images live in `web_dir/images/`.
 
-    `refresh` > 0 makes the browser reload the page every `refresh` seconds (for pages of a running job).
+    `title` is the browser tab's title and the page's visible heading. `refresh` > 0 makes the browser reload the
+    page every `refresh` seconds (for pages of a running job).
     `image_dir` is where `get_image_dir` points image writers (default `web_dir/images`; test.py writes into a
     staging folder that then becomes `images/`); the page always links `images/<name>`.
     """
@@ -42,6 +44,8 @@ class HTML:
             style(_CSS)
             if refresh > 0:
                 meta(http_equiv="refresh", content=str(int(refresh)))
+        with self.doc:
+            h2(title)
 
     def get_image_dir(self):
         """The folder that image names given to `add_images` are relative to."""
@@ -54,6 +58,12 @@ class HTML:
     def add_text(self, text):
         with self.doc:
             p(text)
+
+    def add_command(self, text):
+        """A shell command on a line of its own, to copy as it is."""
+        with self.doc:
+            with pre():
+                code(text)
 
     def add_images(self, ims, txts, links=None, width=256):
         """One table row: each image (a name inside the image folder) with its caption, linked to `links`.

@@ -62,7 +62,7 @@ def build_parser():
     g.add_argument("--test_dataroot", default=None, help="data of the test split (default: --dataroot)")
     g.add_argument("--test_phase", default="test", help="split for the table's L1, PSNR, KID and diversity")
     g.add_argument("--last_k", type=int, default=10, help="epochs the table's distance and slope are taken over")
-    g.add_argument("--smooth", type=int, default=5, help="trailing moving average window of the figures (epochs)")
+    g.add_argument("--smooth", type=int, default=5, help="the figures draw a local linear fit over this many epochs")
     g.add_argument("--inception_weights", default=None,
                    help="Inception-v3 weights for KID (default: torch.hub's cached copy; without one, no KID)")
     g.add_argument("--lpips_backbone_weights", default=None,

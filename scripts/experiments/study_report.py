@@ -2,16 +2,20 @@
 `val_log.csv` (train.py) and its `<study_dir>/eval/<run>/*.csv` (study_eval), so every number can be recomputed.
 
 - `convergence.png`: per model, the mean over seeds of the smoothed convergence quantity of the runs' --gan_mode
-  (util.convergence) per epoch, a band of +- one standard deviation over seeds, and the equilibrium line;
+  (util.convergence) per epoch with the raw mean as dots, a band of +- one standard deviation over seeds (more
+  than one seed), and the equilibrium line;
 - `validation.png`: the same for L1 and PSNR on the val split;
 - `summary.md` / `summary.csv`: per model, mean and spread over seeds of |quantity - equilibrium| over the last k
   epochs and its slope, the test L1 / PSNR (and KID), every network's parameters and the G/D ratio;
   for SEGAN runs a second table of diversity, fidelity and input dependence (`diversity_summary.csv`);
 - `per_run.csv`: the same numbers per run, before the mean over seeds.
 
-Smoothing (the paper's Fig. 3 is smoothed without saying how): a trailing moving average over `window` epochs,
-epoch e showing the mean of epochs e - window + 1 .. e (fewer at the start). It is used for the figures only;
-the tables use the raw per-epoch values.
+Smoothing (the paper's Fig. 3 is smoothed without saying how): a local straight-line fit, epoch e showing the
+least-squares line through the `window` epochs around e (shifted inward at the first and last epochs), evaluated
+at e. A straight line stays exactly itself, so nothing bends at the start, and the last epoch shows the trend of
+the last epochs, not their lagging mean. The figures draw the raw mean over seeds as dots behind the smoothed
+line; the band (one standard deviation over seeds) only when an entry has more than one seed. The tables use the
+raw per-epoch values.
 """
 import math
 import os
@@ -29,15 +33,25 @@ NETWORK_ORDER = ("G", "W", "D", "T")
 DIVERSITY_COLUMNS = ("diversity", "fidelity", "cross_input", "target_distance")
 
 
-def smooth(values, window):
-    """Trailing moving average over `window` epochs (the first epochs average over what there is)."""
+def smooth(values, window, x=None):
+    """Local linear smoothing: at each point, the least-squares line through the `window` points nearest to it
+    in order (centred, shifted inward at both ends; all points when there are fewer), evaluated there. `x` are
+    the points' positions (default 0, 1, 2, ...). Exact on a straight line, endpoints included."""
     values = np.asarray(values, dtype=float)
-    if window <= 1 or values.size == 0:
-        return values
-    sums = np.concatenate([[0.0], np.cumsum(values)])
-    stop = np.arange(1, values.size + 1)
-    start = np.maximum(stop - int(window), 0)
-    return (sums[stop] - sums[start]) / (stop - start)
+    n = values.size
+    window = min(int(window), n)
+    if window <= 1:
+        return values.copy()
+    x = np.arange(n, dtype=float) if x is None else np.asarray(x, dtype=float)
+    out = np.empty(n)
+    for i in range(n):
+        start = min(max(i - (window - 1) // 2, 0), n - window)
+        xs, ys = x[start:start + window], values[start:start + window]
+        centre = xs.mean()
+        spread = ((xs - centre) ** 2).sum()
+        slope = ((xs - centre) * (ys - ys.mean())).sum() / spread if spread > 0 else 0.0
+        out[i] = ys.mean() + slope * (x[i] - centre)
+    return out
 
 
 def mean_std(values):
@@ -155,8 +169,10 @@ def markdown(summary, quantity, k, window, test_phase):
         f"`{q.column}` column of each run's convergence.csv ({q.label}); the table uses the raw values of the last {k} epochs (their "
         f"mean, and the least-squares slope of the distance per epoch: negative = approaching"
         + (f" {q.equilibrium_label})." if q.equilibrium is not None else "; no equilibrium for this --gan_mode)."),
-        f"The figures smooth each run's curve with a trailing moving average over {window} epochs (epoch e shows the "
-        "mean of epochs e-%d..e), then average over seeds; the band is ± one standard deviation over seeds." % (window - 1),
+        f"The figures smooth each run's curve with a local linear fit over {window} epochs (epoch e shows the "
+        f"least-squares line through the {window} epochs around e, at e; exact on a straight line, so neither the "
+        "first nor the last epochs bend), then average over seeds; dots are the raw mean over seeds; the band, "
+        "drawn for entries with more than one seed, is ± one standard deviation over seeds.",
         f"{test_phase} L1 is the mean |output - target| on the [-1, 1] image scale and PSNR uses a data range of 2, as "
         "train.py's val_log.csv; networks in eval mode, checkpoint `latest`. KID x100 needs the Inception weights "
         "(n/a without them). Parameters per network; G/D is (G + W) / D, W being ATME's ear for D.",
@@ -185,47 +201,79 @@ def markdown(summary, quantity, k, window, test_phase):
 
 
 def _curve_band(curves):
-    """(epochs, mean, std) over runs of {epoch: value} curves, on the epochs all runs have."""
+    """(epochs, mean, std) over runs of {epoch: value} curves, on the epochs all runs have (std: None for one
+    run)."""
     common = sorted(set.intersection(*(set(c) for c in curves)))
     stack = np.array([[c[e] for e in common] for c in curves], dtype=float)
-    std = stack.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(common))
+    std = stack.std(axis=0, ddof=1) if len(curves) > 1 else None
     return np.array(common, dtype=float), stack.mean(axis=0), std
 
 
+def band_note(groups):
+    """How the figure's band reads: it is drawn for entries with more than one seed only."""
+    counts = [len(curves) for curves in groups.values()]
+    if all(n > 1 for n in counts):
+        return "band ± 1 std over seeds"
+    if any(n > 1 for n in counts):
+        return "band ± 1 std over seeds (entries with n > 1)"
+    return "one seed: no band"
+
+
 def _draw_panel(ax, groups, window, ylabel, title):
+    """Per entry: the mean over seeds of each run's smoothed curve (line), the raw mean over seeds (dots) and,
+    with more than one seed, a band of ± one standard deviation of the smoothed curves over seeds."""
+    from matplotlib.ticker import MaxNLocator
     for label, curves in groups.items():
-        smoothed = [dict(zip(e, smooth(v, window))) for e, v in curves]
-        epochs, mean, std = _curve_band(smoothed)
+        epochs, mean, std = _curve_band([dict(zip(e, smooth(v, window, e))) for e, v in curves])
+        _, raw, _ = _curve_band([dict(zip(e, v)) for e, v in curves])
         line, = ax.plot(epochs, mean, linewidth=1.6, label=label)
-        ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.plot(epochs, raw, linestyle="none", marker="o", markersize=2.5, alpha=0.45, color=line.get_color())
+        if std is not None:
+            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
 
 
+def _fit_text(groups, window):
+    """'a local linear fit over 5 epochs', or over all of them when the runs are shorter than the window."""
+    longest = max(len(e) for curves in groups.values() for e, _ in curves)
+    return f"a local linear fit over {window} epochs" if longest > window else \
+        f"the least-squares line through all {longest} epochs (fewer than --smooth {window})"
+
+
+def _seed_text(seeds):
+    return f"of seed {seeds[0]}" if len(seeds) == 1 else "mean over seeds " + ", ".join(map(str, seeds))
+
+
 def convergence_plot(path, groups, quantity, window, seeds):
+    """`seeds`: the seeds of the study's runs, named in the title."""
     fig = new_figure(7.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     _draw_panel(ax, groups, window, quantity.label,
-                f"{short_label(quantity)} per epoch, each run smoothed by a trailing mean over {window} epochs;\n"
-                f"mean over {seeds}, band ± 1 std over seeds")
+                f"{short_label(quantity)} per epoch, {_seed_text(seeds)}: dots raw, line "
+                f"{_fit_text(groups, window)};\n{band_note(groups)}")
     if quantity.equilibrium is not None:
         ax.axhline(quantity.equilibrium, color="black", linestyle="--", linewidth=1,
                    label=f"equilibrium {quantity.equilibrium_label}")
     ax.legend(loc="best", fontsize=7)
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.9)
     save_figure(fig, path)
+    return fig
 
 
 def validation_plot(path, groups_l1, groups_psnr, window):
     fig = new_figure(11, 4.2)
     for index, (groups, ylabel) in enumerate(((groups_l1, "val L1 ([-1, 1] scale)"), (groups_psnr, "val PSNR (dB)"))):
         ax = fig.add_subplot(1, 2, index + 1)
-        _draw_panel(ax, groups, window, ylabel, f"{ylabel}: trailing mean over {window} epochs, band ± 1 std")
+        _draw_panel(ax, groups, window, ylabel, f"{ylabel}: dots raw, line {_fit_text(groups, window)};\n"
+                                                f"{band_note(groups)}")
         ax.legend(loc="best", fontsize=7)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.88, wspace=0.25)
     save_figure(fig, path)
+    return fig
 
 
 def write_report(runs, study_dir, *, k, window, test_phase):
@@ -247,8 +295,7 @@ def write_report(runs, study_dir, *, k, window, test_phase):
         labels[row["entry"]] = (f"{row['entry']} (G/D {row['g_over_d']:.1f}, n={row['seeds']})")
     group = lambda index: OrderedDict((labels[e], [c[index] for c in cs]) for e, cs in curves.items())
     seeds = sorted({r["seed"] for r in records})
-    convergence_plot(os.path.join(study_dir, "convergence.png"), group(0), q, window,
-                     "seeds " + ", ".join(map(str, seeds)))
+    convergence_plot(os.path.join(study_dir, "convergence.png"), group(0), q, window, seeds)
     validation_plot(os.path.join(study_dir, "validation.png"), group(1), group(2), window)
     write_rows(os.path.join(study_dir, "per_run.csv"), records)
     main_columns = [c for c in summary[0] if not c.startswith(("diversity", "fidelity", "cross_input", "target_",

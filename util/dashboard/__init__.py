@@ -30,15 +30,17 @@ class Dashboard:
     """The run's views: HTML page, visdom, TensorBoard, W&B.
 
     `gan_mode` picks the convergence quantity and its equilibrium line (util.convergence; None: the mode the
-    run's convergence.csv was written for). `images_per_epoch` is the number of images one process sees per
-    epoch (the denominator of train.py's `counter_ratio`), so loss rows read back from loss_log.csv land at
-    the x they were plotted at live. `display_id` <= 0 turns visdom off; `enabled=False` (ranks other than 0)
-    turns everything off. `env` defaults to the run name, so runs sit side by side in visdom. Nothing here
-    waits for, or raises because of, a server.
+    run's convergence.csv was written for). `run_options` (the run's resolved options) name the model and the
+    planned epochs on the page and go to the loggers' config. `images_per_epoch` is the number of images one
+    process sees per epoch (the denominator of train.py's `counter_ratio`), so loss rows read back from
+    loss_log.csv land at the x they were plotted at live. `display_id` <= 0 turns visdom off; `enabled=False`
+    (ranks other than 0) turns everything off. `env` defaults to the run name, so runs sit side by side in
+    visdom. `ncols` is the number of visuals a row of visdom's image grid (0: all of them, input to target in
+    one row). Nothing here waits for, or raises because of, a server.
     """
 
     def __init__(self, run_dir, name, *, gan_mode=None, images_per_epoch=None, display_id=1,
-                 server="http://localhost", port=8097, env=None, ncols=4, winsize=256, use_html=True,
+                 server="http://localhost", port=8097, env=None, ncols=0, winsize=256, use_html=True,
                  use_tensorboard=False, use_wandb=False, wandb_project=None, run_options=None, enabled=True,
                  retry_seconds=30.0, request_timeout=5.0, html_refresh=30):
         self.name = name
@@ -49,15 +51,18 @@ class Dashboard:
         self.html = self.visdom = None
         self._closed = False
         self._warned = set()
-        self._last = None  # (epoch, step) of the newest event, for the closing note
-        self._last_snapshot = None
+        self._last_snapshot = None  # (epoch, images seen) of the newest snapshot
         if not self.enabled:
             self.history = RunHistory(gan_mode or "vanilla")
             return
         self.history = RunHistory.load(self.run_dir, gan_mode, images_per_epoch)
         if use_html:
             from util.dashboard.html_sink import HtmlSink
-            self.html = HtmlSink(self.run_dir, name, winsize=winsize, refresh=html_refresh)
+            opts = run_options or {}
+            planned = (opts["n_epochs"] + opts["n_epochs_decay"] if isinstance(opts.get("n_epochs"), int)
+                       and isinstance(opts.get("n_epochs_decay"), int) else None)
+            self.html = HtmlSink(self.run_dir, name, model=opts.get("model"), planned_epochs=planned,
+                                 winsize=winsize, refresh=html_refresh)
             self.sinks.append(self.html)
         if int(display_id) > 0:
             from util.dashboard.visdom_sink import VisdomSink
@@ -87,7 +92,7 @@ class Dashboard:
     # ------------------------------------------------------------------ events from the training loop
     def display_current_results(self, visuals, epoch, step, save_result):
         """Show the visuals as one labelled image grid (visdom); when `save_result`, also snapshot them to the
-        HTML page, TensorBoard and W&B."""
+        HTML page, TensorBoard and W&B. `step` is the number of images seen, as everywhere in the views."""
         if not self.sinks:
             return
         visuals = order_visuals(visuals)
@@ -95,9 +100,8 @@ class Dashboard:
             return
         images = [tensor2im(t) for t in visuals.values()]  # in this thread: a bad visual is the caller's error
         labels = list(visuals)
-        self._last = (int(epoch), int(step))
         if save_result:
-            self._last_snapshot = self._last
+            self._last_snapshot = (int(epoch), int(step))
         self._each("images", self.history, images, labels, int(epoch), int(step), bool(save_result))
 
     def epoch_snapshot(self, visuals, epoch, step):
@@ -114,7 +118,6 @@ class Dashboard:
         x = epoch - 1 + counter_ratio
         step = total_iters if total_iters is not None else int(round(x * (self.images_per_epoch or 1)))
         self.history.losses.add(x, losses, step)
-        self._last = (int(epoch), int(step))
         self._each("losses", self.history, x, step, dict(losses))
 
     def plot_lines(self, window_name, x, values):
@@ -150,14 +153,15 @@ class Dashboard:
                 done = sink.flush(left) and done
         return done
 
-    def close(self, timeout=10.0):
-        """Write the final page (it stops reloading), send what is pending, stop the threads."""
+    def close(self, timeout=10.0, outcome=None):
+        """Write the final page (it stops reloading), send what is pending, stop the threads. `outcome` is how
+        training ended, as util.run_outcome words it ("finished 8 of 8 epochs", "stopped by SIGINT at epoch 3 of
+        6; resumable with ...", "failed: ...")."""
         if self._closed or not self.enabled:
             return
         self._closed = True
-        ended = time.strftime(TIME_FORMAT)
-        if self._last is not None:
-            ended += f" at epoch {self._last[0]}, step {self._last[1]}"
+        ended = outcome or (f"ended at {time.strftime(TIME_FORMAT)} without a reason given (train.log says why); "
+                            "--continue_train resumes the run and this page")
         self._each("close", self.history, timeout, ended)
 
     # ------------------------------------------------------------------ isolation

@@ -64,7 +64,7 @@ class AppendingSink:
             return
 
         def write():
-            self._write_images(make_grid(images, labels=labels, ncols=min(len(images), 4)), epoch, step)
+            self._write_images(make_grid(images, labels=labels, ncols=len(images)), epoch, step)
         self.worker.submit(write)
 
     def flush(self, timeout=None):

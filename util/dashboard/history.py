@@ -13,6 +13,13 @@ log = logging.getLogger(__name__)
 VALIDATION = "validation"  # the line window that val_log.csv feeds
 
 
+def images_seen(count):
+    """How the views name a point of training: by the images seen since the run began, never by "step" (the
+    progress bar counts batches)."""
+    count = int(count)
+    return f"{count:,} image{'' if count == 1 else 's'} seen"
+
+
 class Series:
     """Points of named series at increasing x (epochs), each with an optional integer step (images seen).
 

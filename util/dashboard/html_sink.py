@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from util.dashboard.history import VALIDATION, convergence_panels, line_panels, loss_panels
+from util.dashboard.history import VALIDATION, convergence_panels, images_seen, line_panels, loss_panels
 from util.dashboard.workers import FileWorker
 from util.figures import draw_panels
 from util.html import HTML
@@ -19,8 +19,10 @@ class HtmlSink:
 
     name = "HTML page"
 
-    def __init__(self, run_dir, name, *, winsize=256, refresh=30):
+    def __init__(self, run_dir, name, *, model=None, planned_epochs=None, winsize=256, refresh=30):
         self.run_name = name
+        self.model = model
+        self.planned_epochs = planned_epochs
         self.winsize = int(winsize)
         self.refresh = refresh
         self.web_dir = os.path.join(str(run_dir), "web")
@@ -31,6 +33,8 @@ class HtmlSink:
         self._drawn = {}  # png path -> number of points it shows, so unchanged plots are not redrawn
         os.makedirs(self.img_dir, exist_ok=True)
         self.files = FileWorker()
+        newest = self.saved_steps()[:1]
+        self.at = (newest[0]["epoch"], newest[0]["step"]) if newest else None  # (epoch, images seen) of the newest view
 
     # ------------------------------------------------------------------ events from the dashboard
     def start(self, history):
@@ -46,9 +50,10 @@ class HtmlSink:
         self._submit_page(history)
 
     def images(self, history, images, labels, epoch, step, snapshot):
+        epoch, step = int(epoch), int(step)
+        self.at = (epoch, step)
         if not snapshot:
             return
-        epoch, step = int(epoch), int(step)
         names = [f"epoch{epoch:03d}_step{step:09d}_{label}.png" for label in labels]
 
         def save_step():
@@ -65,7 +70,7 @@ class HtmlSink:
         return self.files.flush(timeout)
 
     def close(self, history, timeout, ended):
-        """The last page: current plots, and no reload (no process writes it any more)."""
+        """The last page: current plots, how training ended, and no reload (no process writes it any more)."""
         self._submit_page(history, ended=ended)
         self.files.close(timeout=timeout)
 
@@ -88,16 +93,40 @@ class HtmlSink:
 
         self.files.submit("page", draw_page)
 
+    def heading(self):
+        """The page's title and visible heading: the run, its model and the epochs it plans."""
+        parts = [f"run {self.run_name}"]
+        if self.model:
+            parts.append(f"model {self.model}")
+        if self.planned_epochs:
+            count = int(self.planned_epochs)
+            parts.append(f"{count} epoch{'' if count == 1 else 's'} planned")
+        return " · ".join(parts)
+
+    def position(self):
+        """'epoch 3 of 8, 1,200 images seen' for the newest snapshot or display ('' before the first)."""
+        if self.at is None:
+            return ""
+        of = f" of {int(self.planned_epochs)}" if self.planned_epochs else ""
+        return f"epoch {self.at[0]}{of}, {images_seen(self.at[1])}"
+
     def save_html(self, ended=None):
-        """Rebuild `web/index.html`: status, the plots, then the visuals of every saved step, newest first.
-        `ended` (a text: when and where training stopped) writes the page of a run no process writes any more."""
+        """Rebuild `web/index.html`: heading, status, the plots, then the visuals of every saved step, newest
+        first. `ended` (how training ended, e.g. "finished 8 of 8 epochs") writes the page of a run no process
+        writes any more."""
         now = time.strftime(TIME_FORMAT)
-        page = HTML(self.web_dir, f"Experiment name = {self.run_name}", refresh=0 if ended else self.refresh)
+        page = HTML(self.web_dir, self.heading(), refresh=0 if ended else self.refresh)
+        where = self.position()
         if ended:
-            page.add_text(f"The training process ended {ended}; this page no longer reloads "
-                          f"(written {now}). --continue_train resumes the run and the page.")
+            said, _, command = ended.partition("; resumable with ")
+            page.add_text(f"Training {said}" + ("; resumable with:" if command else "."))
+            if command:
+                page.add_command(command)
+            page.add_text((f"Last view: {where}. " if where else "") + f"This page was written {now} and no longer "
+                          "reloads.")
         else:
-            page.add_text(f"Training is running: this page was written {now} and reloads every {self.refresh} s.")
+            page.add_text(f"Training is running{': ' + where if where else ''}. This page was written {now} and "
+                          f"reloads every {self.refresh} s.")
         plots = [p for p in self.plots.values() if os.path.isfile(p)]
         if plots:
             page.add_header("Curves")
@@ -106,7 +135,7 @@ class HtmlSink:
             for src, path in zip(srcs, plots):  # one a row, at the size they were drawn, so labels read
                 page.add_images([src], [os.path.splitext(os.path.basename(path))[0]], [src], width=None)
         for record in self.saved_steps():
-            page.add_header(f"epoch {record['epoch']}, step {record['step']}")
+            page.add_header(f"epoch {record['epoch']}, {images_seen(record['step'])}")
             page.add_images(record["files"], record["labels"], record["files"], width=self.winsize)
         return page.save()
 

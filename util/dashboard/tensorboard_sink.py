@@ -1,6 +1,10 @@
 """TensorBoard event files in `<run_dir>/tensorboard/` (`tensorboard --logdir checkpoints` shows every run):
-one scalar chart per loss (step: images seen), the convergence quantity per epoch with its equilibrium (one
-chart in the Custom Scalars tab), validation scores per epoch, and the snapshots' image grids."""
+one scalar chart per loss (TensorBoard's "step" axis: images seen), the convergence quantity per epoch,
+validation scores per epoch, and the snapshots' image grids.
+
+TensorBoard colours lines by run, not by tag, so the equilibrium (log 4 for vanilla) is written as a run of its
+own, `<run_dir>/tensorboard/equilibrium_<name>/`, under the quantity's tag: the convergence chart then shows
+the run's curve and the equilibrium in two colours, each named in the run list."""
 import os
 
 from util import convergence
@@ -24,9 +28,12 @@ class TensorBoardSink(AppendingSink):
         first = not self.logged
         # A new event file per process, beside the older ones; flushed often enough to follow a run live.
         self.writer = SummaryWriter(log_dir=self.log_dir, flush_secs=10)
-        conv_tag = f"convergence/{self.quantity.column}"
-        charts = [conv_tag] + (["convergence/equilibrium"] if self.quantity.equilibrium is not None else [])
-        self.writer.add_custom_scalars({"convergence": {self.quantity.label: ["Multiline", charts]}})
+        self.conv_tag = f"convergence/{self.quantity.column}"
+        self.equilibrium_writer = None
+        if self.quantity.equilibrium is not None:
+            self.equilibrium_writer = SummaryWriter(log_dir=equilibrium_dir(self.log_dir, self.quantity),
+                                                    flush_secs=10)
+        self.writer.add_custom_scalars({"convergence": {self.quantity.label: ["Multiline", [self.conv_tag]]}})
         if first and run_options:
             rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(run_options.items()))
             self.writer.add_text("options", f"run {name}\n\n| option | value |\n| --- | --- |\n{rows}", 0)
@@ -38,9 +45,9 @@ class TensorBoardSink(AppendingSink):
 
     def _write_convergence(self, epoch, value):
         epoch = int(round(epoch))
-        self.writer.add_scalar(f"convergence/{self.quantity.column}", value, epoch)
-        if self.quantity.equilibrium is not None:
-            self.writer.add_scalar("convergence/equilibrium", self.quantity.equilibrium, epoch)
+        self.writer.add_scalar(self.conv_tag, value, epoch)
+        if self.equilibrium_writer is not None:
+            self.equilibrium_writer.add_scalar(self.conv_tag, self.quantity.equilibrium, epoch)
 
     def _write_lines(self, name, x, values):
         for key, value in values.items():
@@ -51,3 +58,10 @@ class TensorBoardSink(AppendingSink):
 
     def _finish(self):
         self.writer.close()
+        if self.equilibrium_writer is not None:
+            self.equilibrium_writer.close()
+
+
+def equilibrium_dir(log_dir, quantity):
+    """The equilibrium's run folder: `equilibrium_log4` for vanilla, `equilibrium_half` for least squares."""
+    return os.path.join(log_dir, "equilibrium_" + quantity.distance_column.split("_minus_")[-1])

@@ -8,9 +8,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-from util.dashboard.history import convergence_panels, line_panels, loss_panels
+from util.dashboard.history import convergence_panels, images_seen, line_panels, loss_panels
 from util.dashboard.workers import _NewestJobThread
-from util.figures import panel_columns
+from util.figures import epoch_range, epoch_tick_step, panel_columns
 from util.image_utils import make_grid
 
 log = logging.getLogger(__name__)
@@ -25,10 +25,10 @@ class VisdomSink:
 
     name = "visdom"
 
-    def __init__(self, name, *, display_id=1, ncols=4, winsize=256, worker=None, **worker_args):
+    def __init__(self, name, *, display_id=1, ncols=0, winsize=256, worker=None, **worker_args):
         self.run_name = name
         self.display_id = int(display_id)
-        self.ncols = max(int(ncols), 1)
+        self.ncols = max(int(ncols), 0)  # 0: one row, a column per visual
         self.winsize = int(winsize)
         self.worker = worker or VisdomWorker(**worker_args)
 
@@ -59,8 +59,9 @@ class VisdomSink:
             self.worker.submit(self.window(f"lines_{name}"), _draw_panels(panels, f"{self.run_name}: {name}"))
 
     def images(self, history, images, labels, epoch, step, snapshot):
-        title = f"{self.run_name}: images (epoch {epoch}, step {step})"
-        self.worker.submit(self.window("images"), _draw_images(images, labels, title, self.ncols, self.winsize))
+        title = f"{self.run_name}: images (epoch {epoch}, {images_seen(step)})"
+        ncols = self.ncols or len(images)
+        self.worker.submit(self.window("images"), _draw_images(images, labels, title, ncols, self.winsize))
 
     def flush(self, timeout=None):
         return self.worker.flush(timeout)
@@ -76,7 +77,8 @@ def _finite(values):
 
 def plotly_figure(panels, legend=False, xlabel="epoch"):
     """(data, layout) of plotly subplots laid out like util.figures.draw_panels: one axis pair per panel,
-    markers on every line (so a single point shows), equilibrium lines dashed."""
+    markers on every line (so a single point shows), equilibrium lines dashed across the panel, the x axis
+    (epochs) over util.figures.epoch_range with whole-epoch ticks."""
     ncols = panel_columns(len(panels))
     nrows = -(-len(panels) // ncols)
     data, annotations = [], []
@@ -89,21 +91,19 @@ def plotly_figure(panels, legend=False, xlabel="epoch"):
         x0, x1 = col / ncols + (gap_x / 2 if col else 0), (col + 1) / ncols - (gap_x / 2 if col < ncols - 1 else 0)
         y1 = 1 - row / nrows - (gap_y / 2 if row else 0)
         y0 = 1 - (row + 1) / nrows + (gap_y / 2 if row < nrows - 1 else 0)
-        layout[f"xaxis{axis}"] = {"domain": [x0, x1], "anchor": f"y{axis}", "title": {"text": xlabel}}
+        low, high = epoch_range(panel)  # whole-epoch ticks, no negative epochs around a single point
+        layout[f"xaxis{axis}"] = {"domain": [x0, x1], "anchor": f"y{axis}", "title": {"text": xlabel},
+                                  "range": [low, high], "tick0": 0, "dtick": epoch_tick_step(low, high)}
         layout[f"yaxis{axis}"] = {"domain": [y0, y1], "anchor": f"x{axis}"}
         annotations.append({"text": f"<b>{panel.title}</b>", "x": (x0 + x1) / 2, "y": y1, "xref": "paper",
                             "yref": "paper", "xanchor": "center", "yanchor": "bottom", "showarrow": False})
-        xs = [x for x, _ in panel.lines.values()]
         for label, (x, y) in panel.lines.items():
             data.append({"x": _finite(x), "y": _finite(y), "type": "scatter", "mode": "lines+markers",
                          "name": str(label) if len(panel.lines) > 1 or legend else panel.title,
                          "marker": {"size": 5}, "xaxis": f"x{axis}", "yaxis": f"y{axis}"})
-        if panel.hlines and xs:
-            lo = min(float(np.nanmin(x)) for x in xs)
-            hi = max(float(np.nanmax(x)) for x in xs)
-            lo, hi = (lo - 0.5, hi + 0.5) if hi <= lo else (lo, hi)
+        if panel.hlines and panel.lines:
             for value, label in panel.hlines:
-                data.append({"x": [lo, hi], "y": [value, value], "type": "scatter", "mode": "lines", "name": label,
+                data.append({"x": [low, high], "y": [value, value], "type": "scatter", "mode": "lines", "name": label,
                              "line": {"dash": "dash", "color": "black", "width": 1},
                              "xaxis": f"x{axis}", "yaxis": f"y{axis}"})
     layout["annotations"] = annotations

@@ -8,6 +8,7 @@ import secrets
 
 from util import convergence
 from util.dashboard.appending import AppendingSink
+from util.dashboard.history import images_seen
 
 INSTALL_HINT = "pip install wandb==0.31.0 (it is in requirements.txt)"
 
@@ -59,7 +60,7 @@ class WandbSink(AppendingSink):
         self.run.log({**{f"{name}/{k}": v for k, v in values.items()}, "epoch": x})
 
     def _write_images(self, grid, epoch, step):
-        self.run.log({"visuals": self._wandb.Image(grid, caption=f"epoch {epoch}, step {step}"),
+        self.run.log({"visuals": self._wandb.Image(grid, caption=f"epoch {epoch}, {images_seen(step)}"),
                       "epoch": float(epoch)})
 
     def _finish(self):
