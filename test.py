@@ -12,6 +12,7 @@ import os
 from tqdm import tqdm
 
 from data import create_dataloader, create_dataset
+from data.transforms import test_size_note
 from models import create_model
 from options.test_options import TestOptions
 from util.devices import seed_everything
@@ -28,6 +29,9 @@ def main(args=None):
     opt = options.parse(args)
     opt.num_threads = min(opt.num_threads, 2)
     seed_everything(0 if opt.seed is None else opt.seed)
+    size_note = test_size_note(opt)
+    if size_note:
+        log.warning("%s", size_note)
     dataset = create_dataset(opt)
     loader = create_dataloader(dataset, opt, shuffle=False)
     model = create_model(opt)
