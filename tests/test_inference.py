@@ -241,39 +241,13 @@ def test_blended_tiles_show_no_seams():
 
 
 @pytest.mark.slow
-def test_a_2048x1536_image_in_tiles_needs_the_memory_of_a_tile(tmp_path):
-    """Peak resident memory (getrusage in a child process) of a ResNet generator on a 2048x1536 image in
-    256-pixel tiles exceeds that of one 256x256 tile by less than six image-sized float buffers (input, blended
-    sums, result), where one layer of whole-image activations alone would take more."""
-    import subprocess
-    import sys
-    script = r"""
-import resource, sys, torch
-from models import inference
-from models.networks.generators import ResnetGenerator
-torch.set_num_threads(1)
-torch.manual_seed(0)
-net = ResnetGenerator(3, 3, ngf=32, n_blocks=2).eval()
-translate = lambda x: {"y": net(x)}
-rule = inference.SizeRule(4, 8, "resnet")
-height, width, tile = (int(v) for v in sys.argv[1:4])
-x = torch.rand(1, 3, height, width) * 2 - 1
-with torch.no_grad():
-    y = inference.run(translate, x, rule, tile=tile, overlap=64)["y"]
-assert y.shape == (1, 3, height, width) and torch.isfinite(y).all()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-"""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=root)
-
-    def peak(*args):
-        proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
-                              env=env, cwd=root, timeout=1200)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return int(proc.stdout.split()[-1])
-
-    one_tile = peak(256, 256, 0)
-    large = peak(1536, 2048, 256)
+def test_a_2048x1536_image_in_tiles_needs_the_memory_of_a_tile():
+    """Peak resident memory (getrusage in a child process, scripts.bench.tiles) of a ResNet generator on a
+    2048x1536 image in 256-pixel tiles exceeds that of one 256x256 tile by less than six image-sized float
+    buffers (input, blended sums, result), where one layer of whole-image activations alone would take more."""
+    from scripts.bench.tiles import measure
+    one_tile, _ = measure(256, 256, tile=0)
+    large, _ = measure(1536, 2048, tile=256, overlap=64)
     image_buffer = 3 * 2048 * 1536 * 4
-    whole_image_layer = 32 * 2048 * 1536 * 4  # the first convolution's output on the whole image
+    whole_image_layer = 32 * 2048 * 1536 * 4  # the first convolution's output (ngf 32) on the whole image
     assert large - one_tile < 6 * image_buffer < whole_image_layer, (large, one_tile)
