@@ -4,7 +4,8 @@
 
 Architecture options come from checkpoints/<name>/train_opt.json; the run folder is only read. Output:
 <results_dir>/<name>/<phase>_<epoch>/index.html, images/ and test_opt.txt / test_opt.json; a rerun replaces
-images/ as a whole, so the folder holds the images of the latest test only.
+images/ as a whole, so the folder holds the images of the latest test only. With --preprocess none each result
+has its input's size (models/inference.py pads and crops back; --tile N runs large images in tiles).
 """
 import logging
 import os

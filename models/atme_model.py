@@ -218,6 +218,9 @@ class AtmeModel(BaseModel):
         self.disc_prev = self.to_device(disc_prev)
 
     def forward(self):
+        if not self.isTrain:  # test time: the translator makes D_{t-1} for the input's size
+            self.run_translator()
+            return
         if not self.feedback:
             self.fake_B = self.generate(self.real_A, None)["fake_B"]
             return

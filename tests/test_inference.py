@@ -52,6 +52,20 @@ def make_run(checkpoints, family, dataroot):
     model.save_networks("latest")
 
 
+def test_model(tmp_path, family, dataroot):
+    """The model test.py builds for a run of `family`."""
+    from options.test_options import TestOptions
+    make_run(tmp_path / "checkpoints", family, dataroot)
+    opt = TestOptions().parse(["--dataroot", str(dataroot), "--checkpoints_dir", str(tmp_path / "checkpoints"),
+                               "--name", "run", "--gpu_ids", "-1"])
+    model = create_model(opt)
+    model.setup(opt)
+    return model
+
+
+test_model.__test__ = False  # a helper, not a test
+
+
 def run_test(checkpoints, dataroot, results, *extra, check=True):
     return test_main("--dataroot", dataroot, "--checkpoints_dir", checkpoints, "--name", "run", "--results_dir",
                      results, "--dataset_mode", "single", "--preprocess", "none", "--num_threads", "0",
@@ -113,12 +127,7 @@ def test_a_tile_the_model_cannot_take_is_refused_before_writing(photos, tmp_path
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_tiny_images_come_back_at_their_size_or_are_refused_by_name(family, photos, tmp_path):
     """2x3 reflects; a side of 1 pixel cannot be reflected and says which --pad_mode can; replicate takes it."""
-    make_run(tmp_path / "checkpoints", family, photos)
-    from options.test_options import TestOptions
-    opt = TestOptions().parse(["--dataroot", str(photos), "--checkpoints_dir", str(tmp_path / "checkpoints"),
-                               "--name", "run", "--gpu_ids", "-1"])
-    model = create_model(opt)
-    model.setup(opt)
+    model = test_model(tmp_path, family, photos)
     translate, rule = model.translator(), model.size_rule()
     with torch.no_grad():
         for height, width in ((2, 3), (3, 2), (5, 5)):
@@ -130,6 +139,24 @@ def test_tiny_images_come_back_at_their_size_or_are_refused_by_name(family, phot
                 inference.run(translate, torch.zeros(1, 3, height, width), rule)
             outputs = inference.run(translate, torch.zeros(1, 3, height, width), rule, pad_mode="replicate")
             assert {tuple(t.shape[-2:]) for t in outputs.values()} == {(height, width)}
+
+
+def test_atme_makes_its_test_time_map_for_the_padded_size(photos, tmp_path):
+    """A 30x50 input is padded to 30x50 (multiples of 2, at least 24): W, noisy_A and fake_B have its size and the
+    D map is the PatchGAN's for it; forward() at test time takes the same path as test()."""
+    from models.networks.discriminators import patch_output_size
+    model = test_model(tmp_path, "atme", photos)
+    assert model.size_rule()[:2] == (2, 24)
+    model.set_input({"A": torch.rand(1, 3, 30, 50) * 2 - 1, "A_paths": ["x.png"], "index": [0]})
+    with torch.no_grad():
+        model.forward()
+    assert model.disc_prev.shape[-2:] == patch_output_size("basic", 3, 30, 50)
+    assert {name: tuple(model.get_current_visuals()[name].shape[-2:]) for name in ("W", "noisy_A", "fake_B")} == {
+        "W": (30, 50), "noisy_A": (30, 50), "fake_B": (30, 50)}
+    model.set_input({"A": torch.rand(1, 3, 7, 9) * 2 - 1, "A_paths": ["x.png"], "index": [0]})
+    model.test()
+    assert model.disc_prev.shape[-2:] == patch_output_size("basic", 3, 24, 24)
+    assert model.fake_B.shape[-2:] == (7, 9)
 
 
 def test_a_one_pixel_photo_is_refused_by_test_py_and_nothing_is_written(photos, tmp_path):
