@@ -42,7 +42,13 @@ def loaded_size(preprocess, size, load_size, crop_size):
 
 
 def check_crop_fits(opt, size, path=None):
-    """Raise ValueError when `--crop_size` exceeds the image of `size` after the resize step."""
+    """Raise ValueError when `--crop_size` exceeds the image of `size` after the resize step, or when test.py
+    could not pad it: a side of 1 pixel has nothing to reflect (every generator here pads such a side)."""
+    if not getattr(opt, "isTrain", True) and opt.preprocess == "none" and min(size) < 2 \
+            and getattr(opt, "pad_mode", "reflect") == "reflect":
+        where = f"image {path}" if path else "an image"
+        raise ValueError(f"{where} is {size[0]}x{size[1]} (width x height): a side of 1 pixel cannot be padded by "
+                         f"reflection to the size the generator takes; use --pad_mode replicate (or constant)")
     if "crop" not in opt.preprocess:
         return
     new_w, new_h = loaded_size(opt.preprocess, size, opt.load_size, opt.crop_size)
