@@ -163,9 +163,10 @@ class BaseModel(ModelCheckpoints, ABC):
 
         x is a batch (B, input_nc, H, W) in [-1, 1] whose H and W suit `size_rule()` (test.py pads the image
         to such a size); every output is (B, C, H, W) with the same H and W, in [-1, 1], named after a visual
-        (at least `fake_B`, or what the model shows instead). It runs under no_grad and autocast and may draw
-        the model's test-time randomness (ATME's D map for this size, SEGAN's codes are fixed at construction).
-        A runner with the same contract (e.g. an exported graph) can stand in for it.
+        (at least `fake_B`, or what the model shows instead). It runs under no_grad and autocast, is called once
+        per batch or tile, and may draw test-time randomness (ATME's D map, made for this size; SEGAN's codes
+        are fixed when the model is built). A runner with the same contract (e.g. an exported graph) can stand
+        in for it: return it from an override of this method.
         """
         raise NotImplementedError(f"{type(self).__name__} has no translator(); see models/template_model.py")
 

@@ -217,8 +217,7 @@ class SeganModel(BaseModel):
         return z, {"T": negatives[0], "G": negatives[1]}
 
     def _forward_samples(self):
-        for name, output in self.translator()(self.real_A).items():
-            setattr(self, name, output)
+        self.run_translator()  # test time: the path of test(), at any input size
         self.compute_visuals()
 
     # ------------------------------------------------------------------ the test-time path
