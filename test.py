@@ -4,7 +4,8 @@
 
 Architecture options come from checkpoints/<name>/train_opt.json; the run folder is only read. Output:
 <results_dir>/<name>/<phase>_<epoch>/index.html, images/ and test_opt.txt / test_opt.json; a rerun replaces
-images/ as a whole, so the folder holds the images of the latest test only.
+images/ as a whole, so the folder holds the images of the latest test only. With --preprocess none each result
+has its input's size (models/inference.py pads and crops back; --tile N runs large images in tiles).
 """
 import logging
 import os
@@ -12,6 +13,7 @@ import os
 from tqdm import tqdm
 
 from data import create_dataloader, create_dataset
+from data.transforms import test_size_note
 from models import create_model
 from options.test_options import TestOptions
 from util.devices import seed_everything
@@ -28,6 +30,9 @@ def main(args=None):
     opt = options.parse(args)
     opt.num_threads = min(opt.num_threads, 2)
     seed_everything(0 if opt.seed is None else opt.seed)
+    size_note = test_size_note(opt)
+    if size_note:
+        log.warning("%s", size_note)
     dataset = create_dataset(opt)
     loader = create_dataloader(dataset, opt, shuffle=False)
     model = create_model(opt)

@@ -42,7 +42,13 @@ def loaded_size(preprocess, size, load_size, crop_size):
 
 
 def check_crop_fits(opt, size, path=None):
-    """Raise ValueError when `--crop_size` exceeds the image of `size` after the resize step."""
+    """Raise ValueError when `--crop_size` exceeds the image of `size` after the resize step, or when test.py
+    could not pad it: a side of 1 pixel has nothing to reflect (every generator here pads such a side)."""
+    if not getattr(opt, "isTrain", True) and opt.preprocess == "none" and min(size) < 2 \
+            and getattr(opt, "pad_mode", "reflect") == "reflect":
+        where = f"image {path}" if path else "an image"
+        raise ValueError(f"{where} is {size[0]}x{size[1]} (width x height): a side of 1 pixel cannot be padded by "
+                         f"reflection to the size the generator takes; use --pad_mode replicate (or constant)")
     if "crop" not in opt.preprocess:
         return
     new_w, new_h = loaded_size(opt.preprocess, size, opt.load_size, opt.crop_size)
@@ -52,6 +58,21 @@ def check_crop_fits(opt, size, path=None):
             f"--crop_size {opt.crop_size} is larger than the image to crop from: {where} (width x height), "
             f"which --preprocess {opt.preprocess} with --load_size {opt.load_size} makes {new_w}x{new_h}; "
             f"lower --crop_size or raise --load_size")
+
+
+def test_size_note(opt):
+    """What `--preprocess` does to the size of test inputs, as a sentence naming the flag, or None for `none`
+    (results keep each input's size: test.py pads the network input and crops the output back)."""
+    check_preprocess(opt.preprocess)
+    load, crop = opt.load_size, opt.crop_size
+    does = {"resize_and_crop": f"resizes every input to {load}x{load} and crops {crop}x{crop} from it",
+            "crop": f"crops {crop}x{crop} from every input",
+            "scale_width": f"scales every input to a width of {load} (the height keeps the aspect ratio)",
+            "scale_width_and_crop": f"scales every input to a width of {load} and crops {crop}x{crop} from it"}
+    if opt.preprocess == "none":
+        return None
+    return (f"--preprocess {opt.preprocess} {does[opt.preprocess]}, so results have that size, not the input's; "
+            f"pass --preprocess none to keep each image's size (the network input is padded, not resized)")
 
 
 def get_params(opt, size, path=None):
@@ -127,7 +148,8 @@ def get_transform(opt, params=None, grayscale=False, method=BICUBIC, convert=Tru
         steps.append(partial(_scale_width, target_width=opt.load_size, crop_size=opt.crop_size, method=method))
     if "crop" in opt.preprocess:
         steps.append(partial(_crop, pos=None if params is None else params["crop_pos"], crop_size=opt.crop_size))
-    else:  # 'none' and 'scale_width' keep whatever height the image has
+    elif getattr(opt, "isTrain", True):  # 'none' and 'scale_width' keep whatever height the image has
+        # Training batches go through the generator as they are; test.py pads instead (models.inference).
         steps.append(partial(_round_to_multiple, base=SIZE_MULTIPLE, method=method))
     if not opt.no_flip:
         steps.append(partial(_flip, flip=None if params is None else params["flip"]))

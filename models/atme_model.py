@@ -22,6 +22,7 @@ from models.atme.blocks import WBlock
 from models.atme.diffusion_unet import DiffusionUNet
 from models.atme.pool import EpochPool, test_time_maps
 from models.base_model import BaseModel
+from models.inference import SizeRule
 from models.networks.discriminators import define_D, patch_output_size
 from models.networks.layers import init_weights, unwrap
 from models.networks.losses import GANLoss, conditional_d_losses, conditional_g_losses
@@ -199,9 +200,12 @@ class AtmeModel(BaseModel):
         if not self.feedback:
             self.disc_prev = None
             return
+        if not self.isTrain:  # test.py: the translator makes the map for the padded size
+            self.disc_prev = None
+            return
         height, width = self.real_A.shape[-2:]
         # Validation during training runs with the networks in eval mode: it sees test-time maps, not the pool.
-        if self.isTrain and self.netW.training:
+        if self.netW.training:
             if (height, width) != (self.opt.crop_size, self.opt.crop_size):
                 raise ValueError(f"training images are {height}x{width}, but the discriminator pool holds maps for "
                                  f"--crop_size {self.opt.crop_size} squares; use --preprocess resize_and_crop, "
@@ -214,15 +218,54 @@ class AtmeModel(BaseModel):
         self.disc_prev = self.to_device(disc_prev)
 
     def forward(self):
+        if not self.isTrain:  # test time: the translator makes D_{t-1} for the input's size
+            self.run_translator()
+            return
+        if not self.feedback:
+            self.fake_B = self.generate(self.real_A, None)["fake_B"]
+            return
+        outputs = self.generate(self.real_A, self.disc_prev)
+        self.W, self.noisy_A, self.fake_B = outputs["W"], outputs["noisy_A"], outputs["fake_B"]
+
+    def generate(self, real_A, disc_prev):
+        """W = W(D_{t-1}) at the input's size, x_t = x * (1 + W), fake = G(x_t, mean(W)) (Eq. 6 and 7)."""
         if not self.feedback:
             # The ablation: G sees the clean input at a constant time (W = 0 gives x_t = x and t = mean(W) = 0).
-            self.fake_B = self.netG(self.real_A, self.real_A.new_zeros(self.real_A.shape[0], dtype=torch.float32))
-            return
-        self.W = self.netW(self.disc_prev, self.real_A.shape[-2:])
-        self.noisy_A = self.real_A * (1 + self.W)
+            return {"fake_B": self.netG(real_A, real_A.new_zeros(real_A.shape[0], dtype=torch.float32))}
+        W = self.netW(disc_prev, real_A.shape[-2:])
+        noisy_A = real_A * (1 + W)
         # Eq. 7: the generator's time is the mean of W per image.
-        t = reduce(self.W.float(), "b c h w -> b", "mean")
-        self.fake_B = self.netG(self.noisy_A, t)
+        t = reduce(W.float(), "b c h w -> b", "mean")
+        return {"W": W, "noisy_A": noisy_A, "fake_B": self.netG(noisy_A, t)}
+
+    # ------------------------------------------------------------------ the test-time path
+    def translator(self):
+        def translate(x):
+            # D_{t-1} at test time, made for this (padded or tile) size; W follows the same size.
+            self.disc_prev = None
+            if self.feedback:
+                size = patch_output_size(self.opt.netD, self.opt.n_layers_D, *x.shape[-2:])
+                self.disc_prev = self.to_device(test_time_maps(x.shape[0], size, std=self.opt.pool_test_std,
+                                                               generator=self.test_generator))
+            return self.generate(x, self.disc_prev)
+        return translate
+
+    def size_rule(self):
+        """Multiples of 2 ** (levels - 1) for the U-Net; with feedback, large enough for a test-time D map
+        (at least one PatchGAN output) and for W (4 pixels)."""
+        multiple = 2 ** (len(self.opt.dim_mults) - 1)
+        description = f"the ATME generator with --dim_mults {','.join(map(str, self.opt.dim_mults))}"
+        side = multiple
+        while self.feedback:
+            try:
+                patch_output_size(self.opt.netD, self.opt.n_layers_D, side, side)
+            except ValueError:
+                side += multiple
+                continue
+            side = max(side, -(-4 // multiple) * multiple)
+            description += f" and the test-time map of --netD {self.opt.netD}"
+            break
+        return SizeRule(multiple, side, description)
 
     def backward_D(self):
         self.loss_D, self.loss_D_real, self.loss_D_fake, self.loss_D_gp = conditional_d_losses(

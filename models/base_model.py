@@ -13,8 +13,9 @@ from collections import OrderedDict
 
 import torch
 
-from models import schedulers
+from models import inference, schedulers
 from models.checkpointing import ModelCheckpoints
+from models.networks.generators import generator_size_rule
 from models.networks.layers import unwrap
 from util import convergence, cpu_allocator, distributed
 from util.devices import amp_dtype, autocast, resolve_device
@@ -49,6 +50,8 @@ class BaseModel(ModelCheckpoints, ABC):
     # Flags of the common groups (options/) that this model does not use: they are refused for it and hidden
     # from its --help, never accepted and ignored.
     unused_flags = ()
+    # The attribute set_input() fills with the input the translator reads at test time.
+    test_input_name = "real_A"
 
     def __init__(self, opt):
         self.opt = opt
@@ -104,6 +107,8 @@ class BaseModel(ModelCheckpoints, ABC):
                 self.resume_state = self.load_training_state(opt.epoch if not opt.load_iter else f"iter_{opt.load_iter}")
         else:
             self.load_networks(opt.epoch if not opt.load_iter else f"iter_{opt.load_iter}")
+            if getattr(opt, "tile", 0):  # refused before any result is written
+                inference.check_tiles(self.size_rule(), opt.tile, self.tile_overlap())
         if distributed.is_distributed() and self.isTrain:
             self.wrap_distributed()
         if getattr(opt, "compile", False):
@@ -143,10 +148,48 @@ class BaseModel(ModelCheckpoints, ABC):
             net.train()
 
     def test(self):
-        """Forward pass without gradients, then compute_visuals()."""
+        """Without gradients: the translator over the input at any size (test.py; see `run_translator`), or
+        forward() while training (validation); then compute_visuals()."""
         with torch.no_grad(), self.autocast():
-            self.forward()
+            if self.isTrain:
+                self.forward()
+            else:
+                self.run_translator()
             self.compute_visuals()
+
+    # ------------------------------------------------------------------ the test-time path
+    def translator(self):
+        """The callable that test.py runs: translate(x) -> {visual name: tensor}.
+
+        x is a batch (B, input_nc, H, W) in [-1, 1] whose H and W suit `size_rule()` (test.py pads the image
+        to such a size); every output is (B, C, H, W) with the same H and W, in [-1, 1], named after a visual
+        (at least `fake_B`, or what the model shows instead). It runs under no_grad and autocast, is called once
+        per batch or tile, and may draw test-time randomness (ATME's D map, made for this size; SEGAN's codes
+        are fixed when the model is built). A runner with the same contract (e.g. an exported graph) can stand
+        in for it: return it from an override of this method.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no translator(); see models/template_model.py")
+
+    def size_rule(self):
+        """The `inference.SizeRule` of image sides the translator takes (default: the generator's)."""
+        rule = generator_size_rule(self.netG)
+        return inference.SizeRule(*rule) if rule else inference.SizeRule(1, 1, "the generator")
+
+    def tile_overlap(self):
+        """--tile_overlap, by default a quarter of --tile."""
+        overlap = getattr(self.opt, "tile_overlap", None)
+        return self.opt.tile // 4 if overlap is None else overlap
+
+    def run_translator(self):
+        """Run the translator over the input: padded to the size rule and cropped back (or tiled with --tile),
+        so each output has the input's height and width; the outputs become attributes."""
+        opt = self.opt
+        tile = getattr(opt, "tile", 0)
+        outputs = inference.run(self.translator(), getattr(self, self.test_input_name), self.size_rule(),
+                                pad_mode=getattr(opt, "pad_mode", "reflect"), tile=tile,
+                                overlap=self.tile_overlap() if tile else None)
+        for name, tensor in outputs.items():
+            setattr(self, name, tensor)
 
     def compute_visuals(self):
         """Extra visuals for the dashboard and HTML pages (optional)."""

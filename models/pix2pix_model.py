@@ -46,6 +46,10 @@ class Pix2PixModel(BaseModel):
     def forward(self):
         self.fake_B = self.netG(self.real_A)
 
+    def translator(self):
+        net = self.netG
+        return lambda x: {"fake_B": net(x)}
+
     def backward_D(self):
         self.loss_D, self.loss_D_real, self.loss_D_fake, self.loss_D_gp = conditional_d_losses(
             self.netD, self.criterionGAN, self.real_A, self.real_B, self.fake_B, **self.d_step_options())

@@ -16,7 +16,8 @@ import torch
 from einops import rearrange, repeat
 
 from models.base_model import BaseModel
-from models.networks.layers import get_norm_layer, init_weights
+from models.inference import SizeRule
+from models.networks.layers import get_norm_layer, init_weights, unwrap
 from models.networks.losses import GANLoss, discriminator_losses
 from models.segan.mi_estimators import ESTIMATORS, mi_estimate
 from models.segan.networks import MultiscaleDiscriminator, NoiseUnetGenerator, StatisticsNetwork, unet_depth
@@ -216,10 +217,24 @@ class SeganModel(BaseModel):
         return z, {"T": negatives[0], "G": negatives[1]}
 
     def _forward_samples(self):
-        for k, code in enumerate(self.sample_codes):
-            codes = repeat(code, "nz -> b nz", b=self.real_A.shape[0])
-            setattr(self, f"{self.sample_prefix}_{k}", self.netG(self.real_A, codes))
-        self.fake_B = getattr(self, f"{self.sample_prefix}_0")  # the first code's output, for metrics
+        self.run_translator()  # test time: the path of test(), at any input size
+        self.compute_visuals()
+
+    # ------------------------------------------------------------------ the test-time path
+    def translator(self):
+        """One output per test-time code, `<prefix>_<k>`; the codes are shared by every input and tile."""
+        def translate(x):
+            return {f"{self.sample_prefix}_{k}": self.netG(x, repeat(code, "nz -> b nz", b=x.shape[0]))
+                    for k, code in enumerate(self.sample_codes)}
+        return translate
+
+    def size_rule(self):
+        levels = unwrap(self.netG).num_downs
+        return SizeRule(2 ** levels, 2 ** levels, f"the SEGAN noise U-Net with {levels} levels (--netG, --crop_size)")
+
+    def compute_visuals(self):
+        if not self.isTrain:
+            self.fake_B = getattr(self, f"{self.sample_prefix}_0")  # the first code's output, for metrics
 
     # ------------------------------------------------------------------ losses
     def _d_input(self, outputs, inputs):

@@ -14,6 +14,12 @@ The contract:
   autocast, then backward and step (mixed precision and zeroing the gradients are handled). A model with
   `netD`, `optimizer_D` and a `backward_D()` that sets `loss_D_real`/`loss_D_fake` calls `self.update_D()`:
   it steps D, freezes it for the generator's step and feeds convergence.csv (-L_GAN per epoch).
+- `translator()`: the callable test.py runs, translate(x) -> {visual name: tensor}: x is (B, input_nc, H, W)
+  in [-1, 1] with H and W that suit `size_rule()`, and each output keeps H and W. test.py pads every image
+  to such a size (`--pad_mode`), or cuts it into tiles (`--tile`), and crops the outputs back, so results
+  keep the input's size. `size_rule()` (sides: multiples of what, at least what) defaults to the
+  generator's; override it when other networks add limits (ATME's test-time D map). Another runner with
+  the same contract (an exported graph) can replace the translator. `test_input_name` names the input.
 - Optional hooks: `sample_readers()` (extra per-sample data read in the loader workers),
   `on_epoch_end(epoch)`, `extra_state()` / `load_extra_state(state)` (kept in the training-state file),
   `architecture_flags` (flags that define the networks, which a resume or test must not change:
@@ -32,6 +38,7 @@ class TemplateModel(BaseModel):
     """A generator trained with a regression loss only: the smallest working model."""
 
     architecture_flags = BaseModel.architecture_flags  # extend with the model's own flags
+    test_input_name = "data_A"  # what the translator reads at test time
     # No discriminator here: its flags are refused for this model (extend the tuple as needed).
     unused_flags = ("netD", "ndf", "n_layers_D", "gan_mode", "pool_size", "lambda_gp")
 
@@ -62,6 +69,10 @@ class TemplateModel(BaseModel):
 
     def forward(self):
         self.output = self.netG(self.data_A)
+
+    def translator(self):
+        net = self.netG
+        return lambda x: {"output": net(x)}
 
     def optimize_parameters(self):
         def loss():

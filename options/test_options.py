@@ -3,6 +3,7 @@ import logging
 
 from options.base_options import (INVOCATION_FLAGS, BaseOptions, load_stored_options,
                                   run_dir, save_options)
+from models.inference import PAD_MODES
 from util.arg_types import add_bool_flag
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,17 @@ class TestOptions(BaseOptions):
         g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
         add_bool_flag(g, "--channels_last", help="channels-last memory format")
         add_bool_flag(g, "--compile", help="torch.compile the networks")
+        size = parser.add_argument_group("image size (with --preprocess none results keep each input's size)")
+        size.add_argument("--pad_mode", choices=PAD_MODES, default="reflect",
+                          help="how inputs are padded to the size the generator takes (constant: mid-grey); "
+                               "outputs are cropped back")
+        size.add_argument("--tile", type=int, default=0,
+                          help="if > 0: run the generator on tiles of this many pixels square and blend them, so "
+                               "memory follows the tile, not the image (0: the whole image at once)")
+        size.add_argument("--tile_overlap", type=int, default=None,
+                          help="pixels shared by neighbouring tiles (default: a quarter of --tile); tiled equals "
+                               "whole-image output when the generator's receptive field reaches at most a quarter "
+                               "of it")
         return parser
 
     def parse(self, args=None):
@@ -75,6 +87,9 @@ class TestOptions(BaseOptions):
 
     def resolve(self, opt, parser, args):
         opt = super().resolve(opt, parser, args)
+        if opt.tile < 0 or (opt.tile_overlap is not None and not 0 <= opt.tile_overlap < max(opt.tile, 1)):
+            parser.error(f"--tile must be 0 (off) or positive and --tile_overlap at least 0 and smaller than --tile, "
+                         f"got --tile {opt.tile} --tile_overlap {opt.tile_overlap}; e.g. --tile 512 --tile_overlap 128")
         opt.no_flip = True
         opt.serial_batches = True
         opt.run_dir = run_dir(opt)
