@@ -78,16 +78,19 @@ def test_test_py_refuses_a_malicious_network_file(trained_run, demo_root, tmp_pa
                        tmp_path / "res", "--gpu_ids", "-1", "--num_threads", "0", check=False)
     assert result.returncode == 2
     assert f"{target} was refused" in result.stderr
+    assert not (tmp_path / "res").exists()
 
 
 def test_continue_train_refuses_a_malicious_training_state(trained_run, demo_root, tmp_path, marker):
     ck = copy_run(trained_run, tmp_path)
     target = ck / "run" / "latest_train_state.pth"
     write_malicious(target, marker, {"epoch": 2, "epoch_iter": 0, "total_iters": 8})
+    before = {p.name: p.stat().st_mtime_ns for p in (ck / "run").iterdir()}
     result = train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "run", *TINY,
                         "--n_epochs", "2", "--continue_train", check=False)
     assert result.returncode == 2
     assert f"training state {target} was refused" in result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (ck / "run").iterdir()} == before
 
 
 def test_training_state_holds_only_tensors_and_plain_values(trained_run):

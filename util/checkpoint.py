@@ -37,8 +37,9 @@ def load_file(path, what="checkpoint", *, mmap=False, numpy_arrays=False):
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         culprit = f" ({found.group(1)})" if found else ""
         raise RuntimeError(f"{what} {path} was refused: it holds Python objects{culprit} beyond tensors and plain "
-                           f"values, and reading them could run code. Nothing in it was run. Use a file that holds "
-                           f"only a state_dict of tensors (ask its author to save model.state_dict()).") from None
+                           f"values, and reading them could run code. Nothing in it was run. Use weights saved as a "
+                           f"plain state_dict (torch.save(net.state_dict(), path)); files written by train.py are "
+                           f"of that kind.") from None
     except Exception as err:  # truncated zip, foreign file, ...
         raise RuntimeError(f"{what} {path} is unreadable ({type(err).__name__}: {err}); "
                            f"it may be truncated. Use another --epoch or retrain.") from err
