@@ -83,3 +83,12 @@ def test_metric_readers_find_the_nested_layout(tmp_path):
     assert [os.path.relpath(p, images) for p in fake] == [f"{n}_fake_B.png" for n in sorted(EXPECTED.values())]
     groups = find_numbered_images(str(images), "fake_B")
     assert sorted(groups) == sorted(EXPECTED.values()) and all(len(g) == 2 for g in groups.values())
+
+
+def test_a_folder_above_several_results_is_refused(tmp_path):
+    from util.result_files import images_dir
+    for epoch in ("test_latest", "test_5"):
+        (tmp_path / "run" / epoch / "images").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"--results_dir .*run/test_5"):
+        result_image_sets(str(tmp_path / "run"))
+    assert images_dir(str(tmp_path / "run" / "test_5")) == str(tmp_path / "run" / "test_5" / "images")

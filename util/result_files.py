@@ -92,9 +92,18 @@ def list_images(directory):
 
 
 def images_dir(results_dir):
-    """The folder holding a result's images: `<results_dir>/images` as test.py writes it, else the folder."""
+    """The folder holding a result's images: `<results_dir>/images` as test.py writes it, else the folder. A
+    folder above several results (`results/<name>`) is refused: its subfolders would mix them."""
     inner = os.path.join(results_dir, "images")
-    return inner if os.path.isdir(inner) else results_dir
+    if os.path.isdir(inner):
+        return inner
+    nested = sorted(entry.path for entry in os.scandir(results_dir) if entry.is_dir()
+                    and os.path.isdir(os.path.join(entry.path, "images"))) if os.path.isdir(results_dir) else []
+    if nested:
+        raise FileNotFoundError(f"{results_dir} holds test results ({', '.join(nested[:3])}"
+                                f"{', ...' if len(nested) > 3 else ''}), not images: pass one of them as "
+                                f"--results_dir, e.g. --results_dir {nested[0]}")
+    return results_dir
 
 
 def _label_pattern(label, numbered):
