@@ -19,7 +19,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
 class ResultNames:
     """{input path: result name} for the inputs of a data set (see the module's docstring); `root` is the data
     folder (default: the folder all inputs share). Deterministic: a name depends on the set of inputs, not on
-    their order or on how many of them are tested."""
+    their order or on how many of them are tested. Names differ also without regard to case (`A.png` and
+    `a.png` would be one file on macOS and Windows): what still collides gets a number (`a_png_2`)."""
 
     def __init__(self, paths, root=None):
         paths = sorted({os.path.normpath(str(p)) for p in paths})
@@ -29,11 +30,12 @@ class ResultNames:
         self.names = {}
         by_stem = {}
         for path in paths:
-            by_stem.setdefault(os.path.splitext(self.relative(path))[0], []).append(path)
-        for stem, group in by_stem.items():
+            by_stem.setdefault(os.path.splitext(self.relative(path))[0].casefold(), []).append(path)
+        for group in by_stem.values():
             for path in group:
-                self.names[path] = stem if len(group) == 1 else "_".join(self._split(path))
-        self._used = set(self.names.values())
+                stem, ext = self._split(path)
+                self.names[path] = stem if len(group) == 1 else f"{stem}_{ext}"
+        self._used = {name.casefold() for name in self.names.values()}
         if len(self._used) < len(self.names):  # e.g. 0.jpg, 0.png and 0_jpg.png: number what still collides
             self._used = set()
             for path in paths:
@@ -62,9 +64,9 @@ class ResultNames:
 
     def _unused(self, name):
         candidate, k = name, 2
-        while candidate in self._used:
+        while candidate.casefold() in self._used:
             candidate, k = f"{name}_{k}", k + 1
-        self._used.add(candidate)
+        self._used.add(candidate.casefold())
         return candidate
 
     def __call__(self, path):
@@ -72,7 +74,7 @@ class ResultNames:
         path = os.path.normpath(str(path))
         if path not in self.names:
             stem, ext = self._split(path)
-            self.names[path] = self._unused(stem if stem not in self._used else f"{stem}_{ext}")
+            self.names[path] = self._unused(stem if stem.casefold() not in self._used else f"{stem}_{ext}")
         return self.names[path]
 
 
