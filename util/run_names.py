@@ -18,8 +18,10 @@ def name_problem(name):
         return "holds a control character"
     if "\\" in name:
         return "holds a backslash"
-    if os.path.isabs(name) or name.startswith("~"):
+    if os.path.isabs(name):
         return "is an absolute path"
+    if name.startswith("~"):
+        return "starts with '~' (a home folder)"
     parts = name.split("/")
     if ".." in parts:
         return "holds a '..' part"
