@@ -18,6 +18,7 @@ from models import create_model
 from options.test_options import TestOptions
 from util.devices import seed_everything
 from util.html import HTML, replacing_images, save_images
+from util.result_files import ResultNames
 from util.cli import run_main
 from util.run_logs import setup_logging
 
@@ -43,6 +44,7 @@ def main(args=None):
     web_dir = os.path.join(opt.results_dir, opt.name, f"{opt.phase}_{tag}")
     limit = len(dataset) if opt.num_test is None else min(opt.num_test, len(dataset))
     done = 0
+    names = ResultNames.of_dataset(dataset)  # one result name per input: subfolders kept, no collisions
     # The images go to a staging folder that replaces images/ when all are written: the folder holds this
     # test's images only (a metric script never scores an earlier run's leftovers), and a test that fails
     # leaves the earlier result as it was.
@@ -60,13 +62,14 @@ def main(args=None):
                 take = min(len(paths), limit - done)
                 for i in range(take):
                     one = {name: image[i:i + 1] for name, image in visuals.items()}
-                    save_images(webpage, one, paths[i], aspect_ratio=opt.aspect_ratio, width=opt.display_winsize)
+                    save_images(webpage, one, paths[i], aspect_ratio=opt.aspect_ratio, width=opt.display_winsize,
+                                names=names)
                 done += take
                 bar.update(take)
     webpage.save()
     options.save(opt, web_dir)  # the run folder is only read: it may be a read-only model store
-    log.info("%d results (input, output(s), target) in %s; open %s", done, os.path.join(web_dir, "images"),
-             os.path.join(web_dir, "index.html"))
+    log.info("%d inputs, %d image files (input, output(s), target) in %s; open %s", done, len(webpage.written),
+             os.path.join(web_dir, "images"), os.path.join(web_dir, "index.html"))
     return 0
 
 

@@ -3,12 +3,15 @@
 Truncated files are an error here on purpose: PIL's `LOAD_TRUNCATED_IMAGES` would silently fill the
 missing rows with grey and the model would train on them.
 """
+import logging
 import os
 from typing import NamedTuple
 
 from PIL import Image
 
 from data import image_modes
+
+log = logging.getLogger(__name__)
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -26,17 +29,58 @@ def is_image_file(filename):
     return filename.lower().endswith(IMG_EXTENSIONS)
 
 
+def scan_images(dir):
+    """(image paths, skipped links) under `dir`. Real folders are walked first, then the folders that symbolic
+    links lead to, level by level; each folder is walked once by its resolved path, so a link back to a folder
+    above it (a loop) or to one already walked is not followed and is returned as (link, target, is_loop)."""
+    seen = {os.path.realpath(dir)}
+    paths, skipped, level = [], [], [dir]
+    while level:
+        links = []
+        for top in level:
+            for root, dirnames, filenames in os.walk(top):  # links to folders are listed, not entered
+                paths.extend(os.path.join(root, name) for name in filenames if is_image_file(name))
+                entered = []
+                for name in sorted(dirnames):
+                    path = os.path.join(root, name)
+                    if os.path.islink(path):
+                        links.append(path)
+                    elif os.path.realpath(path) not in seen:
+                        seen.add(os.path.realpath(path))
+                        entered.append(name)
+                dirnames[:] = entered
+        level = []
+        for link in sorted(links):
+            target = os.path.realpath(link)
+            is_loop = os.path.commonpath([target, os.path.realpath(os.path.dirname(link))]) == target
+            if is_loop or target in seen:
+                skipped.append((link, target, is_loop))
+            else:
+                seen.add(target)
+                level.append(link)
+    return paths, skipped
+
+
+def _report_skipped_links(dir, skipped, limit=5):
+    for link, target, is_loop in skipped[:limit]:
+        why = "a loop: it leads back to a folder that holds it" if is_loop else "a folder already listed"
+        log.warning("%s: the symbolic link %s -> %s is %s; not followed, each image is listed once", dir, link,
+                    target, why)
+    if len(skipped) > limit:
+        log.warning("%s: %d more symbolic links to folders already listed were not followed", dir,
+                    len(skipped) - limit)
+
+
 def make_dataset(dir, max_dataset_size=float("inf")):
-    """Sorted paths of the image files under `dir` (recursive), at most `max_dataset_size` of them."""
+    """Sorted paths of the image files under `dir` (recursive; symbolic links to folders are followed once
+    each, see `scan_images`), at most `max_dataset_size` of them."""
     if not os.path.isdir(dir):
         raise FileNotFoundError(
             f"dataset folder {dir} does not exist; check --dataroot and --phase (the images of phase P are "
             f"read from <dataroot>/P for aligned data, <dataroot>/PA and <dataroot>/PB for unaligned data); "
             f"{_WHERE_TO_GET_DATA}")
-    paths = []
-    for root, dirnames, filenames in os.walk(dir, followlinks=True):
-        dirnames.sort()
-        paths.extend(os.path.join(root, name) for name in filenames if is_image_file(name))
+    paths, skipped = scan_images(dir)
+    _report_skipped_links(dir, skipped)
     if not paths:
         raise FileNotFoundError(
             f"dataset folder {dir} holds no images (looked for {', '.join(IMG_EXTENSIONS)} in any case, "

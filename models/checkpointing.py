@@ -140,7 +140,7 @@ class ModelCheckpoints:
             raise FileNotFoundError(f"--continue_train: no training state {path}. Start without "
                                     f"--continue_train, or choose --epoch from the *_train_state.pth files in "
                                     f"{self.save_dir}.")
-        state = load_file(readable, "training state")
+        state = load_file(readable, "training state", numpy_arrays=True)  # numpy: RNG of older states
         self._check_architecture(state.get("options", {}), path)
         check_finite({"networks": state["networks"], "optimizers": [o.get("state", {}) for o in state["optimizers"]]},
                      path, "training state")

@@ -20,6 +20,7 @@ from util.cli import UsageError
 from util.devices import missing_gpus, usable_cores
 from util.atomic import WriteError, atomic_write_text
 from util.registry import available_names
+from util.run_names import run_path
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ class BaseOptions:
 
 # -------------------------------------------------------------------------- the run directory's option files
 def run_dir(opt):
-    return os.path.join(opt.checkpoints_dir, opt.name)
+    """`<checkpoints_dir>/<name>`; a name that would leave --checkpoints_dir is refused (util.run_names)."""
+    return run_path(opt.checkpoints_dir, opt.name, "--checkpoints_dir")
 
 
 def options_text(opt, parser):

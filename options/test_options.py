@@ -5,6 +5,7 @@ from options.base_options import (INVOCATION_FLAGS, BaseOptions, load_stored_opt
                                   run_dir, save_options)
 from models.inference import PAD_MODES
 from util.arg_types import add_bool_flag
+from util.run_names import run_path
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class TestOptions(BaseOptions):
         opt.no_flip = True
         opt.serial_batches = True
         opt.run_dir = run_dir(opt)
+        run_path(opt.results_dir, opt.name, "--results_dir")  # test.py writes <results_dir>/<name>/
         return opt
 
     def save(self, opt, directory):

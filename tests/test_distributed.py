@@ -155,7 +155,7 @@ def test_launcher_passes_sigterm_on_and_exits_143(demo_root, tmp_path):
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 128 + signal.SIGTERM, out[-6000:]
     assert out.count("SIGTERM received: finishing this step") == 2, out[-6000:]
-    state = torch.load(tmp_path / "stop" / "latest_train_state.pth", weights_only=False)
+    state = torch.load(tmp_path / "stop" / "latest_train_state.pth", weights_only=True)
     assert state["epoch"] >= 2 and state["epoch"] < 500
 
 

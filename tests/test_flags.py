@@ -101,7 +101,7 @@ def test_plateau_needs_validation(tmp_path):
 def test_extending_a_finished_run_continues_the_new_schedule(demo_root, tmp_path):
     args = args_for(demo_root, tmp_path, "ext", "--n_epochs", "1", "--n_epochs_decay", "1")
     train_main(*args)
-    finished = torch.load(tmp_path / "ext" / "latest_train_state.pth", weights_only=False)
+    finished = torch.load(tmp_path / "ext" / "latest_train_state.pth", weights_only=True)
     assert finished["optimizers"][0]["param_groups"][0]["lr"] == 0.0  # the old plan ended at zero
     again = train_main(*args, check=False)
     nothing = train_main(*args, "--continue_train")  # nothing left: said so, nothing written
@@ -111,7 +111,7 @@ def test_extending_a_finished_run_continues_the_new_schedule(demo_root, tmp_path
     assert "re-planned" in result.stdout and "--n_epochs 1 -> 2" in result.stdout
     losses = [r for r in read(tmp_path / "ext" / "loss_log.csv") if int(r["epoch"]) == 3]
     state = torch.load(tmp_path / "ext" / "3_train_state.pth" if os.path.isfile(tmp_path / "ext" / "3_train_state.pth")
-                       else tmp_path / "ext" / "latest_train_state.pth", weights_only=False)
+                       else tmp_path / "ext" / "latest_train_state.pth", weights_only=True)
     assert losses, "epoch 3 trained"
     # epoch 3 of 2 + 2 runs at 2e-4 * (1 - 1/3); the schedule's next value follows the new plan too
     log_lines = [line for line in result.stdout.splitlines() if "learning rate" in line]

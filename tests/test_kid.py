@@ -157,7 +157,7 @@ def test_offline_without_weights_names_the_file_and_where_to_put_it(tmp_path, mo
         kid.resolve_inception_weights(str(tmp_path / "missing.pth"))
     # A copy already in torch.hub's cache is used without any download.
     os.makedirs(os.path.dirname(expected_path), exist_ok=True)
-    Path(expected_path).write_bytes(b"x")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, expected_path)  # read (weights only) before torch-fidelity's load
     assert kid.resolve_inception_weights(None) == expected_path
 
 

@@ -192,7 +192,7 @@ def test_full_disk_keeps_the_previous_set_and_says_what_to_do(tmp_path, monkeypa
     after = snapshot(run)
     assert {name: after[name] for name in before} == before  # the previous set, byte for byte
     assert not [f for f in os.listdir(run) if f.endswith(".tmp")]
-    state = torch.load(run / "latest_train_state.pth", weights_only=False)
+    state = torch.load(run / "latest_train_state.pth", weights_only=True)
     g = torch.load(run / "latest_net_G.pth", weights_only=True)
     assert all(torch.equal(g[k], v.cpu()) for k, v in state["networks"]["G"].items())  # one moment, not two
 
@@ -335,7 +335,7 @@ def test_a_non_finite_loss_stops_training_before_it_is_saved(tmp_path, monkeypat
     message = result.stderr
     assert "training diverged" in message and "the loss of the G step was nan at epoch 2" in message
     assert "--lr" in message and "'latest' (epoch 2, 8 images)" in message
-    state = torch.load(tmp_path / "nan" / "latest_train_state.pth", weights_only=False)
+    state = torch.load(tmp_path / "nan" / "latest_train_state.pth", weights_only=True)
     assert state["epoch"] == 2 and state["total_iters"] == 8  # the epoch-1 checkpoint stayed the newest
     for name in ("G", "D"):
         net = torch.load(tmp_path / "nan" / f"latest_net_{name}.pth", weights_only=True)
@@ -350,7 +350,7 @@ def test_non_finite_checkpoints_are_refused_by_name(tmp_path):
     key = next(k for k, v in net.items() if v.is_floating_point())
     net[key][0] = float("nan")
     torch.save(net, run / "latest_net_G.pth")
-    state = torch.load(run / "latest_train_state.pth", weights_only=False)
+    state = torch.load(run / "latest_train_state.pth", weights_only=True)
     state["networks"]["D"][next(iter(state["networks"]["D"]))].fill_(float("inf"))
     torch.save(state, run / "latest_train_state.pth")
     tested = test_main("--dataroot", DEMO["root"], "--checkpoints_dir", tmp_path, "--name", "bad",

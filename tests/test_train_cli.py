@@ -52,13 +52,13 @@ def test_train_then_test_end_to_end(demo_root, tmp_path):
 def test_resume_continues_epoch_and_optimizer(demo_root, tmp_path):
     ck = tmp_path / "ck"
     train(demo_root, ck, "res", "--n_epochs", "1", "--n_epochs_decay", "2", "--save_epoch_freq", "1")
-    state1 = torch.load(ck / "res" / "1_train_state.pth", weights_only=False)
+    state1 = torch.load(ck / "res" / "1_train_state.pth", weights_only=True)
     assert state1["epoch"] == 2 and state1["epoch_iter"] == 0
     # stop after epoch 1 by keeping only its state as latest, then resume to the end
     os.replace(ck / "res" / "1_train_state.pth", ck / "res" / "latest_train_state.pth")
     out = train(demo_root, ck, "res", "--n_epochs", "1", "--n_epochs_decay", "2", "--continue_train")
     assert "resuming from" in out.stdout and "epoch 2" in out.stdout
-    final = torch.load(ck / "res" / "latest_train_state.pth", weights_only=False)
+    final = torch.load(ck / "res" / "latest_train_state.pth", weights_only=True)
     assert final["epoch"] == 4
     # Adam moments continued: the step count adds up over both runs (4 steps per epoch, 3 epochs)
     steps = [s["step"] for s in final["optimizers"][0]["state"].values()]
@@ -84,11 +84,11 @@ def test_sigint_saves_a_resumable_checkpoint(demo_root, tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGINT, out
     assert "Traceback" not in out
-    state = torch.load(ck / "int" / "latest_train_state.pth", weights_only=False)
+    state = torch.load(ck / "int" / "latest_train_state.pth", weights_only=True)
     assert state["epoch"] >= 2
     out = train(demo_root, ck, "int", "--n_epochs", str(state["epoch"]), "--n_epochs_decay", "0", "--continue_train").stdout
     assert f"resuming from" in out
-    assert torch.load(ck / "int" / "latest_train_state.pth", weights_only=False)["epoch"] == state["epoch"] + 1
+    assert torch.load(ck / "int" / "latest_train_state.pth", weights_only=True)["epoch"] == state["epoch"] + 1
 
 
 def test_mismatching_checkpoint_lists_keys(demo_root, tmp_path):
@@ -132,7 +132,7 @@ def test_compile_trains_saves_plain_weights_and_times_the_first_step(demo_root, 
     ck = tmp_path / "ck"
     proc = run_cli("train.py", "--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "compiled", *TINY, "--compile", "--n_epochs", "1", "--n_epochs_decay", "0")
     assert "first step:" in proc.stdout and "torch.compile" in proc.stdout
-    state = torch.load(ck / "compiled" / "latest_net_G.pth", map_location="cpu")
+    state = torch.load(ck / "compiled" / "latest_net_G.pth", map_location="cpu", weights_only=True)
     assert state and not any(key.startswith("_orig_mod") for key in state)
     losses = list(csv.DictReader(open(ck / "compiled" / "loss_log.csv")))
     assert losses and all(float(r["G_L1"]) > 0 for r in losses)

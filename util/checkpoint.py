@@ -1,6 +1,8 @@
 """Checkpoint files: atomic torch.save, loading with clear errors, and the one report of how a state_dict
 differs from the network (or layout) it should fit."""
 import os
+import pickle
+import re
 from collections import namedtuple
 
 import torch
@@ -13,13 +15,32 @@ def atomic_save(obj, path):
     atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
-def load_file(path, what="checkpoint", weights_only=False):
-    """torch.load on the CPU with a clear error for a missing or unreadable file."""
+def numpy_array_globals():
+    """What unpickling a plain numpy array needs (its data stay data): training states written before the RNG
+    state was stored as tensors hold numpy's."""
+    import numpy as np
+    multiarray = getattr(np, "_core", None) or np.core
+    return [multiarray.multiarray._reconstruct, np.ndarray, np.dtype, *(
+        type(np.dtype(code)) for code in ("uint32", "int64", "float64"))]
+
+
+def load_file(path, what="checkpoint", *, mmap=False, numpy_arrays=False):
+    """torch.load on the CPU with weights_only=True: tensors and plain Python values only (plus plain numpy
+    arrays with `numpy_arrays`), so a file from someone else cannot run code while it is read. A missing,
+    unreadable or unsafe file is a RuntimeError (or FileNotFoundError) that names it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as err:  # truncated zip, pickle error, foreign file, ...
+        with torch.serialization.safe_globals(numpy_array_globals() if numpy_arrays else []):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        culprit = f" ({found.group(1)})" if found else ""
+        raise RuntimeError(f"{what} {path} was refused: it holds Python objects{culprit} beyond tensors and plain "
+                           f"values, and reading them could run code. Nothing in it was run. Use weights saved as a "
+                           f"plain state_dict (torch.save(net.state_dict(), path)); files written by train.py are "
+                           f"of that kind.") from None
+    except Exception as err:  # truncated zip, foreign file, ...
         raise RuntimeError(f"{what} {path} is unreadable ({type(err).__name__}: {err}); "
                            f"it may be truncated. Use another --epoch or retrain.") from err
 

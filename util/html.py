@@ -37,6 +37,7 @@ class HTML:
         self.web_dir = str(web_dir)
         self.title = title
         self.img_dir = str(image_dir) if image_dir is not None else os.path.join(self.web_dir, "images")
+        self.written = set()  # image files save_images wrote for this page
         os.makedirs(self.img_dir, exist_ok=True)
         self.doc = dominate.document(title=title)
         with self.doc.head:
@@ -128,13 +129,15 @@ def replacing_images(web_dir):
         log.info("replaced the %d files of the earlier result in %s", replaced[0], target)
 
 
-def save_images(webpage, visuals, image_path, aspect_ratio=1.0, width=256):
+def save_images(webpage, visuals, image_path, aspect_ratio=1.0, width=256, names=None):
     """Save the visuals of one test batch and add one page row per input image.
 
-    Files are `images/<stem>_<label>.png`, with `<stem>` the input file's name without extension.
+    Files are `images/<name>_<label>.png`. `names` (a `util.result_files.ResultNames` of the data set) gives
+    `<name>`: the input's path relative to the data folder without extension, subfolders mirrored, colliding
+    stems told apart by their extension; without it `<name>` is the input file's name without extension.
     `image_path` is the batch's list of input paths (or one path for a batch of one). Each row holds
     the input, then all outputs, then the target, so any number of outputs works (e.g. fake_B_0..fake_B_7).
-    Returns the saved file paths.
+    A file this page already wrote is never overwritten (ValueError). Returns the saved file paths.
     """
     paths = [image_path] if isinstance(image_path, (str, os.PathLike)) else list(image_path)
     if not visuals:
@@ -149,17 +152,22 @@ def save_images(webpage, visuals, image_path, aspect_ratio=1.0, width=256):
         raise ValueError(f"save_images got {count} images per visual but only {len(paths)} image paths")
     saved = []
     for i in range(count):
-        stem = os.path.splitext(os.path.basename(str(paths[i])))[0]
+        stem = names(paths[i]) if names is not None else os.path.splitext(os.path.basename(str(paths[i])))[0]
         ims, txts = [], []
         for label, tensor in visuals.items():
             # A visual with one image (e.g. a shared noise map) is repeated on every row.
             image = tensor2im(tensor, index=i if batch[label] > 1 else 0)
             name = f"{stem}_{label}.png"
-            save_path = os.path.join(webpage.get_image_dir(), name)
+            save_path = os.path.join(webpage.get_image_dir(), *name.split("/"))
+            if save_path in webpage.written:
+                raise ValueError(f"{save_path} was already written for another input of this page "
+                                 f"({paths[i]}): name results with util.result_files.ResultNames")
+            os.makedirs(os.path.dirname(save_path), exist_ok=True)
             save_image(image, save_path, aspect_ratio=aspect_ratio)
+            webpage.written.add(save_path)
             saved.append(save_path)
             ims.append(name)
             txts.append(label)
-        webpage.add_header(stem)
+        webpage.add_header(names.relative(paths[i]) if names is not None else stem)
         webpage.add_images(ims, txts, ims, width=width)
     return saved

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
+from util.checkpoint import load_file
 from util.devices import resolve_device
 from util.result_files import list_images
 from util.weights import local_weights
@@ -62,9 +63,13 @@ class ImageListDataset(Dataset):
 
 
 def resolve_inception_weights(weights_path=None, download=True):
-    """A local path to the Inception-v3 weights: the given file, torch.hub's cached copy, or a fresh download."""
-    return local_weights(INCEPTION_URL, path=weights_path, flag="--inception_weights",
+    """A local path to the Inception-v3 weights: the given file, torch.hub's cached copy, or a fresh download.
+    torch-fidelity reads it with a full unpickler, so it is first read here with weights_only=True: a file
+    holding anything but tensors and plain values is refused before torch-fidelity opens it."""
+    path = local_weights(INCEPTION_URL, path=weights_path, flag="--inception_weights",
                          what="Inception-v3 weights for KID/FID", download=download)
+    load_file(path, "--inception_weights")
+    return path
 
 
 def check_subset_size(subset_size, n_real, n_fake):
@@ -107,6 +112,8 @@ def compute_kid(real, fake, *, subset_size=DEFAULT_SUBSET_SIZE, subsets=DEFAULT_
     if feature_extractor == INCEPTION_EXTRACTOR:
         kwargs["feature_extractor_weights_path"] = resolve_inception_weights(weights_path, download=download)
     elif weights_path is not None:
+        if not feature_extractor.startswith("clip"):  # CLIP's is TorchScript; the others torch-fidelity unpickles
+            load_file(weights_path, "--inception_weights")
         kwargs["feature_extractor_weights_path"] = weights_path
     metrics = torch_fidelity.calculate_metrics(**kwargs)
     mean = metrics["kernel_inception_distance_mean"]

@@ -28,7 +28,7 @@ def release_layouts():
 
 def load_state_dict_file(path):
     """A plain state_dict from `path` on the CPU, with a clear error for missing or unreadable files."""
-    state = load_file(path, "checkpoint", weights_only=True)
+    state = load_file(path, "checkpoint")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RuntimeError(f"checkpoint {path} is not a plain state_dict (a dict of tensors)")
     return strip_module_prefix(state)
@@ -67,7 +67,6 @@ def convert_release(run_dir, epoch="latest", *, out_dir=None, force=False, expec
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     expected = expected or release_layouts()
     out_dir = out_dir or run_dir
-    os.makedirs(out_dir, exist_ok=True)
     result = {}
     for name in ("G", "W"):
         src = release_file(run_dir, epoch, name)
@@ -90,6 +89,7 @@ def convert_release(run_dir, epoch="latest", *, out_dir=None, force=False, expec
             continue
         if os.path.exists(dst) and not force:
             raise FileExistsError(f"{dst} already exists; pass --force to overwrite it")
+        os.makedirs(out_dir, exist_ok=True)
         atomic_save(state, dst)
         log.info("wrote %s from %s (%d tensors)", dst, src, len(state))
         result[name] = dst

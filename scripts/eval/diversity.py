@@ -21,6 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from util.atomic import write_json
+from util.checkpoint import describe_mismatch, layout_mismatch, load_file
 from util.devices import resolve_device
 from util.diversity import L1_LABEL, L1_SCALE, lpips_distance, mean_pairwise_distance, mean_pairwise_l1
 from util.result_files import find_numbered_images, images_dir
@@ -42,6 +43,20 @@ def backbone_weights_path(net="alex", path=None, download=True):
                          download=download, alternative=" (or use --metric l1, a dependency-free fallback that is not LPIPS)")
 
 
+def load_linear_layers(metric, path):
+    """The calibrated linear layers (`lin*`) of an `lpips.LPIPS` metric from `path`, loaded without running code
+    from the file (util.checkpoint.load_file)."""
+    state = load_file(path, "LPIPS linear-layer weights")
+    def linear_of(state_dict):  # lin0.model.1.weight, ... (lpips keeps the same layers again under lins.N)
+        return {k: v for k, v in state_dict.items() if k.startswith("lin") and not k.startswith("lins.")}
+
+    linear = linear_of(state)
+    mismatch = layout_mismatch(linear_of(metric.state_dict()), linear)
+    if mismatch:
+        raise ValueError(f"--lpips_weights {path} does not fit the LPIPS linear layers: {describe_mismatch(mismatch)}")
+    metric.load_state_dict(linear, strict=False)
+
+
 def build_lpips(net="alex", lpips_weights=None, backbone_weights=None, download=True):
     """An `lpips.LPIPS` metric whose backbone is loaded from a local file (no implicit download inside lpips)."""
     import lpips
@@ -53,11 +68,10 @@ def build_lpips(net="alex", lpips_weights=None, backbone_weights=None, download=
     backbone_path = backbone_weights_path(net, backbone_weights, download=download)
     with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=` argument
         warnings.simplefilter("ignore", UserWarning)
-        metric = lpips.LPIPS(net=net, pnet_rand=True, model_path=lpips_weights, verbose=False)
-    try:
-        state = torch.load(backbone_path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, ValueError) as err:
-        raise ValueError(f"cannot read the backbone weights {backbone_path}: {str(err)[:300]}") from None
+        metric = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
+    load_linear_layers(metric, lpips_weights or os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1",
+                                                             f"{net}.pth"))
+    state = load_file(backbone_path, "LPIPS backbone weights")
     # lpips keeps the backbone's feature layers in slices whose children are named by their index in the
     # torchvision model's `features`, so each layer takes the weights stored under `features.<index>.`.
     for slice_module in metric.net.children():

@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from util.atomic import write_json
+from util.checkpoint import load_file
 from util.cityscapes import CITYSCAPES_CLASSES, IGNORE_LABEL, ConfusionMatrix, colors_to_train_ids, fcn_scores
 from util.devices import resolve_device
 from util.result_files import find_labelled_images, images_dir
@@ -54,7 +55,7 @@ def load_segmentation_net(path, arch="fcn_resnet50", num_classes=19):
         pass  # not TorchScript: a state_dict
     if arch not in ARCHS:
         raise ValueError(f"--arch {arch} is not one of {', '.join(ARCHS)}")
-    state = _state_dict_of(torch.load(path, map_location="cpu", weights_only=True), path)
+    state = _state_dict_of(load_file(path, "--seg_weights"), path)
     builder = getattr(torchvision.models.segmentation, arch)
     aux = any(k.startswith("aux_classifier.") for k in state)
     with torch.device("meta"):  # built without initialising weights: the state_dict replaces them all

@@ -10,12 +10,11 @@ import os
 import shlex
 from collections import OrderedDict, namedtuple
 
-import torch
 
 import models
 from options.base_options import INVOCATION_FLAGS, BaseOptions, load_stored_options
 from options.train_options import TrainOptions
-from util.checkpoint import option_differences
+from util.checkpoint import load_file, option_differences
 
 log = logging.getLogger("convergence_study")
 
@@ -147,7 +146,7 @@ def saved_progress(run_dir):
     if not os.path.isfile(path):
         return None
     try:  # memory-mapped: only the counters are read, not the networks and optimisers
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        state = load_file(path, "training state", mmap=True, numpy_arrays=True)
         return int(state["epoch"]), int(state["epoch_iter"])
     except Exception as err:  # truncated file, foreign file, missing keys
         raise RuntimeError(f"the training state {path} is unreadable ({type(err).__name__}: {err}); move {run_dir} "

@@ -1,0 +1,95 @@
+"""One result per input, named after it: subfolders mirrored, colliding stems kept apart, the count printed is the
+count written, the page shows each, and the metric readers (KID/FID, diversity, FCN) find the nested layout."""
+import html
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import test_main, train_main
+from util.result_files import (ResultNames, find_labelled_images, find_numbered_images, list_images,
+                               result_image_sets)
+
+TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance",
+        "--load_size", "36", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",
+        "--gpu_ids", "-1", "--display_id", "0", "--no_html", "--n_epochs", "1", "--n_epochs_decay", "0"]
+# input (relative to the data folder) -> grey level; 0.jpg/0.png and sub1/x.jpg/sub2/x.jpg share stems
+INPUTS = {"0.jpg": 10, "0.png": 245, "1.png": 128, "sub1/x.jpg": 40, "sub2/x.jpg": 200}
+EXPECTED = {"0.jpg": "0_jpg", "0.png": "0_png", "1.png": "1", "sub1/x.jpg": "sub1/x", "sub2/x.jpg": "sub2/x"}
+
+
+def test_names_mirror_subfolders_and_keep_colliding_stems_apart(tmp_path):
+    names = ResultNames([tmp_path / p for p in INPUTS], tmp_path)
+    assert {p: names(tmp_path / p) for p in INPUTS} == EXPECTED
+    reordered = ResultNames([tmp_path / p for p in reversed(list(INPUTS))], tmp_path)
+    assert {p: reordered(tmp_path / p) for p in INPUTS} == EXPECTED  # the order of the inputs does not matter
+
+
+def test_names_stay_unique_when_a_stem_with_extension_exists_as_an_input(tmp_path):
+    paths = [tmp_path / n for n in ("0.jpg", "0.png", "0_jpg.png", "A.png", "a.png")]
+    names = ResultNames(paths, tmp_path)
+    got = [names(p) for p in paths]
+    assert len({name.casefold() for name in got}) == len(got) and got[:2] == ["0_jpg", "0_png"]
+    assert got[3:] == ["A_png", "a_png_2"]  # one file on a case-insensitive disk otherwise
+    assert names(tmp_path / "later" / "1.png") == "later/1"  # an input outside the list gets a name too
+    assert names(tmp_path / "0.bmp") not in got
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_root):
+    ck = tmp_path_factory.mktemp("names") / "ck"
+    train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "run", *TINY)
+    return ck
+
+
+def write_inputs(folder):
+    for rel, grey in INPUTS.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((32, 32, 3), grey, np.uint8)).save(path)
+
+
+def test_test_py_writes_one_result_per_input(trained, tmp_path):
+    data = tmp_path / "photos"
+    write_inputs(data)
+    out = test_main("--dataroot", data, "--dataset_mode", "single", "--checkpoints_dir", trained, "--name", "run",
+                    "--results_dir", tmp_path / "res", "--gpu_ids", "-1", "--num_threads", "0")
+    web = tmp_path / "res" / "run" / "test_latest"
+    files = list_images(str(web / "images"))
+    printed = re.search(r"(\d+) inputs, (\d+) image files", out.stdout + out.stderr)
+    assert printed, out.stdout[-2000:]
+    assert (int(printed.group(1)), int(printed.group(2))) == (len(INPUTS), len(files)) == (5, 10)
+    page = html.unescape((web / "index.html").read_text())
+    for rel, grey in INPUTS.items():
+        name = EXPECTED[rel]
+        real = web / "images" / f"{name}_real_A.png"
+        assert real.is_file() and (web / "images" / f"{name}_fake_B.png").is_file(), name
+        assert abs(np.asarray(Image.open(real)).mean() - grey) < 8, f"{real} holds another input's image"
+        assert f'src="images/{name}_fake_B.png"' in page and f"<h3>{rel}</h3>" in page
+    fakes = find_labelled_images(str(web / "images"), "fake_B")
+    assert sorted(fakes) == sorted(EXPECTED.values())
+
+
+def test_metric_readers_find_the_nested_layout(tmp_path):
+    images = tmp_path / "res" / "images"
+    for name in EXPECTED.values():
+        for label in ("real_B", "fake_B", "fake_B_0", "fake_B_1"):
+            path = images / f"{name}_{label}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8)).save(path)
+    real, fake = result_image_sets(str(tmp_path / "res"))
+    assert len(real) == len(fake) == 5
+    assert [os.path.relpath(p, images) for p in fake] == [f"{n}_fake_B.png" for n in sorted(EXPECTED.values())]
+    groups = find_numbered_images(str(images), "fake_B")
+    assert sorted(groups) == sorted(EXPECTED.values()) and all(len(g) == 2 for g in groups.values())
+
+
+def test_a_folder_above_several_results_is_refused(tmp_path):
+    from util.result_files import images_dir
+    for epoch in ("test_latest", "test_5"):
+        (tmp_path / "run" / epoch / "images").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"--results_dir .*run/test_5"):
+        result_image_sets(str(tmp_path / "run"))
+    assert images_dir(str(tmp_path / "run" / "test_5")) == str(tmp_path / "run" / "test_5" / "images")

@@ -1,0 +1,180 @@
+"""Every loader reads weights without running code: a `.pth` whose unpickling would create a marker file is
+refused by each (networks for test.py and --continue_train, the training state, released ATME checkpoints, the
+study tools, FCN, LPIPS and Inception weights) with a message naming the file, and the marker never appears."""
+import importlib
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import test_main, train_main
+from util.checkpoint import load_file
+
+TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance",
+        "--load_size", "36", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",
+        "--gpu_ids", "-1", "--display_id", "0", "--no_html", "--n_epochs", "1", "--n_epochs_decay", "0"]
+
+
+class Payload:
+    """Unpickling this runs `exec`, which creates the marker file: what a hostile `.pth` would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def write_malicious(path, marker, template=None):
+    """A `.pth` that looks like a state_dict (the tensors of `template`, or one tensor) plus the payload."""
+    state = dict(template or {"weight": torch.zeros(2)})
+    state["payload"] = Payload(marker)
+    torch.save(state, path)
+    return str(path)
+
+
+@pytest.fixture
+def marker(tmp_path):
+    path = tmp_path / "code_ran"
+    yield path
+    assert not path.exists(), "loading the file ran the code in its pickle"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, demo_root):
+    """One epoch of a tiny pix2pix run: checkpoints_dir/run holds latest_net_*.pth and latest_train_state.pth."""
+    ck = tmp_path_factory.mktemp("safe") / "ck"
+    train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "run", *TINY)
+    return ck
+
+
+def copy_run(trained_run, tmp_path):
+    ck = tmp_path / "ck"
+    shutil.copytree(trained_run, ck)
+    return ck
+
+
+def test_the_payload_does_run_when_unpickled_without_restrictions(tmp_path):
+    path = write_malicious(tmp_path / "evil.pth", tmp_path / "ran")
+    torch.load(path, weights_only=False)
+    assert (tmp_path / "ran").exists()
+
+
+def test_load_file_refuses_naming_the_file_and_the_global(tmp_path, marker):
+    path = write_malicious(tmp_path / "evil.pth", marker)
+    for numpy_arrays in (False, True):
+        with pytest.raises(RuntimeError, match=rf"network G checkpoint {path} was refused.*\(exec\).*Nothing in it "
+                                               rf"was run"):
+            load_file(path, "network G checkpoint", numpy_arrays=numpy_arrays)
+
+
+def test_test_py_refuses_a_malicious_network_file(trained_run, demo_root, tmp_path, marker):
+    ck = copy_run(trained_run, tmp_path)
+    target = ck / "run" / "latest_net_G.pth"
+    write_malicious(target, marker, torch.load(target, weights_only=True))
+    result = test_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "run", "--results_dir",
+                       tmp_path / "res", "--gpu_ids", "-1", "--num_threads", "0", check=False)
+    assert result.returncode == 2
+    assert f"{target} was refused" in result.stderr
+    assert not (tmp_path / "res").exists()
+
+
+def test_continue_train_refuses_a_malicious_training_state(trained_run, demo_root, tmp_path, marker):
+    ck = copy_run(trained_run, tmp_path)
+    target = ck / "run" / "latest_train_state.pth"
+    write_malicious(target, marker, {"epoch": 2, "epoch_iter": 0, "total_iters": 8})
+    before = {p.name: p.stat().st_mtime_ns for p in (ck / "run").iterdir()}
+    result = train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "run", *TINY,
+                        "--n_epochs", "2", "--continue_train", check=False)
+    assert result.returncode == 2
+    assert f"training state {target} was refused" in result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (ck / "run").iterdir()} == before
+
+
+def test_training_state_holds_only_tensors_and_plain_values(trained_run):
+    state = load_file(str(trained_run / "run" / "latest_train_state.pth"), "training state")
+    assert isinstance(state["rng"]["numpy"][1], torch.Tensor)
+
+
+def test_a_training_state_with_numpy_rng_from_earlier_versions_still_loads(tmp_path):
+    legacy = {"rng": {"numpy": np.random.get_state()}, "weight": torch.ones(2)}
+    torch.save(legacy, tmp_path / "old.pth")
+    with pytest.raises(RuntimeError, match="was refused"):
+        load_file(str(tmp_path / "old.pth"), "training state")
+    loaded = load_file(str(tmp_path / "old.pth"), "training state", numpy_arrays=True)
+    assert np.array_equal(loaded["rng"]["numpy"][1], legacy["rng"]["numpy"][1])
+
+
+def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
+    from util.devices import rng_state, set_rng_state
+    torch.save(rng_state(), tmp_path / "rng.pth")
+    expected = (np.random.rand(3), torch.rand(3))
+    set_rng_state(load_file(str(tmp_path / "rng.pth"), "training state"))
+    assert np.array_equal(np.random.rand(3), expected[0]) and torch.equal(torch.rand(3), expected[1])
+
+
+def test_release_converter_refuses_a_malicious_checkpoint(tmp_path, marker):
+    from scripts.tools import convert_atme_checkpoint
+    run = tmp_path / "release"
+    run.mkdir()
+    target = write_malicious(run / "latest_net_G.pth", marker)
+    write_malicious(run / "latest_net_T.pth", marker)
+    with pytest.raises(RuntimeError, match=f"{target} was refused"):
+        convert_atme_checkpoint.main(["--run_dir", str(run), "--out_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_study_tools_refuse_a_malicious_training_state(tmp_path, marker):
+    from scripts.experiments import study_plan
+    target = write_malicious(tmp_path / study_plan.STATE_FILE, marker, {"epoch": 3, "epoch_iter": 0})
+    with pytest.raises(RuntimeError, match=f"{target} was refused"):
+        study_plan.saved_progress(str(tmp_path))
+
+
+def test_fcn_weights_are_refused(tmp_path, marker):
+    script = importlib.import_module("scripts.eval.eval_cityscapes")
+    target = write_malicious(tmp_path / "fcn.pth", marker)
+    with pytest.raises(RuntimeError, match=f"--seg_weights {target} was refused"):
+        script.load_segmentation_net(target, "fcn_resnet50", 19)
+
+
+@pytest.mark.parametrize("which", ["lpips_weights", "backbone_weights"])
+def test_lpips_weights_are_refused(tmp_path, marker, which):
+    import torchvision
+    script = importlib.import_module("scripts.eval.diversity")
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in torchvision.models.alexnet(weights=None).features.state_dict().items()}
+    backbone = tmp_path / "alexnet.pth"
+    torch.save({f"features.{k}": torch.zeros(shape) for k, shape in shapes.items()}, backbone)
+    target = write_malicious(tmp_path / "evil.pth", marker)
+    paths = {"lpips_weights": None, "backbone_weights": str(backbone), which: target}
+    with pytest.raises(RuntimeError, match=f"{target} was refused"):
+        script.build_lpips("alex", paths["lpips_weights"], paths["backbone_weights"], download=False)
+
+
+def test_inception_weights_are_refused_before_torch_fidelity_opens_them(tmp_path, marker):
+    from util import kid
+    target = write_malicious(tmp_path / "inception.pth", marker)
+    with pytest.raises(RuntimeError, match=f"--inception_weights {target} was refused"):
+        kid.resolve_inception_weights(target, download=False)
+
+
+def test_no_loader_in_the_project_unpickles_without_weights_only():
+    """A new torch.load call must go through util.checkpoint.load_file (or pass weights_only=True)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    offenders = []
+    for folder in ("models", "data", "util", "scripts", "options"):
+        for base, _, files in os.walk(os.path.join(root, folder)):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                with open(os.path.join(base, name)) as handle:
+                    for number, line in enumerate(handle, 1):
+                        if "torch.load(" in line and "weights_only=True" not in line:
+                            offenders.append(f"{os.path.relpath(os.path.join(base, name), root)}:{number}")
+    for name in ("train.py", "test.py"):
+        with open(os.path.join(root, name)) as handle:
+            assert "torch.load(" not in handle.read(), name
+    assert offenders == []
