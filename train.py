@@ -37,12 +37,22 @@ log = logging.getLogger("train")
 
 
 class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a save is never cut short."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a save is never cut short. `restore()`
+    puts back the handlers it found (a caller that trains in-process keeps its Ctrl-C)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.signum = None
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        self.previous = {}
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handle)
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        self.previous = {}
 
     def _handle(self, signum, frame):
         if self.signum is None:
@@ -169,7 +179,6 @@ def main(args=None):
 
 def train(opt, model, dataset):
     rank, world = distributed.rank(), distributed.world_size()
-    stop = StopRequest()
     resumed = model.resume_state or {}
     start_epoch = resumed.get("epoch", opt.epoch_count)
     epoch_iter = resumed.get("epoch_iter", 0)
@@ -203,6 +212,7 @@ def train(opt, model, dataset):
         if tag == "latest":
             saved.update(tag=tag, epoch=epoch, images=total_iters)
 
+    stop = StopRequest()
     try:
         epoch, compile_logged = start_epoch, False
         for epoch in range(start_epoch, last_epoch + 1):
@@ -294,6 +304,7 @@ def train(opt, model, dataset):
                  "This process saved no checkpoint; an earlier one, if any, is intact.")
         raise TrainingDiverged(f"{err} {where}") from None
     finally:
+        stop.restore()
         dashboard.close()
     return stop.exit_code if stop else 0
 
