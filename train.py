@@ -155,7 +155,7 @@ def main(args=None):
     seed_everything(opt.seed, rank)
 
     # Everything that can refuse the command runs before anything is written.
-    run = RunFolder(opt.run_dir)
+    run = RunFolder(opt.run_dir, locking=opt.lock)
     run.check_new_run(opt.continue_train, opt.start_over, probe_lock=rank == 0)  # rank 0 takes the lock
     dataset = create_dataset(opt)
     opt.dataset_size = len(dataset)
