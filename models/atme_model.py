@@ -153,6 +153,7 @@ class AtmeModel(BaseModel):
             return
         kept = os.path.join(self.save_dir, f"{tag}_disc_pool.npy")
         if os.path.isfile(kept):
+            self.verify_file(tag, kept)
             self.disc_pool.restore(kept, epoch)
             log.info("restored the discriminator pool kept with checkpoint %s as D_{t-1} of epoch %d", tag, epoch)
         else:

@@ -37,6 +37,8 @@ class TrainOptions(BaseOptions):
         g.add_argument("--save_epoch_freq", type=int, default=5, help="save '<epoch>' checkpoints every N epochs")
         add_bool_flag(g, "--save_by_iter", help="also keep 'iter_<N>' checkpoints at each latest save")
         add_bool_flag(g, "--continue_train", help="resume the run from its latest training state")
+        add_bool_flag(g, "--no_verify", help="resume without checking the checkpoint's files against the SHA-256 "
+                                             "sums saved with them (<tag>_checksums.json); for huge files")
         add_bool_flag(g, "--start_over", help="the run folder holds an earlier run: move it aside to "
                                               "<name>.old-<time> and start a new run (without this flag, a new run "
                                               "there is refused)")
