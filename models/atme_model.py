@@ -34,6 +34,12 @@ from util.image_utils import save_image, tensor2im
 log = logging.getLogger(__name__)
 
 
+def validation_seed(seed, epoch):
+    """The seed of the test-time maps that validation after `epoch` uses."""
+    entropy = [0 if seed is None else int(seed), int(epoch)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 class AtmeModel(BaseModel):
     """ATME: diffusion U-Net generator with the W block, PatchGAN discriminator, per-image D pool."""
 
@@ -198,6 +204,10 @@ class AtmeModel(BaseModel):
             self.disc_pool.set_epoch(epoch)
 
     def on_epoch_end(self, epoch):
+        # Validation after this epoch draws its test-time maps from a generator derived from --seed and the
+        # epoch, not from one that ran on since the start: a resumed run validates with the same noise as an
+        # uninterrupted one (val_log.csv, best_net_*).
+        self.test_generator.manual_seed(validation_seed(self.opt.seed, epoch))
         if self.disc_pool is not None:
             self.disc_pool.flush()
             if getattr(self.opt, "n_save_noisy", 0) > 0 and distributed.is_main_process():
