@@ -191,6 +191,7 @@ class RunFolder:
         """Move the run in this (locked) folder aside and leave the folder empty; returns where it went."""
         aside = self.aside_name()
         os.rename(self.path, aside)  # the lock file, still locked, moves with the folder
+        atomic.fsync_folder(os.path.dirname(self.path))
         previous, self._fd, self._held = self._fd, None, False
         self.lock()
         os.remove(os.path.join(aside, OWNER_FILE))
