@@ -255,6 +255,8 @@ def _swap_in(staging, path):
         fsync_folder(parent)
         return None
     if not os.path.islink(path):
+        if not os.path.isdir(path):
+            raise OSError(errno.ENOTDIR, "a file, not a folder, has that name", path)
         if _exchange(staging, path):
             fsync_folder(parent)
             return staging  # the old folder, under the staging folder's temporary name

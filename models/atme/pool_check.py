@@ -11,7 +11,8 @@ from models.atme.pool import BUFFERS, META_FILENAME, POOL_FILENAME
 
 RECOVER = ("Resume with a fresh pool by adding --reset_pool to this command (the networks and optimisers resume; "
            "the maps restart from uniform noise, so the run departs from an uninterrupted one), or replace "
-           "--continue_train with --start_over to move the run aside and start afresh")
+           "--continue_train with --start_over to move the run aside and start afresh (or train under another "
+           "--name)")
 _CHUNK = 1 << 22  # values checked at a time
 
 
@@ -41,7 +42,7 @@ def check_meta(path, num_images, map_size):
 
 def _check_size(path, images, size, num_images, map_size):
     if (int(images), [int(s) for s in size]) != (int(num_images), [int(s) for s in map_size]):
-        raise _refuse(path, f"was made for {images} images of {size[0]} x {size[1]} maps, but this run has "
+        raise _refuse(path, f"was made for {images} images of {size[0]} x {size[1]} maps, but this run now has "
                             f"{num_images} images of {map_size[0]} x {map_size[1]} maps (the dataset, --crop_size "
                             f"or --netD changed)")
 
