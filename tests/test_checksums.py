@@ -60,3 +60,17 @@ def test_a_flipped_byte_is_named_by_test_py_and_by_a_resume(tmp_path, demo_root)
     assert sorted(os.listdir(run)) == before
     # the advice, typed as shown: the epoch-1 set is intact
     train_main(*resume, "--epoch", "1")
+
+
+def test_a_flipped_byte_in_a_kept_atme_pool_is_named(tmp_path, demo_root):
+    atme = ["--model", "atme", "--dim", "8", "--init_dim", "8", "--dim_mults", "1,2", "--groups", "4", "--ndf", "8",
+            *ARGS[10:]]
+    args = ["--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "pool", *atme]
+    train_main(*args)
+    kept = tmp_path / "pool" / "1_disc_pool.npy"
+    assert "1_disc_pool.npy" in json.loads((tmp_path / "pool" / "1_checksums.json").read_text())["sha256"]
+    data = bytearray(kept.read_bytes())
+    data[-1] ^= 0x01  # the last map's lowest mantissa bit: still a finite value in [0, 1]
+    kept.write_bytes(bytes(data))
+    refused = train_main(*args, "--n_epochs", "2", "--continue_train", "--epoch", "1", check=False)
+    assert refused.returncode != 0 and f"{kept} is corrupt" in refused.stderr
