@@ -1,6 +1,7 @@
 """Crash consistency of util.atomic: a folder replaced in one step (no moment where a reader or a restart finds
 neither the old folder nor the new one), and the fsync order that makes a save survive a power loss."""
 import errno
+import json
 import os
 import shutil
 
@@ -149,6 +150,8 @@ def test_a_committed_set_survives_a_power_loss_at_any_moment(tmp_path, monkeypat
     for final in finals:
         staged = trace.events[trace.index("rename", None, final)][1]
         assert trace.index("fsync", staged) < placed, f"{staged} is not on the disk before the journal names it"
+        named = trace.index("fsync", folder, start=trace.index("fsync", staged))
+        assert named is not None and named < placed, f"the name {staged} is not on the disk before the journal's"
     durable = trace.index("fsync", folder, start=placed)
     assert durable is not None and durable < first_final, \
         "the journal's name is not on the disk before the renames it protects: a power loss can keep a rename " \
@@ -176,3 +179,110 @@ def test_a_single_file_and_a_folder_swap_are_durable_when_they_return(tmp_path, 
     with atomic.atomic_directory(target) as (staging, _):
         fill(staging, b"new")
     assert trace.index("fsync", str(tmp_path), start=start) is not None, "the replacement is not fsynced"
+
+
+class PowerLoss:
+    """A file system that forgets: records the folder's name operations (create, rename, remove) and its fsyncs,
+    and lists every state a power loss can leave: the names as of the folder's last fsync, plus any subset of the
+    operations after it. File data is fsynced before every rename in util.atomic, so only names are at stake."""
+
+    def __init__(self, monkeypatch, folder):
+        self.folder, self.events, self.journal_text = folder, [], {}
+        real_new, real_fsync = atomic._new_temporary, os.fsync
+        real_replace, real_rename, real_remove = os.replace, os.rename, os.remove
+
+        def new_temporary(path):
+            tmp = real_new(path)
+            self._note("create", tmp)
+            return tmp
+
+        def fsync(fd):
+            if os.readlink(f"/proc/self/fd/{fd}") == self.folder:
+                self.events.append(("fsync",))
+            return real_fsync(fd)
+
+        def moved(real):
+            def move(src, dst, *args, **kwargs):
+                if str(dst).endswith(atomic.JOURNAL_SUFFIX):
+                    self.journal_text[os.path.basename(src)] = open(src).read()
+                result = real(src, dst, *args, **kwargs)
+                self._note("rename", src, dst)
+                return result
+            return move
+
+        def remove(path, *args, **kwargs):
+            result = real_remove(path, *args, **kwargs)
+            self._note("remove", path)
+            return result
+
+        monkeypatch.setattr(atomic, "_new_temporary", new_temporary)
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", moved(real_replace))
+        monkeypatch.setattr(os, "rename", moved(real_rename))
+        monkeypatch.setattr(os, "remove", remove)
+
+    def _note(self, kind, *paths):
+        if all(os.path.dirname(os.path.abspath(p)) == self.folder for p in paths):
+            self.events.append((kind, *(os.path.basename(p) for p in paths)))
+
+    def states_after_a_power_loss(self, names):
+        """Every {name: content label} a power loss at any moment can leave, from `names` before the first event."""
+        durable, current, since = dict(names), dict(names), []
+        for event in [None] + self.events:
+            if event is not None:
+                if event[0] == "fsync":
+                    durable, since = dict(current), []
+                else:
+                    _apply_name_op(current, event)
+                    since.append(event)
+            for mask in range(2 ** len(since)):
+                state = dict(durable)
+                for i, op in enumerate(since):
+                    if mask >> i & 1:
+                        _apply_name_op(state, op)
+                yield state
+
+
+def _apply_name_op(names, op):
+    if op[0] == "create":
+        names[op[1]] = op[1]
+    elif op[0] == "rename" and op[1] in names:
+        names[op[2]] = names.pop(op[1])
+    elif op[0] == "remove":
+        names.pop(op[1], None)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="maps descriptors to paths through /proc")
+def test_every_state_a_power_loss_leaves_recovers_to_one_whole_set(tmp_path, monkeypatch):
+    folder = str(tmp_path / "run")
+    os.makedirs(folder)
+    finals = ["latest_net_G.pth", "latest_net_D.pth", "latest_train_state.pth"]
+    for name in finals:
+        with open(os.path.join(folder, name), "wb") as handle:
+            handle.write(b"old")
+    loss = PowerLoss(monkeypatch, folder)
+    with atomic.Transaction(folder, "latest") as transaction:
+        for name in finals:
+            transaction.write(os.path.join(folder, name), lambda handle: handle.write(b"new"))
+    monkeypatch.undo()
+    staged_as = {}
+    for text in loss.journal_text.values():
+        staged_as.update({tmp: final for tmp, final in json.loads(text)["renames"]})
+    checked = 0
+    for state in loss.states_after_a_power_loss({name: "old" for name in finals}):
+        disk = str(tmp_path / f"after{checked}")
+        os.makedirs(disk)
+        for name, label in state.items():
+            if label in loss.journal_text:
+                content = loss.journal_text[label]
+            else:
+                content = "old" if label == "old" else "new" if label in staged_as else "other"
+            with open(os.path.join(disk, name), "w") as handle:
+                handle.write(content)
+        atomic.recover(disk)  # the next start
+        atomic.remove_stale_temporaries(disk)
+        found = {name: open(os.path.join(disk, name)).read() for name in finals}
+        assert len(set(found.values())) == 1, f"a power loss left a mixed set {found} from names {state}"
+        assert sorted(os.listdir(disk)) == sorted(finals)
+        checked += 1
+    assert checked > 10

@@ -400,10 +400,10 @@ class Transaction:
         if not self.staged:
             return
         names = [[os.path.relpath(tmp, self.folder), os.path.relpath(final, self.folder)] for tmp, final in self.staged]
-        # Power-loss order: the staged files' names, then the journal and its name (atomic_write fsyncs the
-        # journal's folder), are on the disk before the first rename, so a journal that survives always finds
-        # the files it names, and renames that survive always have their journal.
-        for folder in sorted({os.path.dirname(tmp) for tmp, _ in self.staged} - {self.folder}):
+        # Power-loss order: the staged files' names are on the disk before the journal's name (a journal that
+        # survives finds every file it names), and the journal's name before the first rename (atomic_write
+        # fsyncs its folder), so renames that survive always have their journal.
+        for folder in sorted({os.path.dirname(tmp) for tmp, _ in self.staged}):
             fsync_folder(folder)
         atomic_write_text(self.journal, json.dumps({"renames": names}) + "\n")
         _apply(self.folder, names)
