@@ -38,12 +38,22 @@ log = logging.getLogger("train")
 
 
 class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a save is never cut short."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a save is never cut short. `restore()`
+    puts back the handlers it found (a caller that trains in-process keeps its Ctrl-C)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.signum = None
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        self.previous = {}
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handle)
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        self.previous = {}
 
     def _handle(self, signum, frame):
         if self.signum is None:
@@ -146,7 +156,7 @@ def main(args=None):
     seed_everything(opt.seed, rank)
 
     # Everything that can refuse the command runs before anything is written.
-    run = RunFolder(opt.run_dir)
+    run = RunFolder(opt.run_dir, locking=opt.lock)
     run.check_new_run(opt.continue_train, opt.start_over, probe_lock=rank == 0)  # rank 0 takes the lock
     dataset = create_dataset(opt)
     opt.dataset_size = len(dataset)
@@ -170,7 +180,6 @@ def main(args=None):
 
 def train(opt, model, dataset):
     rank, world = distributed.rank(), distributed.world_size()
-    stop = StopRequest()
     resumed = model.resume_state or {}
     start_epoch = resumed.get("epoch", opt.epoch_count)
     epoch_iter = resumed.get("epoch_iter", 0)
@@ -205,6 +214,7 @@ def train(opt, model, dataset):
         if tag == "latest":
             saved.update(tag=tag, epoch=epoch, images=total_iters)
 
+    stop = StopRequest()
     try:
         epoch, compile_logged = start_epoch, False
         for epoch in range(start_epoch, last_epoch + 1):
@@ -309,6 +319,7 @@ def train(opt, model, dataset):
         outcome = run_outcome.failed(err)
         raise
     finally:
+        stop.restore()
         dashboard.close(outcome=outcome)
     return stop.exit_code if stop else 0
 

@@ -21,6 +21,7 @@ from einops import reduce
 from models.atme.blocks import WBlock
 from models.atme.diffusion_unet import DiffusionUNet
 from models.atme.pool import EpochPool, test_time_maps
+from models.atme.pool_check import check_run_pool
 from models.base_model import BaseModel
 from models.inference import SizeRule
 from models.networks.discriminators import define_D, patch_output_size
@@ -32,6 +33,12 @@ from util.checkpoint import strip_module_prefix
 from util.image_utils import save_image, tensor2im
 
 log = logging.getLogger(__name__)
+
+
+def validation_seed(seed, epoch):
+    """The seed of the test-time maps that validation after `epoch` uses."""
+    entropy = [0 if seed is None else int(seed), int(epoch)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class AtmeModel(BaseModel):
@@ -73,6 +80,10 @@ class AtmeModel(BaseModel):
             group.add_argument("--pool_stores", choices=("prob", "logits"), default="prob",
                                help="what the discriminator pool keeps: sigmoid(D) (the paper's reading) or raw "
                                     "logits (the reference code)")
+            add_bool_flag(group, "--reset_pool",
+                          help="with --continue_train: start the discriminator pool afresh (uniform noise) instead "
+                               "of reading the run's pool, e.g. when its files are damaged; the run then departs "
+                               "from an uninterrupted one")
             add_bool_flag(group, "--keep_epoch_pools", default=True,
                           help="keep a copy of the discriminator pool with every <epoch> checkpoint, so that "
                                "--continue_train --epoch N resumes exactly (one map per image each: 3.4 GB at a "
@@ -113,6 +124,9 @@ class AtmeModel(BaseModel):
             self.netD = define_D(opt.input_nc + opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm,
                                  opt.init_type, opt.init_gain)
             self.criterionGAN = GANLoss(opt.gan_mode).to(self.device)
+            if getattr(opt, "reset_pool", False) and not opt.continue_train:
+                raise ValueError("--reset_pool starts the pool of a resumed run afresh; a new run starts with a "
+                                 "fresh pool anyway: add --continue_train, or drop --reset_pool")
             if not self.feedback and getattr(opt, "n_save_noisy", 0) > 0:
                 raise ValueError("--n_save_noisy saves D_t and W_t, which a --no_feedback run does not have; drop "
                                  "one of the two flags")
@@ -136,10 +150,13 @@ class AtmeModel(BaseModel):
                              "each); train.py sets it from the dataset before it builds the model")
         epoch = (self.resume_state or {}).get("epoch", opt.epoch_count)
         if distributed.is_main_process():
-            if opt.continue_train:
+            if opt.continue_train and not getattr(opt, "reset_pool", False):
                 self.disc_pool = EpochPool.open(self.save_dir, num_images, self.map_size, epoch)
                 self._restore_kept_pool(opt, epoch)
             else:
+                if opt.continue_train:
+                    log.warning("--reset_pool: the discriminator pool starts afresh from uniform noise at epoch %d",
+                                epoch)
                 seed = 0 if opt.seed is None else int(opt.seed)
                 self.disc_pool = EpochPool.create(self.save_dir, num_images, self.map_size, first_epoch=epoch,
                                                   seed=seed)
@@ -148,11 +165,28 @@ class AtmeModel(BaseModel):
             self.disc_pool = EpochPool.open(self.save_dir, num_images, self.map_size, epoch)
         self.disc_pool.set_epoch(epoch)
 
-    def _restore_kept_pool(self, opt, epoch):
+    def _kept_pool(self, opt):
+        """The pool kept with the checkpoint a resume starts from (`--epoch N`), None for 'latest'."""
         tag = opt.epoch if not opt.load_iter else f"iter_{opt.load_iter}"
-        if tag == "latest":
+        return None if tag == "latest" else (tag, os.path.join(self.save_dir, f"{tag}_disc_pool.npy"))
+
+    def load_extra_state(self, state):
+        # A resume reads the pool only once the run folder is taken; its files are checked now, before anything
+        # is written, so a damaged pool refuses the command with the file named.
+        if not self.feedback or getattr(self.opt, "reset_pool", False) or \
+                getattr(self.opt, "dataset_size", None) is None:
             return
-        kept = os.path.join(self.save_dir, f"{tag}_disc_pool.npy")
+        kept = self._kept_pool(self.opt)
+        if kept is not None:
+            self.verify_file(*kept)
+        check_run_pool(self.save_dir, self.opt.dataset_size, self.map_size,
+                       value_range=(0.0, 1.0) if self.opt.pool_stores == "prob" else None,
+                       kept=kept[1] if kept is not None and os.path.isfile(kept[1]) else None)
+
+    def _restore_kept_pool(self, opt, epoch):
+        if self._kept_pool(opt) is None:
+            return
+        tag, kept = self._kept_pool(opt)
         if os.path.isfile(kept):
             self.disc_pool.restore(kept, epoch)
             log.info("restored the discriminator pool kept with checkpoint %s as D_{t-1} of epoch %d", tag, epoch)
@@ -171,6 +205,10 @@ class AtmeModel(BaseModel):
             self.disc_pool.set_epoch(epoch)
 
     def on_epoch_end(self, epoch):
+        # Validation after this epoch draws its test-time maps from a generator derived from --seed and the
+        # epoch, not from one that ran on since the start: a resumed run validates with the same noise as an
+        # uninterrupted one (val_log.csv, best_net_*).
+        self.test_generator.manual_seed(validation_seed(self.opt.seed, epoch))
         if self.disc_pool is not None:
             self.disc_pool.flush()
             if getattr(self.opt, "n_save_noisy", 0) > 0 and distributed.is_main_process():

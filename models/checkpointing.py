@@ -12,7 +12,7 @@ import torch
 
 from models import schedulers
 from models.networks.layers import unwrap
-from util import atomic, distributed
+from util import atomic, distributed, integrity
 from util.checkpoint import check_finite, describe_mismatch, layout_mismatch, load_file, option_differences
 from util.devices import rng_state, set_rng_state
 
@@ -40,6 +40,7 @@ class ModelCheckpoints:
         try:
             with atomic.Transaction(self.save_dir, tag) as transaction:
                 self._stage_networks(transaction, tag)
+                integrity.stage_manifest(transaction, integrity.manifest_path(self.save_dir, tag))
         except atomic.WriteError as err:
             raise err.with_hint(f"The '{tag}' networks were not saved. " + RESUME_HINT) from err
 
@@ -65,6 +66,7 @@ class ModelCheckpoints:
                 self.stage_extra_files(transaction, tag)
                 transaction.write(os.path.join(self.save_dir, f"{tag}_train_state.pth"),
                                   lambda handle: torch.save(state, handle))
+                integrity.stage_manifest(transaction, integrity.manifest_path(self.save_dir, tag))
         except atomic.WriteError as err:
             raise err.with_hint(f"The checkpoint '{tag}' (epoch {epoch}, {total_iters} images) was not saved; the "
                                 f"previous one is intact. " + RESUME_HINT) from err
@@ -91,6 +93,15 @@ class ModelCheckpoints:
         """`path`, or the complete file a killed save staged for it (readers never write, so they read it there)."""
         return atomic.pending(self.save_dir).get(os.path.abspath(path), path)
 
+    def verify_file(self, tag, path, advice=""):
+        """Check the bytes of `path` against the checksums its set `tag` recorded (unless --no_verify); raise
+        util.integrity.CorruptFile naming it."""
+        if getattr(self.opt, "no_verify", False):
+            return
+        manifest = integrity.manifest_path(self.save_dir, tag)
+        if integrity.verify(path, manifest, self._readable(path), self._readable(manifest), advice):
+            log.debug("%s matches its recorded checksum", path)
+
     def _find_network_file(self, tag, name):
         for candidate in [name] + list(self.checkpoint_aliases.get(name, [])):
             path = self._path(tag, candidate)
@@ -107,6 +118,7 @@ class ModelCheckpoints:
                     f"{', '.join(sorted(f for f in os.listdir(self.save_dir) if f.endswith('.pth'))) or 'nothing'}"
                     if os.path.isdir(self.save_dir) else
                     f"run directory {self.save_dir} does not exist: check --name and --checkpoints_dir")
+            self.verify_file(tag, path)
             state = load_file(self._readable(path), f"network {name} checkpoint")
             check_finite(state, path, f"network {name} checkpoint")
             self.load_network_state(name, net, state, path)
@@ -140,6 +152,8 @@ class ModelCheckpoints:
             raise FileNotFoundError(f"--continue_train: no training state {path}. Start without "
                                     f"--continue_train, or choose --epoch from the *_train_state.pth files in "
                                     f"{self.save_dir}.")
+        self.verify_file(tag, path, "Resume from another checkpoint (--continue_train --epoch N, from the "
+                         "*_train_state.pth files in its folder), or copy it again from where it came.")
         state = load_file(readable, "training state", numpy_arrays=True)  # numpy: RNG of older states
         self._check_architecture(state.get("options", {}), path)
         check_finite({"networks": state["networks"], "optimizers": [o.get("state", {}) for o in state["optimizers"]]},

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 INVOCATION_FLAGS = ("dataroot", "name", "checkpoints_dir", "gpu_ids", "phase", "batch_size", "num_threads",
                     "serial_batches", "max_dataset_size", "display_winsize", "verbose", "seed", "suffix",
                     "skip_bad_images", "no_flip", "amp", "channels_last", "compile", "cpu_allocator", "epoch",
-                    "load_iter", "isTrain", "results_dir", "num_test", "eval", "aspect_ratio", "nproc_per_node")
+                    "load_iter", "isTrain", "results_dir", "num_test", "eval", "aspect_ratio", "nproc_per_node",
+                    "lock", "no_verify", "reset_pool")
 
 
 class BaseOptions:

@@ -24,6 +24,8 @@ class TestOptions(BaseOptions):
         g.add_argument("--phase", type=str, default="test", help="train, val, test, ...")
         g.add_argument("--epoch", type=str, default="latest", help="which checkpoint: latest, best or an epoch number")
         g.add_argument("--load_iter", type=int, default=0, help="load 'iter_<N>' when > 0")
+        add_bool_flag(g, "--no_verify", help="load the weights without checking them against the SHA-256 sums "
+                                             "saved with them (<tag>_checksums.json); for huge files")
         add_bool_flag(g, "--eval", help="networks in eval mode (batch norm statistics, no dropout)")
         g.add_argument("--num_test", type=int, default=None, help="process at most N inputs (default: all)")
         g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"], help="mixed precision")

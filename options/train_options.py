@@ -3,6 +3,7 @@ from models.networks.losses import GAN_MODES
 from models.schedulers import LR_POLICIES
 from options.base_options import BaseOptions, run_dir, save_options
 from util.arg_types import add_bool_flag
+from util.run_folder import LOCK_MODES
 
 
 class TrainOptions(BaseOptions):
@@ -37,9 +38,15 @@ class TrainOptions(BaseOptions):
         g.add_argument("--save_epoch_freq", type=int, default=5, help="save '<epoch>' checkpoints every N epochs")
         add_bool_flag(g, "--save_by_iter", help="also keep 'iter_<N>' checkpoints at each latest save")
         add_bool_flag(g, "--continue_train", help="resume the run from its latest training state")
+        add_bool_flag(g, "--no_verify", help="resume without checking the checkpoint's files against the SHA-256 "
+                                             "sums saved with them (<tag>_checksums.json); for huge files")
         add_bool_flag(g, "--start_over", help="the run folder holds an earlier run: move it aside to "
                                               "<name>.old-<time> and start a new run (without this flag, a new run "
                                               "there is refused)")
+        g.add_argument("--lock", choices=LOCK_MODES, default="file",
+                       help="file: lock <run folder>/running.lock while training, so a second run on the same "
+                            "--name is refused; none: no lock, for file systems without locks (unsafe: nothing "
+                            "then stops two runs from overwriting each other's checkpoints)")
         g.add_argument("--epoch_count", type=int, default=1,
                        help="the first epoch's number in a fresh run: epochs epoch_count..n_epochs+n_epochs_decay are "
                             "trained (a resume takes its epoch from the checkpoint; with --continue_train this is an "

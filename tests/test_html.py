@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from util.dashboard import Dashboard
-from util import html
+from util import atomic, html
 from util.atomic import WriteError
 from util.html import HTML, save_images
 from util.image_utils import make_grid, save_image, tensor2im
@@ -136,18 +136,15 @@ def test_result_images_are_replaced_as_a_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in web.iterdir()) == ["images"]
 
 
-def test_a_swap_that_fails_half_way_puts_the_earlier_images_back(tmp_path, monkeypatch):
+def test_a_swap_that_fails_keeps_the_earlier_images(tmp_path, monkeypatch):
     web = tmp_path / "test_latest"
     with html.replacing_images(web) as staging:
         (Path(staging) / "a.png").write_bytes(b"old")
-    real_rename = os.rename
 
-    def failing_rename(src, dst):  # the staging folder cannot take the place of the one moved aside
-        if ".images." in os.path.basename(str(src)) and str(dst).endswith("images"):
-            raise OSError(28, "No space left on device")
-        return real_rename(src, dst)
+    def failing_exchange(first, second):  # the one step that puts the new folder in place fails
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "rename", failing_rename)
+    monkeypatch.setattr(atomic, "_exchange", failing_exchange)
     with pytest.raises(WriteError, match="images: the disk is full"):
         with html.replacing_images(web) as staging:
             (Path(staging) / "b.png").write_bytes(b"new")

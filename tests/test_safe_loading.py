@@ -74,8 +74,12 @@ def test_test_py_refuses_a_malicious_network_file(trained_run, demo_root, tmp_pa
     ck = copy_run(trained_run, tmp_path)
     target = ck / "run" / "latest_net_G.pth"
     write_malicious(target, marker, torch.load(target, weights_only=True))
-    result = test_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "run", "--results_dir",
-                       tmp_path / "res", "--gpu_ids", "-1", "--num_threads", "0", check=False)
+    args = ("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "run", "--results_dir", tmp_path / "res",
+            "--gpu_ids", "-1", "--num_threads", "0")
+    # The set's checksums refuse the changed file first; --no_verify goes past them to the loader itself.
+    checked = test_main(*args, check=False)
+    assert checked.returncode == 2 and f"{target} is corrupt" in checked.stderr
+    result = test_main(*args, "--no_verify", check=False)
     assert result.returncode == 2
     assert f"{target} was refused" in result.stderr
     assert not (tmp_path / "res").exists()
@@ -87,7 +91,7 @@ def test_continue_train_refuses_a_malicious_training_state(trained_run, demo_roo
     write_malicious(target, marker, {"epoch": 2, "epoch_iter": 0, "total_iters": 8})
     before = {p.name: p.stat().st_mtime_ns for p in (ck / "run").iterdir()}
     result = train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "run", *TINY,
-                        "--n_epochs", "2", "--continue_train", check=False)
+                        "--n_epochs", "2", "--continue_train", "--no_verify", check=False)
     assert result.returncode == 2
     assert f"training state {target} was refused" in result.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (ck / "run").iterdir()} == before

@@ -1,11 +1,12 @@
 """One training run owns its folder: a lock held while it trains, and the checks that keep two runs from
 mixing.
 
-The lock is an exclusive `flock` on the run folder itself, so taking it creates no file and the kernel drops it
-when the process ends, however it ends: a lock left by a killed process does not block. While it trains, the
-owner describes itself in `running.json` (process id, host, start time, command), which a refused second
-`train.py` quotes. `flock` is advisory and local: on a network file system that does not support it, two
-machines are not kept apart.
+The lock is an exclusive `flock` on `running.lock`, a regular file in the run folder opened for reading and
+writing: the kernel drops it when the process ends, however it ends, so a lock left by a killed process does
+not block, and on NFS (where the Linux client turns `flock` into a POSIX lock, which needs a writable
+descriptor and a regular file) it keeps two machines apart too. A file system without locks gets a message
+that names it and offers `--lock none` (no lock at all: unsafe). While it trains, the owner describes itself in
+`running.json` (process id, host, start time, command), which a refused second `train.py` quotes.
 """
 import datetime
 import fcntl
@@ -21,6 +22,8 @@ from util import atomic
 log = logging.getLogger(__name__)
 
 OWNER_FILE = "running.json"
+LOCK_FILE = "running.lock"
+LOCK_MODES = ("file", "none")
 # A folder holding any of these already holds a run (or someone's weights).
 RUN_MARKERS = ("train_opt.json", "loss_log.csv", "convergence.csv", "*_net_*.pth", "*_train_state.pth",
                "disc_pool*.npy")
@@ -51,13 +54,61 @@ def describe_owner(folder):
             f"({owner.get('command', '')})")
 
 
+def file_system_of(path):
+    """'<type> mounted at <mount point>' of the file system holding `path`, from /proc/self/mounts (Linux);
+    'an unknown file system' elsewhere."""
+    path = os.path.realpath(path)
+    best = None
+    try:
+        with open("/proc/self/mounts") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mount = fields[1].replace("\\040", " ")
+                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+                if inside and (best is None or len(mount) >= len(best[0])):
+                    best = (mount, fields[2])
+    except OSError:
+        pass
+    return f"{best[1]} mounted at {best[0]}" if best else "an unknown file system"
+
+
+def lock_error(lock_path, err):
+    """The RunFolderError for a lock call that failed with `err` for another reason than a lock held elsewhere."""
+    return RunFolderError(
+        f"cannot lock {lock_path}: {err.strerror or err} (errno {err.errno}). The run folder is on "
+        f"{file_system_of(os.path.dirname(lock_path))}, which does not give this process file locks, and a run "
+        f"takes one so that two trainings never write the same folder. Put --checkpoints_dir on a local disk or on "
+        f"a file system with locks (NFS: mount without 'nolock', with the lock service running), or, if you make "
+        f"sure yourself that no other run uses this folder, pass --lock none (unsafe: two runs on one folder "
+        f"overwrite each other's checkpoints)")
+
+
+def _remove_created(paths):
+    for path in reversed(paths):
+        try:
+            os.rmdir(path) if os.path.isdir(path) else os.remove(path)
+        except OSError:
+            pass
+
+
 class RunFolder:
     """`<checkpoints_dir>/<name>/` for one training process. `lock()` takes it (creating it if needed) or raises
-    `RunFolderError`; `release()` gives it back. Use `check_*` before anything is written."""
+    `RunFolderError`; `release()` gives it back. Use `check_*` before anything is written. `locking="none"`
+    takes no lock (for file systems without locks; nothing then keeps a second run out)."""
 
-    def __init__(self, path):
+    def __init__(self, path, locking="file"):
+        if locking not in LOCK_MODES:
+            raise ValueError(f"unknown lock mode {locking!r}; use one of {', '.join(LOCK_MODES)}")
         self.path = os.path.abspath(path)
+        self.locking = locking
         self._fd = None
+        self._held = False
+
+    @property
+    def lock_path(self):
+        return os.path.join(self.path, LOCK_FILE)
 
     # ------------------------------------------------------------------ checks (read only)
     def check_new_run(self, continue_train, start_over, probe_lock=True):
@@ -87,32 +138,50 @@ class RunFolder:
                               f"folder. Wait for it, stop it (Ctrl-C saves a resumable state), or pick another --name")
 
     def _check_not_busy(self):
-        if self._fd is not None or not os.path.isdir(self.path):
+        if self._held or self.locking == "none" or not os.path.isdir(self.path):
             return
-        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR)  # no O_CREAT: a probe writes nothing
+        except FileNotFoundError:
+            return  # whoever holds the lock created the file first
+        except OSError as err:
+            raise RunFolderError(f"cannot open {self.lock_path}: {err.strerror or err}. Make the run folder "
+                                 f"writable, or pass another --checkpoints_dir (or --name)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(fd, fcntl.LOCK_UN)
         except BlockingIOError:
             raise self._busy_error() from None
+        except OSError as err:
+            raise lock_error(self.lock_path, err) from None
         finally:
             os.close(fd)
 
     # ------------------------------------------------------------------ the lock
     def lock(self, argv=None):
-        """Create the folder if needed and take its lock; raise RunFolderError when another process holds it."""
+        """Create the folder if needed and take its lock; raise RunFolderError when another process holds it or
+        the file system cannot lock."""
+        created = [p for p in (self.path, self.lock_path) if not os.path.exists(p)]
         try:
             os.makedirs(self.path, exist_ok=True)
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = None if self.locking == "none" else os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
             raise RunFolderError(f"cannot create or open the run folder {self.path}: {err.strerror or err}. Pass "
                                  f"another --checkpoints_dir (or --name)") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise self._busy_error() from None
-        self._fd = fd
+        if fd is None:
+            log.warning("--lock none: %s is not locked, so nothing stops a second run from writing into it while "
+                        "this one trains; make sure none does", self.path)
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._busy_error() from None
+            except OSError as err:
+                os.close(fd)
+                _remove_created(created)  # a refused command leaves the disk as it found it
+                raise lock_error(self.lock_path, err) from None
+        self._fd, self._held = fd, True
         owner = {"pid": os.getpid(), "host": socket.gethostname(),
                  "started": datetime.datetime.now().isoformat(timespec="seconds"),
                  "command": " ".join(sys.argv if argv is None else argv)}
@@ -121,11 +190,13 @@ class RunFolder:
     def start_over(self):
         """Move the run in this (locked) folder aside and leave the folder empty; returns where it went."""
         aside = self.aside_name()
-        os.rename(self.path, aside)  # the lock moves with the folder's inode
-        previous, self._fd = self._fd, None
+        os.rename(self.path, aside)  # the lock file, still locked, moves with the folder
+        atomic.fsync_folder(os.path.dirname(self.path))
+        previous, self._fd, self._held = self._fd, None, False
         self.lock()
         os.remove(os.path.join(aside, OWNER_FILE))
-        os.close(previous)
+        if previous is not None:
+            os.close(previous)
         log.warning("--start_over: moved the earlier run to %s; this is a new run", aside)
         return aside
 
@@ -140,12 +211,15 @@ class RunFolder:
             log.info("removed %d temporary file(s) left by an interrupted write in %s", len(removed), self.path)
 
     def release(self):
-        if self._fd is None:
+        """Give the folder back. The lock file stays: removing it would let a process that opened it just before
+        lock a file no longer in the folder while a third creates a new one."""
+        if not self._held:
             return
         try:
             os.remove(os.path.join(self.path, OWNER_FILE))
         except OSError:
             pass
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+        self._fd, self._held = None, False
