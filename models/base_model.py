@@ -46,6 +46,8 @@ class BaseModel(ModelCheckpoints, ABC):
     # stored options (given again with another value they are an error). Subclasses extend the tuple.
     architecture_flags = ("model", "input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D", "norm",
                           "no_dropout", "direction")
+    # Flags that define the loss (what convergence.csv records): a resume must not change them either.
+    loss_flags = ("gan_mode",)
     # Flags of the common groups (options/) that this model does not use: they are refused for it and hidden
     # from its --help, never accepted and ignored.
     unused_flags = ()
