@@ -165,6 +165,7 @@ def main(args=None):
                                           ("--n_epochs", done - opt.n_epochs_decay + max(1, done // 2),
                                            "--n_epochs_decay", opt.n_epochs_decay)))
         return 0
+    model.check_run_state(opt)
     try:
         own_run_folder(run, options, opt, dataset, model.resume_state, rank)
         model.attach_run_state(opt)

@@ -125,6 +125,10 @@ class AtmeModel(BaseModel):
     # The pool's buffers swap roles at every epoch boundary, which only a checkpoint records.
     save_at_epoch_end = True
 
+    def check_run_state(self, opt):
+        if self.feedback and opt.continue_train and distributed.is_main_process():
+            EpochPool.check_fits(self.save_dir, opt.dataset_size, self.map_size)
+
     def attach_run_state(self, opt):
         """Open (resume) or create the run's discriminator pool; rank 0 writes it, the other ranks read it."""
         if not self.feedback:  # the ablation has no pool at all

@@ -301,6 +301,10 @@ class BaseModel(ModelCheckpoints, ABC):
     # every epoch end, so that a resume never pairs one epoch's weights with another epoch's state.
     save_at_epoch_end = False
 
+    def check_run_state(self, opt):
+        """Read only, before the run folder is touched: refuse a resume whose own files there (e.g. ATME's pool)
+        do not fit this run."""
+
     def attach_run_state(self, opt):
         """Open or create the model's state in the run folder (called once the run owns its folder, after any
         resume state was loaded)."""

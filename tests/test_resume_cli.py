@@ -159,3 +159,26 @@ def test_test_py_on_an_unknown_name_or_epoch_says_what_exists_before_building_an
     monkeypatch.undo()
     for message in (refused.stderr, wrong_epoch.stderr):
         test_main(*advised(message, "test.py"))
+
+
+def test_atme_pool_refusal_changes_nothing_and_its_advice_resumes(demo_root, tmp_path):
+    """A resume on other data (fewer images) does not fit the run's discriminator pool: refused before the run
+    folder is touched (train_opt.json keeps the run's options), and dropping the flags it names resumes."""
+    ck = tmp_path / "ck"
+    atme = ["--model", "atme", "--dim", "8", "--init_dim", "8", "--dim_mults", "1,2", "--groups", "4", "--ndf", "8",
+            "--batch_size", "2", "--load_size", "32", "--crop_size", "32", "--num_threads", "0", "--seed", "0",
+            "--gpu_ids", "-1", "--display_id", "0", "--no_html"]
+    base = ["--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "a", *atme]
+    train_main(*base, "--n_epochs", "1", "--n_epochs_decay", "1", "--save_epoch_freq", "1")
+    os.replace(ck / "a" / "1_train_state.pth", ck / "a" / "latest_train_state.pth")
+    before = files(ck / "a")
+    typed = ["--checkpoints_dir", str(ck), "--name", "a", "--continue_train", "--max_dataset_size", "4"]
+    refused = train_main(*typed, check=False)
+    assert refused.returncode == 2 and "discriminator pool" in refused.stderr, refused.stderr
+    assert files(ck / "a") == before
+    advice = refused.stderr.split("\n", 1)[1]
+    named = [flag for flag in ("--dataroot", "--max_dataset_size", "--crop_size", "--netD") if f"{flag}" in advice]
+    kept = [a for i, a in enumerate(typed) if a not in named and (i == 0 or typed[i - 1] not in named)]
+    assert "--max_dataset_size" in named and kept == ["--checkpoints_dir", str(ck), "--name", "a", "--continue_train"]
+    train_main(*kept)
+    assert torch.load(ck / "a" / "latest_train_state.pth", weights_only=False)["epoch"] == 3
