@@ -12,9 +12,12 @@ import os
 import shlex
 import sys
 
+import torch
+
 import data
 import models
 from options.flag_parser import FlagParser
+from options.help_format import HelpFormatter
 from util import cpu_allocator
 from util.arg_types import BOOL_WORDS, add_bool_flag, gpu_ids
 from util.cli import UsageError
@@ -44,10 +47,10 @@ class BaseOptions:
                        help="dataset folder (aligned: with train/ val/ test/; unaligned: trainA/ trainB/ ...)")
         g.add_argument("--name", default="experiment_name",
                        help="run name: outputs go to <checkpoints_dir>/<name>/")
-        g.add_argument("--gpu_ids", default="0", type=str,
+        g.add_argument("--gpu_ids", default="0" if torch.cuda.is_available() else "-1", type=str,
                        help="GPU ids, e.g. 0 or 0,1; training with several ids starts one process per GPU "
-                            "(DistributedDataParallel, see --nproc_per_node). -1 forces the CPU. Without CUDA the "
-                            "CPU is used.")
+                            "(DistributedDataParallel, see --nproc_per_node); -1 is the CPU. The default fits this "
+                            "machine: 0 with CUDA, else -1")
         g.add_argument("--cpu_allocator", default="auto", choices=cpu_allocator.MODES,
                        help="auto/reuse: freed memory stays with the process for the next step (glibc; ATME trains "
                             "1.8x faster at 256x256 on the CPU, at about a third more peak resident memory); "
@@ -103,8 +106,9 @@ class BaseOptions:
         """The full parser for `args`: base flags plus the chosen model's and dataset's."""
         # The early passes must not act on --help: the model's and dataset's flags are not there yet.
         early = [a for a in args if a not in ("-h", "--help")]
-        parser = FlagParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=self.__doc__,
-                            prog=self.prog)
+        parser = FlagParser(formatter_class=HelpFormatter, description=self.__doc__, prog=self.prog,
+                            usage=f"%(prog)s --dataroot DIR --name NAME [--model "
+                                  f"{'|'.join(available_names('models', '_model'))}] [flags below]")
         self.initialize(parser)
         known, _ = parser.parse_known_args(early)
         try:

@@ -43,7 +43,10 @@ class TrainOptions(BaseOptions):
         g.add_argument("--save_latest_freq", type=int, default=5000, help="save 'latest' every N images")
         g.add_argument("--save_epoch_freq", type=int, default=5, help="save '<epoch>' checkpoints every N epochs")
         add_bool_flag(g, "--save_by_iter", help="also keep 'iter_<N>' checkpoints at each latest save")
-        add_bool_flag(g, "--continue_train", help="resume the run from its latest training state")
+        add_bool_flag(g, "--continue_train",
+                      help="resume the run from its latest training state (or --epoch N): every flag not typed is "
+                           "the run's own (train_opt.json); a typed one is logged as a change, and one that defines "
+                           "the networks or the loss is refused")
         add_bool_flag(g, "--start_over", help="the run folder holds an earlier run: move it aside to "
                                               "<name>.old-<time> and start a new run (without this flag, a new run "
                                               "there is refused)")
