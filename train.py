@@ -219,7 +219,7 @@ def train(opt, model, dataset):
             model.train()
             steps = math.ceil(len(sampler) / opt.batch_size)
             bar = tqdm(total=steps, desc=f"epoch {epoch}/{last_epoch}", unit="step", disable=rank != 0,
-                       dynamic_ncols=True, leave=False)
+                       dynamic_ncols=True, leave=not sys.stderr.isatty())  # in a file: the last state, no blanks
             t_data = t_epoch = t_print = time.perf_counter()
             data_time, images_since_print = 0.0, 0
             for batch in loader:

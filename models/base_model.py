@@ -233,7 +233,7 @@ class BaseModel(ModelCheckpoints, ABC):
             elif val_l1 is not None:
                 scheduler.step(val_l1)
         new = self.optimizers[0].param_groups[0]["lr"]
-        log.info("learning rate %.7f -> %.7f%s", old, new,
+        (log.info if new != old else log.debug)("learning rate %.7f -> %.7f%s", old, new,
                  f" (validation L1 {val_l1:.4f})" if val_l1 is not None and self.opt.lr_policy == "plateau" else "")
 
     # ------------------------------------------------------------------ divergence

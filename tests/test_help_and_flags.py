@@ -74,3 +74,18 @@ def test_refusals_carry_no_traceback_hint(demo_root, tmp_path):
                          check=False)
     assert refused.returncode == 2 and "--verbose" not in refused.stderr
     assert all(len(line) <= 100 or line.strip().startswith("python ") for line in refused.stderr.splitlines())
+
+
+def test_output_to_a_file_has_no_blank_bar_lines_nor_unchanged_learning_rates(demo_root, tmp_path):
+    """Piped to a file, each epoch's bar ends as a line of its own (not a line of spaces), and the learning rate is
+    logged when it changes, not every epoch."""
+    result = train_main("--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "f", "--model", "pix2pix",
+                        "--netG", "unet", "--ngf", "8", "--ndf", "8", "--load_size", "32", "--crop_size", "32",
+                        "--batch_size", "4", "--num_threads", "0", "--display_id", "0", "--gpu_ids", "-1",
+                        "--n_epochs", "2", "--n_epochs_decay", "1")
+    output = result.stdout + result.stderr
+    pieces = [p for line in output.split("\n") for p in line.split("\r")]
+    assert not [p for p in pieces if p and not p.strip()], "a line of spaces"
+    rates = [line for line in output.splitlines() if "learning rate" in line]
+    # epochs 1 and 2 run at 2e-4, epoch 3 at 1e-4, then 0: two changes, two lines
+    assert len(rates) == 2 and "0.0002000 -> 0.0001000" in rates[0] and "0.0001000 -> 0.0000000" in rates[1], rates
