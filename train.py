@@ -157,8 +157,9 @@ def main(args=None):
     last_epoch = opt.n_epochs + opt.n_epochs_decay
     if model.resume_state and model.resume_state["epoch"] > last_epoch:
         done = model.resume_state["epoch"] - 1
-        log.warning("nothing left to train: %s has finished epoch %d of --n_epochs %d + --n_epochs_decay %d; the run is "
-                    "left as it is.\nTo train on, pass larger totals (the schedule is re-planned for them), e.g.:\n  %s",
+        log.warning("nothing left to train: %s has finished epoch %d of --n_epochs %d + --n_epochs_decay %d; the run "
+                    "is left as it is.\nTo train on, pass larger totals (the schedule is re-planned for them), "
+                    "e.g.:\n  %s",
                     opt.run_dir, done, opt.n_epochs, opt.n_epochs_decay,
                     options.retry_command(options.parser, sys.argv[1:] if args is None else args,
                                           ("--n_epochs", "--n_epochs_decay"),

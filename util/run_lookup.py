@@ -15,8 +15,8 @@ def existing_runs(checkpoints_dir):
     """Names of the folders under `checkpoints_dir` that hold a run, sorted."""
     if not os.path.isdir(checkpoints_dir):
         return []
-    return sorted(name for name in os.listdir(checkpoints_dir)
-                  if os.path.isdir(os.path.join(checkpoints_dir, name)) and holds_a_run(os.path.join(checkpoints_dir, name)))
+    folders = [name for name in os.listdir(checkpoints_dir) if os.path.isdir(os.path.join(checkpoints_dir, name))]
+    return sorted(name for name in folders if holds_a_run(os.path.join(checkpoints_dir, name)))
 
 
 def _tags(folder, pattern, suffix):
