@@ -27,6 +27,8 @@ import os
 import signal
 import sys
 
+if not __package__:  # run as `python scripts/experiments/convergence_study.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from scripts.experiments.study_eval import evaluate_run
 from scripts.experiments.study_plan import (DEFAULT_ENTRIES, MATCHED, PRESETS, check_run_settings, parse_model_flags,
                                             parsed_settings, plan_runs, resolve_entry, run_status, total_epochs)
