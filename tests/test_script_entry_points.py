@@ -52,3 +52,30 @@ def test_the_download_scripts_subset_advice_works_as_printed(demo_root, tmp_path
 def test_every_script_runs_as_a_file_from_another_folder(script, tmp_path):
     proc = run_file(os.path.join(ROOT, script), "--help", cwd=tmp_path)
     assert proc.returncode == 0 and "usage" in proc.stdout.lower(), proc.stderr[-2000:]
+
+
+def test_demo_script_documents_its_settings_and_how_to_run_it_again():
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo.sh"), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0
+    for word in ("MODEL=", "NAME=", "EPOCHS=", "EPOCHS_DECAY=", "bash scripts/demo.sh --continue_train",
+                 "bash scripts/demo.sh --start_over"):
+        assert word in proc.stdout, word
+
+
+def test_demo_script_on_an_earlier_run_says_how_to_resume_or_start_over_before_setting_up(tmp_path):
+    name = f"demo_check_{os.getpid()}"
+    run = os.path.join(ROOT, "checkpoints", name)
+    os.makedirs(run)
+    try:
+        with open(os.path.join(run, "train_opt.json"), "w") as handle:
+            handle.write("{}\n")
+        proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo.sh")], capture_output=True, text=True,
+                              timeout=60, env=dict(os.environ, NAME=name), cwd=tmp_path)
+        assert proc.returncode == 2 and "already holds a run" in proc.stderr
+        advice = [line.strip() for line in proc.stderr.splitlines() if "scripts/demo.sh" in line.strip()[:40]]
+        assert "bash scripts/demo.sh --continue_train" in advice and "bash scripts/demo.sh --start_over" in advice
+        assert os.listdir(run) == ["train_opt.json"]  # nothing set up, nothing trained
+    finally:
+        import shutil
+        shutil.rmtree(run)
