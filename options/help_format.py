@@ -43,9 +43,10 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if (default is None or default is False or default == "" or default == argparse.SUPPRESS
+        if (default is None or default is False or default in ("", [], ()) or default == argparse.SUPPRESS
                 or "default" in text.lower() or not action.option_strings):
             return text
         if is_bool_flag(action):
             return f"{text} (on by default; {action.option_strings[0]} false turns it off)"
-        return f"{text} (default: {typed(default).replace('%', '%%')})"
+        shown = " ".join(map(str, default)) if action.nargs in ("+", "*") else typed(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"

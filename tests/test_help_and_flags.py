@@ -63,8 +63,9 @@ def test_long_errors_say_what_is_wrong_first_and_keep_commands_whole():
                "  python train.py --dataroot ./datasets/facades --name a_rather_long_run_name --model pix2pix "
                "--direction BtoA --start_over")
     lines = format_error("train.py", message).splitlines()
-    assert lines[0].startswith("train.py: error: /some/where/checkpoints/") and "Resume" not in lines[0]
-    assert all(len(line) <= 100 for line in lines[:-1]) and lines[-1].strip().startswith("python train.py")
+    assert lines[0] == ("train.py: error: /some/where/checkpoints/a_rather_long_run_name already holds a run "
+                        "(train_opt.json, loss_log.csv, latest_net_G.pth, ...).")
+    assert all(len(line) <= 100 for line in lines[1:-1]) and lines[-1].strip().startswith("python train.py")
     assert any(line.startswith("Resume it with --continue_train") for line in lines)
     assert format_error("train.py", "short one") == "train.py: error: short one"
 
@@ -73,7 +74,7 @@ def test_refusals_carry_no_traceback_hint(demo_root, tmp_path):
     refused = train_main("--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "n", "--continue_train",
                          check=False)
     assert refused.returncode == 2 and "--verbose" not in refused.stderr
-    assert all(len(line) <= 100 or line.strip().startswith("python ") for line in refused.stderr.splitlines())
+    assert all(len(line) <= 100 or line.strip().startswith("python ") for line in refused.stderr.splitlines()[1:])
 
 
 def test_output_to_a_file_has_no_blank_bar_lines_nor_unchanged_learning_rates(demo_root, tmp_path):

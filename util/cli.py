@@ -25,8 +25,8 @@ def _wrap(text, width):
 
 
 def format_error(prog, message, width=WIDTH):
-    """`prog: error: <what is wrong>` and the advice under it, wrapped at `width`; lines that start with a command
-    (`  python ...`, `  bash ...`) are left whole so they can be copied."""
+    """`prog: error: <what is wrong>` on one line, and the advice under it wrapped at `width`; lines that start with
+    a command (`  python ...`, `  bash ...`) are left whole so they can be copied."""
     paragraphs = str(message).split("\n")
     head, rest = paragraphs[0], paragraphs[1:]
     first = f"{prog}: error: {head}"
@@ -37,7 +37,7 @@ def format_error(prog, message, width=WIDTH):
                 rest.insert(0, head[match.end():])
                 first = f"{prog}: error: {head[:match.end()].rstrip()}"
                 break
-    lines = _wrap(first, width)
+    lines = [first]  # what is wrong stays one line, however long its paths are
     for paragraph in rest:
         if re.match(r"\s*(python|bash|torchrun|\.venv/bin/python) ", paragraph):
             lines.append(paragraph)
