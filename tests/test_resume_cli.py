@@ -182,3 +182,20 @@ def test_atme_pool_refusal_changes_nothing_and_its_advice_resumes(demo_root, tmp
     assert "--max_dataset_size" in named and kept == ["--checkpoints_dir", str(ck), "--name", "a", "--continue_train"]
     train_main(*kept)
     assert torch.load(ck / "a" / "latest_train_state.pth", weights_only=False)["epoch"] == 3
+
+
+def test_a_second_run_on_the_folder_is_refused_and_each_advised_flag_works(stopped_run, demo_root):
+    """"already holds a run ... Resume it with --continue_train ... or pass --start_over": both, added to the same
+    command, work (the resume needs nothing else typed)."""
+    command = ["--dataroot", demo_root, "--checkpoints_dir", stopped_run, "--name", "run", *TINY, "--n_epochs", "1",
+               "--n_epochs_decay", "1", "--lr", "0.0003", "--gan_mode", "lsgan"]
+    refused = train_main(*command, check=False)
+    assert refused.returncode == 2 and "already holds a run" in refused.stderr
+    assert "--continue_train" in refused.stderr and "--start_over" in refused.stderr
+    resumed = train_main(*command, "--continue_train")
+    assert "WARNING" not in resumed.stdout  # the same flags as the run's: nothing changes
+    assert torch.load(stopped_run / "run" / "latest_train_state.pth", weights_only=False)["epoch"] == 3
+    both = train_main(*command, "--continue_train", "--start_over", check=False)
+    assert both.returncode == 2 and "contradict" in both.stderr
+    train_main(*command, "--start_over")
+    assert any(name.startswith("run.old-") for name in os.listdir(stopped_run))
