@@ -32,6 +32,7 @@ from util.dashboard import Dashboard
 from util.devices import seed_everything
 from util.launch import launch_local_workers, local_processes
 from util.run_folder import RunFolder, RunFolderError, holds_a_run
+from util.run_lookup import check_resumable
 from util.run_logs import CsvLog, attach_log_file, setup_logging
 
 log = logging.getLogger("train")
@@ -150,6 +151,10 @@ def main(args=None):
     # Everything that can refuse the command runs before anything is written.
     run = RunFolder(opt.run_dir)
     run.check_new_run(opt.continue_train, opt.start_over, probe_lock=rank == 0)  # rank 0 takes the lock
+    if opt.continue_train:  # the state to resume, before any data or network is built
+        given = sys.argv[1:] if args is None else list(args)
+        check_resumable(opt.run_dir, f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch,
+                        lambda drop, add: options.retry_command(options.parser, given, drop, add))
     dataset = create_dataset(opt)
     opt.dataset_size = len(dataset)
     model = create_model(opt)

@@ -45,7 +45,7 @@ def continue_run(opt, parser, stored, explicit, fixed, directory, retry):
         elif not same(current, value):
             (refused if key in fixed else changes).append((key, value, current))
     if refused:
-        lines = "; ".join(f"--{k} {shown(new)} (the run has --{k} {shown(old)})" for k, old, new in refused)
+        lines = "; ".join(f"--{k} is {shown(new)}, the run has {shown(old)}" for k, old, new in refused)
         flags = tuple(f"--{k}" for k, _, _ in refused)
         raise UsageError(
             f"--continue_train cannot change what the run in {directory} is: {lines}.\n"

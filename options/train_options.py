@@ -8,7 +8,7 @@ from models.schedulers import LR_POLICIES
 from options.base_options import BaseOptions, load_stored_options, run_dir, save_options
 from options.resume import continue_run
 from util.arg_types import add_bool_flag
-from util.run_lookup import check_resumable
+from util.run_lookup import training_state_tags
 
 log = logging.getLogger("train")
 
@@ -95,8 +95,7 @@ class TrainOptions(BaseOptions):
         return parser
 
     def parse(self, args=None):
-        """Parse `args`; with --continue_train, fill every flag not typed from the run's train_opt.json (after
-        checking, before anything is built, that the run has the training state to resume)."""
+        """Parse `args`; with --continue_train, fill every flag not typed from the run's train_opt.json."""
         args = sys.argv[1:] if args is None else list(args)
         self.resume_changes = []
         parser = self.build_parser(args)
@@ -108,11 +107,10 @@ class TrainOptions(BaseOptions):
         explicit = self.explicit_flags(parser, args)
         self.check_resume_flags(parser, explicit)
         directory = run_dir(self.named(first))
-        tag = f"iter_{first.load_iter}" if first.load_iter else first.epoch
-        check_resumable(directory, tag, lambda drop, add: self.retry_command(parser, args, drop, add))
         stored = load_stored_options(directory)
-        if stored is None:
-            log.warning("no train_opt.json in %s: resuming with the flags as given", directory)
+        if stored is None:  # train.py refuses a run without a training state; an older run resumes as typed
+            if training_state_tags(directory):
+                log.warning("no train_opt.json in %s: resuming with the flags as given", directory)
             return super().parse(args)
         prefix = []  # the run's model and data layout, which bring their own flags
         for key in ("model", "dataset_mode"):

@@ -72,9 +72,9 @@ def test_a_typed_change_is_one_warning_old_to_new(stopped_run, demo_root):
     assert json.load(open(stopped_run / "run" / "train_opt.json"))["lr"] == 0.0001
 
 
-@pytest.mark.parametrize("flag, value, old", [("--gan_mode", "vanilla", "--gan_mode lsgan"),
-                                              ("--netG", "unet_128", "--netG unet"),
-                                              ("--model", "atme", "--model pix2pix")])
+@pytest.mark.parametrize("flag, value, old", [("--gan_mode", "vanilla", "--gan_mode is vanilla, the run has lsgan"),
+                                              ("--netG", "unet_128", "--netG is unet_128, the run has unet"),
+                                              ("--model", "atme", "--model is atme, the run has pix2pix")])
 def test_architecture_and_loss_changes_are_refused_and_the_advice_resumes(stopped_run, flag, value, old):
     before = files(stopped_run)
     refused = train_main("--checkpoints_dir", stopped_run, "--name", "run", "--continue_train", flag, value,
