@@ -2,6 +2,7 @@
 each test below types the advised command as printed and checks that it succeeds."""
 import json
 import os
+import re
 import shlex
 
 import pytest
@@ -199,3 +200,32 @@ def test_a_second_run_on_the_folder_is_refused_and_each_advised_flag_works(stopp
     assert both.returncode == 2 and "contradict" in both.stderr
     train_main(*command, "--start_over")
     assert any(name.startswith("run.old-") for name in os.listdir(stopped_run))
+
+
+def demo_flags(model):
+    """The train.py flags scripts/demo.sh gives `model` (its ARCH line and the shared ones)."""
+    from conftest import ROOT
+    script = open(os.path.join(ROOT, "scripts", "demo.sh")).read()
+    arch = re.search(rf"^\s*{model}\)\s*ARCH=\((.*?)\)\s*;;", script, re.S | re.M).group(1)
+    display = re.search(r"(--display_id \S+ --print_freq \S+ --display_freq \S+ --update_html_freq \S+ "
+                        r"--save_latest_freq \S+)", script).group(1)
+    return shlex.split(arch.replace("\\\n", " ")) + shlex.split(display)
+
+
+def test_a_plain_resume_of_the_demo_run_keeps_its_batch_size_schedule_and_display(demo_root, tmp_path):
+    """The demo's ATME run, stopped after its first epoch, resumed with `--name --continue_train` only: its batch
+    size, its 1 + 1 epochs and its display settings, nothing else changed."""
+    ck = tmp_path / "ck"
+    flags = demo_flags("atme")
+    assert "--batch_size" in flags and "--display_id" in flags
+    train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "demo_atme", "--model", "atme",
+               "--load_size", "36", "--crop_size", "32", "--num_threads", "0", "--seed", "0", *flags,
+               "--n_epochs", "1", "--n_epochs_decay", "1", "--save_epoch_freq", "1", "--gpu_ids", "-1")
+    os.replace(ck / "demo_atme" / "1_train_state.pth", ck / "demo_atme" / "latest_train_state.pth")
+    before = json.load(open(ck / "demo_atme" / "train_opt.json"))
+    result = train_main("--checkpoints_dir", ck, "--name", "demo_atme", "--continue_train")
+    assert "WARNING" not in result.stdout and "visdom" not in result.stdout.lower()
+    after = json.load(open(ck / "demo_atme" / "train_opt.json"))
+    assert {k for k in before if before[k] != after.get(k)} == {"continue_train"}
+    assert after["batch_size"] == before["batch_size"] == int(flags[flags.index("--batch_size") + 1])
+    assert torch.load(ck / "demo_atme" / "latest_train_state.pth", weights_only=False)["epoch"] == 3
