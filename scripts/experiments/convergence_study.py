@@ -201,7 +201,8 @@ def main(argv=None):
     status = {run.name: run_status(run, epochs) for run in runs}
     if args.report_only and any(s != "finished" for s in status.values()):
         raise ValueError("--report_only: these runs are not finished: "
-                         + ", ".join(f"{n} ({s})" for n, s in status.items() if s != "finished"))
+                         + ", ".join(f"{n} ({s})" for n, s in status.items() if s != "finished")
+                         + ".\nDrop --report_only to train them (the study resumes each where it stopped).")
     log_file = os.path.join(args.study_dir, "study.log")
     setup_logging(log_file)
     counts = {s: sum(1 for v in status.values() if v == s) for s in ("finished", "partial", "new")}
