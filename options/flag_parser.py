@@ -1,5 +1,6 @@
-"""argparse with errors a user can act on: one line instead of a usage dump, "did you mean ...?" for a typo,
-and a flag the chosen model does not use named as such instead of being accepted and ignored."""
+"""argparse with errors a user can act on: one line instead of a usage dump, "did you mean ...?" for a typo or
+an abbreviation (flags are never abbreviated), and a flag the chosen model does not use named as such, with the
+models it belongs to, instead of being accepted and ignored."""
 import argparse
 import difflib
 

@@ -3,7 +3,6 @@ checkpoint tags a run has, and the refusals of a resume or a test that has nothi
 what does exist and ends with a command that works."""
 import glob
 import os
-import re
 
 from util import atomic
 from util.run_folder import RunFolderError, holds_a_run
@@ -19,25 +18,23 @@ def existing_runs(checkpoints_dir):
     return sorted(name for name in folders if holds_a_run(os.path.join(checkpoints_dir, name)))
 
 
-def _tags(folder, pattern, suffix):
-    """Checkpoint tags of files `<tag><suffix>` in `folder`, with the ones a killed save left staged."""
-    names = [os.path.basename(p) for p in glob.glob(os.path.join(folder, pattern))]
-    names += [os.path.basename(final) for final in atomic.pending(folder) if final.endswith(suffix)]
-    tags = {re.sub(re.escape(suffix) + "$", "", n) for n in names if n.endswith(suffix)}
+def _tags(folder, marker):
+    """Checkpoint tags of the files `<tag><marker>...` in `folder`, with the ones a killed save left staged;
+    epochs in order, then the named tags."""
+    names = [os.path.basename(p) for p in glob.glob(os.path.join(folder, f"*{marker}*"))]
+    names += [os.path.basename(final) for final in atomic.pending(folder)]
+    tags = {name.split(marker)[0] for name in names if marker in name and name.endswith(".pth")}
     return sorted(tags, key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0, t))
 
 
 def training_state_tags(folder):
     """Tags of `<tag>_train_state.pth` in a run folder: what --continue_train --epoch can name."""
-    return _tags(folder, "*_train_state.pth", "_train_state.pth")
+    return _tags(folder, "_train_state")
 
 
 def weight_tags(folder):
     """Tags of `<tag>_net_<NAME>.pth` in a run folder: what test.py --epoch can name."""
-    names = [os.path.basename(p) for p in glob.glob(os.path.join(folder, "*_net_*.pth"))]
-    names += [os.path.basename(final) for final in atomic.pending(folder) if "_net_" in os.path.basename(final)]
-    tags = {n.split("_net_")[0] for n in names if n.endswith(".pth")}
-    return sorted(tags, key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0, t))
+    return _tags(folder, "_net_")
 
 
 def _listing(items, empty):
