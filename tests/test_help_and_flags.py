@@ -90,3 +90,11 @@ def test_output_to_a_file_has_no_blank_bar_lines_nor_unchanged_learning_rates(de
     rates = [line for line in output.splitlines() if "learning rate" in line]
     # epochs 1 and 2 run at 2e-4, epoch 3 at 1e-4, then 0: two changes, two lines
     assert len(rates) == 2 and "0.0002000 -> 0.0001000" in rates[0] and "0.0001000 -> 0.0000000" in rates[1], rates
+
+
+def test_an_error_of_hundreds_of_characters_is_not_one_line():
+    what = "the discriminator pool /a/run/disc_pool_a.npy was made for 200 images of 30 x 30 maps, " * 3
+    lines = format_error("train.py", what.strip() + ". Resume with the run's own data and options, or start afresh "
+                                                   "with --start_over instead of --continue_train").splitlines()
+    assert len(lines) >= 4 and all(len(line) <= 100 for line in lines)
+    assert lines[-1].endswith("--continue_train") and lines[0].startswith("train.py: error: the discriminator pool")
