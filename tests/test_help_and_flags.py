@@ -92,9 +92,16 @@ def test_output_to_a_file_has_no_blank_bar_lines_nor_unchanged_learning_rates(de
     assert len(rates) == 2 and "0.0002000 -> 0.0001000" in rates[0] and "0.0001000 -> 0.0000000" in rates[1], rates
 
 
+
 def test_an_error_of_hundreds_of_characters_is_not_one_line():
-    what = "the discriminator pool /a/run/disc_pool_a.npy was made for 200 images of 30 x 30 maps, " * 3
-    lines = format_error("train.py", what.strip() + ". Resume with the run's own data and options, or start afresh "
-                                                   "with --start_over instead of --continue_train").splitlines()
-    assert len(lines) >= 4 and all(len(line) <= 100 for line in lines)
-    assert lines[-1].endswith("--continue_train") and lines[0].startswith("train.py: error: the discriminator pool")
+    """A 450-character refusal: its first sentence (what is wrong) on the first line, the advice wrapped under it."""
+    message = ("the discriminator pool /a/run/disc_pool_a.npy was made for 200 images of 30 x 30 maps, but this run "
+               "now has 100 images of 30 x 30 maps (dataset size, --crop_size or --netD changed). Resume with the "
+               "run's own data and options (drop --dataroot, --max_dataset_size, --crop_size and --netD: "
+               "--continue_train takes them from train_opt.json), or start afresh with --start_over instead of "
+               "--continue_train, or under another --name")
+    assert len(message) > 400
+    lines = format_error("train.py", message).splitlines()
+    assert lines[0].endswith("(dataset size, --crop_size or --netD changed).") and len(lines[0]) < 200
+    assert len(lines) >= 4 and all(len(line) <= 100 for line in lines[1:])
+    assert lines[1].startswith("Resume with the run's own data")

@@ -8,7 +8,6 @@ import textwrap
 
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)
 WIDTH = 100
-LONG_LINE = 160  # a first line longer than this is wrapped too
 # The first sentence of a long message says what is wrong; the rest, what to do.
 _SENTENCE_END = (re.compile(r"\.\s+(?=[A-Z`(-])"), re.compile(r";\s+"), re.compile(r":\s+"))
 
@@ -26,9 +25,8 @@ def _wrap(text, width):
 
 
 def format_error(prog, message, width=WIDTH):
-    """`prog: error: <what is wrong>` on the first line (wrapped only beyond LONG_LINE), and the advice under it
-    wrapped at `width`; lines that start with a command (`  python ...`, `  bash ...`) are left whole so they can
-    be copied."""
+    """`prog: error: <what is wrong>` on the first line, and the advice under it wrapped at `width`; lines that
+    start with a command (`  python ...`, `  bash ...`) are left whole so they can be copied."""
     paragraphs = str(message).split("\n")
     head, rest = paragraphs[0], paragraphs[1:]
     first = f"{prog}: error: {head}"
@@ -39,8 +37,8 @@ def format_error(prog, message, width=WIDTH):
                 rest.insert(0, head[match.end():])
                 first = f"{prog}: error: {head[:match.end()].rstrip()}"
                 break
-    # What is wrong stays on the first line unless it is a paragraph of its own.
-    lines = [first] if len(first) <= LONG_LINE else _wrap(first, width)
+    # What is wrong stays whole on the first line (its paths and values can be searched for and copied).
+    lines = [first]
     for paragraph in rest:
         if re.match(r"\s*(python|bash|torchrun|\.venv/bin/python) ", paragraph):
             lines.append(paragraph)
