@@ -229,3 +229,15 @@ def test_a_plain_resume_of_the_demo_run_keeps_its_batch_size_schedule_and_displa
     assert {k for k in before if before[k] != after.get(k)} == {"continue_train"}
     assert after["batch_size"] == before["batch_size"] == int(flags[flags.index("--batch_size") + 1])
     assert torch.load(ck / "demo_atme" / "latest_train_state.pth", weights_only=False)["epoch"] == 3
+
+
+def test_test_py_with_flags_that_contradict_the_run_names_the_command_without_them(stopped_run, demo_root,
+                                                                                  tmp_path):
+    common = ["--dataroot", demo_root, "--checkpoints_dir", stopped_run, "--name", "run", "--results_dir",
+              tmp_path / "res"]
+    refused = test_main(*common, "--netG", "resnet_6blocks", "--ngf", "16", check=False)
+    assert refused.returncode == 2 and "--netG resnet_6blocks (the run was trained with --netG unet)" in refused.stderr
+    argv = advised(refused.stderr, "test.py")
+    assert "--netG" not in argv and "--ngf" not in argv
+    test_main(*argv)
+    assert (tmp_path / "res" / "run" / "test_latest" / "index.html").is_file()
