@@ -9,6 +9,7 @@ has its input's size (models/inference.py pads and crops back; --tile N runs lar
 """
 import logging
 import os
+import sys
 
 from tqdm import tqdm
 
@@ -21,6 +22,7 @@ from util.html import HTML, replacing_images, save_images
 from util.result_files import ResultNames
 from util.cli import run_main
 from util.run_logs import setup_logging
+from util.run_lookup import check_trained
 
 log = logging.getLogger("test")
 
@@ -29,6 +31,10 @@ def main(args=None):
     setup_logging()
     options = TestOptions()
     opt = options.parse(args)
+    # The run to test, checked before any data set or network is built.
+    given = sys.argv[1:] if args is None else list(args)
+    check_trained(opt.run_dir, f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch,
+                  lambda drop, add: options.retry_command(options.parser, given, drop, add))
     opt.num_threads = min(opt.num_threads, 2)
     seed_everything(0 if opt.seed is None else opt.seed)
     size_note = test_size_note(opt)

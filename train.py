@@ -24,6 +24,7 @@ from data.precheck import write_skip_list
 from data.samplers import EpochSampler
 from models import create_model
 from models.base_model import TrainingDiverged
+from options.resume import shown
 from options.train_options import TrainOptions
 from util import convergence, distributed
 from util.cli import run_main
@@ -31,6 +32,7 @@ from util.dashboard import Dashboard
 from util.devices import seed_everything
 from util.launch import launch_local_workers, local_processes
 from util.run_folder import RunFolder, RunFolderError, holds_a_run
+from util.run_lookup import check_resumable
 from util.run_logs import CsvLog, attach_log_file, setup_logging
 from util import run_outcome
 
@@ -148,6 +150,8 @@ def main(args=None):
     options = TrainOptions()
     opt = options.parse(args)
     setup_logging(None, distributed.rank(), opt.verbose)  # train.log once the run owns its folder
+    for key, old, new in options.resume_changes:  # one WARNING per flag a resume changes
+        log.warning("--continue_train: --%s %s -> %s (the run's value -> this command's)", key, shown(old), shown(new))
     processes = local_processes(opt.gpu_ids, opt.nproc_per_node)
     if processes > 1:  # this process only starts and waits for the workers, which run this script again
         return launch_local_workers(os.path.abspath(__file__), sys.argv[1:] if args is None else args, processes)
@@ -158,16 +162,25 @@ def main(args=None):
     # Everything that can refuse the command runs before anything is written.
     run = RunFolder(opt.run_dir, locking=opt.lock)
     run.check_new_run(opt.continue_train, opt.start_over, probe_lock=rank == 0)  # rank 0 takes the lock
+    if opt.continue_train:  # the state to resume, before any data or network is built
+        given = sys.argv[1:] if args is None else list(args)
+        check_resumable(opt.run_dir, f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch,
+                        lambda drop, add: options.retry_command(options.parser, given, drop, add))
     dataset = create_dataset(opt)
     opt.dataset_size = len(dataset)
     model = create_model(opt)
     model.setup(opt)  # a resume loads and checks its training state here
     last_epoch = opt.n_epochs + opt.n_epochs_decay
     if model.resume_state and model.resume_state["epoch"] > last_epoch:
-        log.warning("nothing left to train: %s has finished epoch %d, and --n_epochs %d + --n_epochs_decay %d end at "
-                    "epoch %d. To train on, raise --n_epochs or --n_epochs_decay (the schedule is re-planned for the "
-                    "new totals); the run is left as it is", opt.run_dir, model.resume_state["epoch"] - 1,
-                    opt.n_epochs, opt.n_epochs_decay, last_epoch)
+        done = model.resume_state["epoch"] - 1
+        log.warning("nothing left to train: %s has finished epoch %d of --n_epochs %d + --n_epochs_decay %d; the run "
+                    "is left as it is.\nTo train on, pass larger totals (the schedule is re-planned for them), "
+                    "e.g.:\n  %s",
+                    opt.run_dir, done, opt.n_epochs, opt.n_epochs_decay,
+                    options.retry_command(options.parser, sys.argv[1:] if args is None else args,
+                                          ("--n_epochs", "--n_epochs_decay"),
+                                          ("--n_epochs", done - opt.n_epochs_decay + max(1, done // 2),
+                                           "--n_epochs_decay", opt.n_epochs_decay)))
         return 0
     try:
         own_run_folder(run, options, opt, dataset, model.resume_state, rank)
@@ -223,7 +236,7 @@ def train(opt, model, dataset):
             model.train()
             steps = math.ceil(len(sampler) / opt.batch_size)
             bar = tqdm(total=steps, desc=f"epoch {epoch}/{last_epoch}", unit="batch", disable=rank != 0,
-                       dynamic_ncols=True, leave=False)
+                       dynamic_ncols=True, leave=not sys.stderr.isatty())  # in a file: the last state, no blanks
             t_data = t_epoch = t_print = time.perf_counter()
             data_time, images_since_print = 0.0, 0
             epoch_start_images = total_iters - epoch_iter * world  # images seen when this epoch began

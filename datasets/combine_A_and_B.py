@@ -9,11 +9,14 @@ different sizes, unreadable) and the exit status is 1 if there was any.
 """
 import argparse
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 import os
 
 from PIL import Image
 
+if not __package__:  # run as `python datasets/combine_A_and_B.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.atomic import atomic_write
 
 log = logging.getLogger("combine_A_and_B")

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+if not __package__:  # run as `python datasets/make_demo_dataset.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util.atomic import atomic_write_text
 
 log = logging.getLogger("make_demo_dataset")

@@ -14,10 +14,13 @@ import argparse
 import logging
 import os
 import shutil
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
+if not __package__:  # run as `python datasets/make_subset.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.image_folder import make_dataset
 
 log = logging.getLogger("make_subset")

@@ -47,6 +47,8 @@ class BaseModel(ModelCheckpoints, ABC):
     # stored options (given again with another value they are an error). Subclasses extend the tuple.
     architecture_flags = ("model", "input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D", "norm",
                           "no_dropout", "direction")
+    # Flags that define the loss (what convergence.csv records): a resume must not change them either.
+    loss_flags = ("gan_mode",)
     # Flags of the common groups (options/) that this model does not use: they are refused for it and hidden
     # from its --help, never accepted and ignored.
     unused_flags = ()
@@ -274,7 +276,7 @@ class BaseModel(ModelCheckpoints, ABC):
             elif val_l1 is not None:
                 scheduler.step(val_l1)
         new = self.optimizers[0].param_groups[0]["lr"]
-        log.info("learning rate %.7f -> %.7f%s", old, new,
+        (log.info if new != old else log.debug)("learning rate %.7f -> %.7f%s", old, new,
                  f" (validation L1 {val_l1:.4f})" if val_l1 is not None and self.opt.lr_policy == "plateau" else "")
 
     # ------------------------------------------------------------------ divergence

@@ -34,6 +34,7 @@ class SeganModel(BaseModel):
     """Noise U-Net G(a, z), multi-scale PatchGAN D(b), statistics network T(z, b)."""
 
     architecture_flags = BaseModel.architecture_flags + ("nz", "upsample", "num_D", "conditional_D")
+    loss_flags = BaseModel.loss_flags + ("mi_estimator",)
 
     @staticmethod
     def modify_commandline_options(parser, is_train=True):

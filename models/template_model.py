@@ -23,7 +23,8 @@ The contract:
 - Optional hooks: `sample_readers()` (extra per-sample data read in the loader workers),
   `on_epoch_end(epoch)`, `extra_state()` / `load_extra_state(state)` (kept in the training-state file),
   `architecture_flags` (flags that define the networks, which a resume or test must not change:
-  extend `BaseModel.architecture_flags`), `unused_flags` (common flags the model does not use: refused for it
+  extend `BaseModel.architecture_flags`), `loss_flags` (flags that define the loss, which a resume must not
+  change), `unused_flags` (common flags the model does not use: refused for it
   and hidden from its --help), `checkpoint_aliases`.
 
 Below the model, networks take explicit arguments, never `opt`.

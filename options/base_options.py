@@ -9,13 +9,17 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
+
+import torch
 
 import data
 import models
 from options.flag_parser import FlagParser
+from options.help_format import HelpFormatter
 from util import cpu_allocator
-from util.arg_types import add_bool_flag, gpu_ids
+from util.arg_types import BOOL_WORDS, add_bool_flag, gpu_ids
 from util.cli import UsageError
 from util.devices import missing_gpus, usable_cores
 from util.atomic import WriteError, atomic_write_text
@@ -45,10 +49,10 @@ class BaseOptions:
                        help="dataset folder (aligned: with train/ val/ test/; unaligned: trainA/ trainB/ ...)")
         g.add_argument("--name", default="experiment_name",
                        help="run name: outputs go to <checkpoints_dir>/<name>/")
-        g.add_argument("--gpu_ids", default="0", type=str,
+        g.add_argument("--gpu_ids", default="0" if torch.cuda.is_available() else "-1", type=str,
                        help="GPU ids, e.g. 0 or 0,1; training with several ids starts one process per GPU "
-                            "(DistributedDataParallel, see --nproc_per_node). -1 forces the CPU. Without CUDA the "
-                            "CPU is used.")
+                            "(DistributedDataParallel, see --nproc_per_node); -1 is the CPU. The default fits this "
+                            "machine: 0 with CUDA, else -1")
         g.add_argument("--cpu_allocator", default="auto", choices=cpu_allocator.MODES,
                        help="auto/reuse: freed memory stays with the process for the next step (glibc; ATME trains "
                             "1.8x faster at 256x256 on the CPU, at about a third more peak resident memory); "
@@ -104,8 +108,9 @@ class BaseOptions:
         """The full parser for `args`: base flags plus the chosen model's and dataset's."""
         # The early passes must not act on --help: the model's and dataset's flags are not there yet.
         early = [a for a in args if a not in ("-h", "--help")]
-        parser = FlagParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=self.__doc__,
-                            prog=self.prog)
+        parser = FlagParser(formatter_class=HelpFormatter, description=self.__doc__, prog=self.prog,
+                            usage=f"%(prog)s --dataroot DIR --name NAME [--model "
+                                  f"{'|'.join(available_names('models', '_model'))}] [flags below]")
         self.initialize(parser)
         known, _ = parser.parse_known_args(early)
         try:
@@ -113,13 +118,31 @@ class BaseOptions:
         except ValueError as err:
             raise UsageError(f"--model: {err}", help_hint=parser.help_hint()) from None
         model_class.modify_commandline_options(parser, self.isTrain)
+        parser.flag_owners = self.models_with_flag
         # Flags of the common groups that this model does without are not accepted, nor shown by --help.
         parser.remove_flags(set(model_class.unused_flags), known.model)
         # The flags that define the networks (the model declares them): test.py takes them from the run.
         self.architecture_flags = model_class.architecture_flags
+        self.loss_flags = model_class.loss_flags
         known, _ = parser.parse_known_args(early)  # the model may change the dataset_mode default
         data.get_option_setter(known.dataset_mode)(parser, self.isTrain)
         return parser
+
+    def models_with_flag(self, flag):
+        """The models (by --model name) whose command line has `flag`; used to say whose a foreign flag is."""
+        owners = []
+        for name in available_names("models", "_model"):
+            try:
+                model_class = models.find_model_using_name(name)
+            except ValueError:
+                continue
+            scratch = FlagParser(prog=self.prog)
+            self.initialize(scratch)
+            model_class.modify_commandline_options(scratch, self.isTrain)
+            action = scratch._option_string_actions.get(flag)
+            if action is not None and action.dest not in model_class.unused_flags:
+                owners.append(name)
+        return owners
 
     def parse(self, args=None):
         """Parse `args` (default: sys.argv[1:]), resolve them and write them to the run directory."""
@@ -131,10 +154,16 @@ class BaseOptions:
         self.parser = parser
         return opt
 
-    def resolve(self, opt, parser, args):
-        """Derived values shared by train and test."""
+    @staticmethod
+    def named(opt):
+        """`opt` with --suffix appended to --name (call once per namespace)."""
         if opt.suffix:
             opt.name = opt.name + "_" + opt.suffix.format(**vars(opt))
+        return opt
+
+    def resolve(self, opt, parser, args):
+        """Derived values shared by train and test."""
+        self.named(opt)
         opt.gpu_ids = gpu_ids(opt.gpu_ids)
         if "gpu_ids" in self.explicit_flags(parser, args):
             problem = missing_gpus(opt.gpu_ids)
@@ -145,6 +174,26 @@ class BaseOptions:
         if opt.cpu_allocator == "reuse" and cpu_allocator.glibc_version() is None:
             parser.error(cpu_allocator.REUSE_NEEDS_GLIBC)
         return opt
+
+    def retry_command(self, parser, args, drop=(), add=()):
+        """The command `python <prog> args` without the flags `drop` (and their values) and with `add` appended:
+        what a refusal tells the user to type."""
+        kept, tokens = [], list(args)
+        while tokens:
+            token = tokens.pop(0)
+            flag = token.split("=", 1)[0]
+            if flag not in drop:
+                kept.append(token)
+                continue
+            action = parser._option_string_actions.get(flag)
+            if "=" in token or not tokens or (action is not None and action.nargs == 0):
+                continue
+            if action is not None and action.nargs == "?":  # a boolean flag: a value follows only sometimes
+                if tokens[0].lower() in BOOL_WORDS:
+                    tokens.pop(0)
+            elif not tokens[0].startswith("--"):
+                tokens.pop(0)
+        return shlex.join(["python", self.prog] + kept + [str(a) for a in add])
 
     @staticmethod
     def explicit_flags(parser, args):

@@ -1,5 +1,6 @@
-"""argparse with errors a user can act on: one line instead of a usage dump, "did you mean ...?" for a typo,
-and a flag the chosen model does not use named as such instead of being accepted and ignored."""
+"""argparse with errors a user can act on: one line instead of a usage dump, "did you mean ...?" for a typo or
+an abbreviation (flags are never abbreviated), and a flag the chosen model does not use named as such, with the
+models it belongs to, instead of being accepted and ignored."""
 import argparse
 import difflib
 
@@ -11,9 +12,11 @@ class FlagParser(argparse.ArgumentParser):
     `--help` does not show them) to the model's name; `model_flags` are the flags of the model's own group."""
 
     def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # `--crop 64` is not silently taken as --crop_size
         super().__init__(*args, **kwargs)
         self.not_for_model = {}
         self.model_name = None
+        self.flag_owners = lambda flag: []  # the models that have `flag` (set by the options)
 
     def error(self, message):
         raise UsageError(message, help_hint=self.help_hint())
@@ -46,11 +49,20 @@ class FlagParser(argparse.ArgumentParser):
         if not flags:
             self.error(f"unexpected argument(s) {' '.join(unknown)}: every value follows its flag")
         flag = flags[0]
+        owners = [name for name in self.flag_owners(flag) if name != self.model_name]
+        whose = f"--model {' or --model '.join(owners)}" if owners else ""
         if flag in self.not_for_model:
             model = self.not_for_model[flag]
-            raise UsageError(f"{flag} is not a flag of --model {model}, which does not use it (and would silently "
-                             f"ignore it): drop it, or pick the model it belongs to", help_hint=self.help_hint())
+            belongs = f"; it is a flag of {whose}" if owners else ""
+            raise UsageError(f"{flag} is not a flag of --model {model}, which does not use it{belongs}.\n"
+                             f"Drop {flag}, or pick the model it belongs to.", help_hint=self.help_hint())
+        if owners and self.model_name:
+            raise UsageError(f"{flag} is a flag of {whose}, not of --model {self.model_name}.\n"
+                             f"Drop {flag}, or train with {whose}.", help_hint=self.help_hint())
         known = [option for option in self._option_string_actions if option.startswith("--")]
+        longer = [option for option in known if option.startswith(flag)][:3]
+        if longer:  # an abbreviation: argparse would have guessed; here the full name is asked for
+            self.error(f"unknown flag {flag} (flags are not abbreviated); did you mean {' or '.join(longer)}?")
         close = difflib.get_close_matches(flag, known, n=3, cutoff=0.75)
         suggestion = f"; did you mean {' or '.join(close)}?" if close else ""
         self.error(f"unknown flag {flag}{suggestion}")

@@ -68,7 +68,7 @@ class TestOptions(BaseOptions):
 
     def apply_stored(self, opt, parser, args, stored, directory):
         explicit = self.explicit_flags(parser, args)
-        conflicts = []
+        conflicts, flags = [], []
         for key, value in stored.items():
             if key in INVOCATION_FLAGS or not hasattr(opt, key):
                 continue
@@ -78,12 +78,14 @@ class TestOptions(BaseOptions):
             if key in explicit:
                 if key in self.architecture_flags and current != value:
                     conflicts.append(f"--{key} {current} (the run was trained with --{key} {value})")
+                    flags.append(f"--{key}")
                 continue
             setattr(opt, key, value)
         if conflicts:
             raise ValueError(
                 f"these flags contradict the options stored with the run in {directory}/train_opt.json: "
-                + "; ".join(conflicts) + ". Drop them (test.py takes them from the run) or pick another --name.")
+                + "; ".join(conflicts) + ". Drop them (test.py takes them from the run) or pick another --name:\n"
+                + f"  {self.retry_command(parser, args, tuple(flags), ())}")
         if "load_size" not in explicit:
             opt.load_size = opt.crop_size  # no random crop at test time
         log.info("architecture options taken from %s/train_opt.json", directory)

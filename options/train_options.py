@@ -1,9 +1,17 @@
-"""Training flags: dashboard, saving, schedule, optimiser and speed."""
+"""Training flags: dashboard, saving, schedule, optimiser and speed. With --continue_train, every flag not typed
+comes from the run's train_opt.json (options/resume.py)."""
+import logging
+import sys
+
 from models.networks.losses import GAN_MODES
 from models.schedulers import LR_POLICIES
-from options.base_options import BaseOptions, run_dir, save_options
+from options.base_options import BaseOptions, load_stored_options, run_dir, save_options
+from options.resume import continue_run
 from util.arg_types import add_bool_flag
 from util.run_folder import LOCK_MODES
+from util.run_lookup import training_state_tags
+
+log = logging.getLogger("train")
 
 
 class TrainOptions(BaseOptions):
@@ -37,7 +45,10 @@ class TrainOptions(BaseOptions):
         g.add_argument("--save_latest_freq", type=int, default=5000, help="save 'latest' every N images")
         g.add_argument("--save_epoch_freq", type=int, default=5, help="save '<epoch>' checkpoints every N epochs")
         add_bool_flag(g, "--save_by_iter", help="also keep 'iter_<N>' checkpoints at each latest save")
-        add_bool_flag(g, "--continue_train", help="resume the run from its latest training state")
+        add_bool_flag(g, "--continue_train",
+                      help="resume the run from its latest training state (or --epoch N): every flag not typed is "
+                           "the run's own (train_opt.json); a typed one is logged as a change, and one that defines "
+                           "the networks or the loss is refused")
         add_bool_flag(g, "--no_verify", help="resume without checking the checkpoint's files against the SHA-256 "
                                              "sums saved with them (<tag>_checksums.json); for huge files")
         add_bool_flag(g, "--start_over", help="the run folder holds an earlier run: move it aside to "
@@ -91,14 +102,52 @@ class TrainOptions(BaseOptions):
                       help="torch.compile the networks (the first step, which compiles, is timed in the log)")
         return parser
 
+    def parse(self, args=None):
+        """Parse `args`; with --continue_train, fill every flag not typed from the run's train_opt.json."""
+        args = sys.argv[1:] if args is None else list(args)
+        self.resume_changes = []
+        parser = self.build_parser(args)
+        if "-h" in args or "--help" in args:
+            return super().parse(args)
+        first, _ = parser.parse_known_args(args)
+        if not first.continue_train:
+            return super().parse(args)
+        explicit = self.explicit_flags(parser, args)
+        self.check_resume_flags(parser, explicit)
+        directory = run_dir(self.named(first))
+        stored = load_stored_options(directory)
+        if stored is None:  # train.py refuses a run without a training state; an older run resumes as typed
+            if training_state_tags(directory):
+                log.warning("no train_opt.json in %s: resuming with the flags as given", directory)
+            return super().parse(args)
+        prefix = []  # the run's model and data layout, which bring their own flags
+        for key in ("model", "dataset_mode"):
+            if key not in explicit and stored.get(key) and stored[key] != getattr(first, key):
+                prefix += [f"--{key}", stored[key]]
+        if prefix:
+            parser = self.build_parser(prefix + args)
+        opt = parser.parse_args(prefix + args)
+        explicit = self.explicit_flags(parser, args)
+        fixed = set(self.architecture_flags) | set(self.loss_flags)
+        self.resume_changes = continue_run(opt, parser, stored, explicit, fixed, directory,
+                                           lambda drop, add: self.retry_command(parser, args, drop, add))
+        opt.isTrain = True
+        self.parser = parser
+        return self.resolve(opt, parser, args)
+
+    @staticmethod
+    def check_resume_flags(parser, explicit):
+        if "continue_train" in explicit and "epoch_count" in explicit:
+            parser.error("--epoch_count sets the first epoch of a fresh run; --continue_train takes the epoch from "
+                         "the checkpoint it resumes (latest, or --epoch N) by itself: drop --epoch_count")
+
     def resolve(self, opt, parser, args):
         opt = super().resolve(opt, parser, args)
         explicit = self.explicit_flags(parser, args)
         if opt.n_epochs < 0 or opt.n_epochs_decay < 0:
             parser.error("--n_epochs and --n_epochs_decay must be >= 0")
-        if opt.continue_train and "epoch_count" in explicit:
-            parser.error("--epoch_count sets the first epoch of a fresh run; --continue_train takes the epoch from "
-                         "the checkpoint it resumes (latest, or --epoch N) by itself: drop --epoch_count")
+        if opt.continue_train:
+            self.check_resume_flags(parser, explicit)
         if opt.epoch_count < 1:
             parser.error(f"--epoch_count must be at least 1, got {opt.epoch_count}")
         if opt.lr_policy == "plateau" and opt.val_freq <= 0:

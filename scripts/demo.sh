@@ -1,15 +1,41 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up .venv, build the demo data set, train the flagship model briefly
 # on the CPU, run test.py, and print where the results page is.
-# Usage: bash scripts/demo.sh [extra train.py flags]      (MODEL=pix2pix bash scripts/demo.sh for the baseline)
+usage() {
+  cat <<'EOF'
+Usage: bash scripts/demo.sh [extra train.py flags]
+  Sets up .venv, builds datasets/demo, trains briefly on the CPU, tests, prints where the pages are.
+Environment:
+  MODEL=atme          atme | pix2pix | segan (MODEL=pix2pix bash scripts/demo.sh for the baseline)
+  NAME=demo_$MODEL    run name: checkpoints/$NAME and results/$NAME
+  EPOCHS=4            epochs at the initial learning rate (train.py --n_epochs)
+  EPOCHS_DECAY=4      epochs of linear decay (train.py --n_epochs_decay)
+After an interruption (Ctrl-C saves a resumable state), or to run it again:
+  bash scripts/demo.sh --continue_train   resume the run where it stopped
+  bash scripts/demo.sh --start_over       move the earlier run aside and train afresh
+EOF
+}
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
-PY=.venv/bin/python
 MODEL=${MODEL:-atme}
 NAME=${NAME:-demo_$MODEL}
 EPOCHS=${EPOCHS:-4}
 EPOCHS_DECAY=${EPOCHS_DECAY:-4}
+case " $* " in
+  *" -h "*|*" --help "*) usage; exit 0 ;;
+esac
+# A second demo on the same run name must say what to do with the first, before anything is set up.
+if [ -f "checkpoints/$NAME/train_opt.json" ] && [[ " $* " != *" --continue_train "* ]] \
+    && [[ " $* " != *" --start_over "* ]]; then
+  echo "scripts/demo.sh: checkpoints/$NAME already holds a run (an earlier demo)." >&2
+  echo "Resume it, start it afresh (the earlier run is moved aside), or use another run name:" >&2
+  echo "  bash scripts/demo.sh --continue_train" >&2
+  echo "  bash scripts/demo.sh --start_over" >&2
+  echo "  NAME=${NAME}_2 bash scripts/demo.sh" >&2
+  exit 2
+fi
+bash scripts/setup_env.sh
+PY=.venv/bin/python
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 $PY -m datasets.make_demo_dataset --out datasets/demo --size 64

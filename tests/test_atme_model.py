@@ -100,7 +100,7 @@ def test_steps_update_visited_pool_entries_only_and_resume_keeps_them(dataroot, 
 def test_resume_with_other_dataset_size_names_the_fix(dataroot, tmp_path):
     model, _ = train_model(dataroot, tmp_path)
     model.save_training_state("latest", 1, 0, 0)
-    with pytest.raises(ValueError, match=r"made for 4 images of 2 x 2 maps.*now has 3 images.*--name"):
+    with pytest.raises(ValueError, match=r"(?s)made for 4 images of 2 x 2 maps.*now has 3 images.*--name"):
         train_model(dataroot, tmp_path, "--continue_train", "--max_dataset_size", "3")
 
 

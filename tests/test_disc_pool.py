@@ -108,7 +108,7 @@ def test_two_processes_write_disjoint_rows(pool):
 
 
 def test_shape_mismatch_names_sizes_and_fix(pool):
-    with pytest.raises(ValueError, match=r"made for 10 images of 3 x 4.*now has 12 images of 3 x 4.*--name"):
+    with pytest.raises(ValueError, match=r"(?s)made for 10 images of 3 x 4.*now has 12 images of 3 x 4.*--name"):
         DiscPool.open(pool.path, num_images=12, map_size=(3, 4))
     with pytest.raises(ValueError, match=r"now has 10 images of 30 x 30"):
         DiscPool.open_or_create(pool.path, 10, (30, 30), resume=True)

@@ -116,7 +116,8 @@ def test_a_tile_the_model_cannot_take_is_refused_before_writing(photos, tmp_path
     make_run(tmp_path / "checkpoints", "atme", photos)
     result = run_test(tmp_path / "checkpoints", photos, tmp_path / "results", "--tile", "16", check=False)
     assert result.returncode != 0
-    assert re.search(r"--tile 16 does not suit .*at least 24; use e\.g\. --tile 24", result.stderr + result.stdout)
+    said = " ".join((result.stderr + result.stdout).split())  # as one line: long errors wrap
+    assert re.search(r"--tile 16 does not suit .*at least 24; use e\.g\. --tile 24", said)
     assert not (tmp_path / "results").exists()
     result = run_test(tmp_path / "checkpoints", photos, tmp_path / "results", "--tile", "32", "--tile_overlap", "40",
                       check=False)
@@ -166,7 +167,8 @@ def test_a_one_pixel_photo_is_refused_by_test_py_and_nothing_is_written(photos, 
     Image.new("RGB", (1, 5), (10, 200, 30)).save(root / "line.png")
     result = run_test(tmp_path / "checkpoints", root, tmp_path / "results", check=False)
     assert result.returncode != 0
-    assert re.search(r"image .*line\.png is 1x5 \(width x height\).*--pad_mode replicate", result.stderr)
+    said = " ".join(result.stderr.split())  # as one line: long errors wrap
+    assert re.search(r"image .*line\.png is 1x5 \(width x height\).*--pad_mode replicate", said)
     assert not (tmp_path / "results").exists()
     run_test(tmp_path / "checkpoints", root, tmp_path / "results", "--pad_mode", "replicate")
     assert {Image.open(p).size for p in (tmp_path / "results").rglob("*.png")} == {(1, 5)}

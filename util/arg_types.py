@@ -7,6 +7,7 @@ import argparse
 
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}
+BOOL_WORDS = _TRUE | _FALSE  # what may follow a boolean flag
 
 
 def str2bool(value):

@@ -49,8 +49,9 @@ class _LazyMemmap:
     def array(self):
         if self._array is None:
             if not os.path.isfile(self.path):
-                raise FileNotFoundError(f"the discriminator pool {self.path} does not exist; start the run without "
-                                        f"--continue_train to create it")
+                raise FileNotFoundError(f"the discriminator pool {self.path} does not exist, so the run cannot be "
+                                        f"resumed exactly.\nStart it afresh with --start_over instead of "
+                                        f"--continue_train (the earlier files are moved aside)")
             self._array = np.lib.format.open_memmap(self.path, mode="r+" if self.writable else "r")
         return self._array
 
@@ -144,7 +145,9 @@ class DiscPool(_LazyMemmap):
             raise ValueError(
                 f"the discriminator pool {self.path} was made for {have[0]} images of {have[1][0]} x {have[1][1]} "
                 f"maps, but this run now has {want[0]} images of {want[1][0]} x {want[1][1]} maps (dataset size, "
-                f"--crop_size or --netD changed); start a new --name or delete {self.path}")
+                f"--crop_size or --netD changed).\nResume with the run's own data and options (drop --dataroot, "
+                f"--max_dataset_size, --crop_size and --netD: --continue_train takes them from train_opt.json), or "
+                f"start afresh with --start_over instead of --continue_train, or under another --name")
 
     # ------------------------------------------------------------------ access
     def __len__(self):
@@ -275,8 +278,9 @@ class EpochPool:
         if not os.path.isfile(meta_path):
             old = os.path.join(folder, POOL_FILENAME)
             if not os.path.isfile(old):
-                raise FileNotFoundError(f"the run in {folder} has no discriminator pool ({META_FILENAME}); start it "
-                                        f"without --continue_train, or with --start_over")
+                raise FileNotFoundError(f"the run in {folder} has no discriminator pool ({META_FILENAME}).\nStart it "
+                                        f"afresh with --start_over instead of --continue_train (the earlier files "
+                                        f"are moved aside)")
             DiscPool(old).check_matches(num_images, map_size)
             meta = {"first_epoch": int(epoch), "images": int(num_images), "map_size": [int(s) for s in map_size]}
             os.replace(old, os.path.join(folder, BUFFERS[0]))

@@ -20,8 +20,8 @@ class PoolError(ValueError):
     """A discriminator pool file a resume would read is unusable; the message names it and what to do."""
 
 
-def _refuse(path, problem):
-    return PoolError(f"the discriminator pool file {path} {problem}. {RECOVER}")
+def _refuse(path, problem, advice=RECOVER):
+    return PoolError(f"the discriminator pool file {path} {problem}.\n{advice}")
 
 
 def check_meta(path, num_images, map_size):
@@ -44,7 +44,9 @@ def _check_size(path, images, size, num_images, map_size):
     if (int(images), [int(s) for s in size]) != (int(num_images), [int(s) for s in map_size]):
         raise _refuse(path, f"was made for {images} images of {size[0]} x {size[1]} maps, but this run now has "
                             f"{num_images} images of {map_size[0]} x {map_size[1]} maps (the dataset, --crop_size "
-                            f"or --netD changed)")
+                            f"or --netD changed)",
+                      "To resume the run as it was, drop the flag you typed that changed it (--dataroot, "
+                      "--max_dataset_size, --crop_size or --netD). " + RECOVER)
 
 
 def check_maps(path, num_images, map_size, value_range=None):

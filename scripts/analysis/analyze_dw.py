@@ -14,11 +14,14 @@ import argparse
 import logging
 import os
 import re
+import sys
 from collections import defaultdict
 
 import numpy as np
 from scipy import stats
 
+if not __package__:  # run as `python scripts/analysis/analyze_dw.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from util.atomic import write_json
 
 log = logging.getLogger("analyze_dw")

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 
+if not __package__:  # run as `python scripts/bench/loop.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from scripts.bench.common import (MODE_FLAGS, MODEL_FLAGS, ROOT, add_mode_args, log, report, resolve_modes,
                                   selected_modes, start)
 from util.run_logs import CsvLog

@@ -13,13 +13,17 @@ compile modes, `compile_s` is its excess over a steady step.
 """
 import argparse
 import gc
+import os
 import shlex
 import statistics
+import sys
 import tempfile
 import time
 
 import torch
 
+if not __package__:  # run as `python scripts/bench/models.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from models import create_model
 from options.train_options import TrainOptions
 from scripts.bench.common import (MODE_FLAGS, PeakRss, add_mode_args, log, report, resolve_modes, selected_modes,

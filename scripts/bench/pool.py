@@ -6,12 +6,15 @@ memory (anonymous and file-backed), for pools of several sizes.
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
+if not __package__:  # run as `python scripts/bench/pool.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from models.atme.pool import DiscPool
 from scripts.bench.common import report, rss_bytes, rss_parts_mb, start
 

@@ -34,6 +34,8 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+if not __package__:  # run as `python scripts/bench/side_by_side.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from scripts.bench.common import MODE_FLAGS, MODEL_FLAGS, ROOT, log, report, start, train_flags
 
 WORKER = os.path.join(ROOT, "scripts", "bench", "worker.py")

@@ -16,6 +16,9 @@ import os
 import re
 import sys
 
+if not __package__:  # run as `python scripts/eval/collect_results.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
 log = logging.getLogger("collect_results")
 
 DATASET_ORDER = ("facades", "maps", "cityscapes", "night2day")

@@ -10,7 +10,10 @@ import argparse
 import json
 import logging
 import os
+import sys
 
+if not __package__:  # run as `python scripts/eval/compute_kid.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from util.atomic import write_json
 from util.kid import DEFAULT_SEED, DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, INCEPTION_EXTRACTOR, compute_kid
 from util.result_files import result_image_sets

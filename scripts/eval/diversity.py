@@ -12,6 +12,7 @@ reported on the [0, 1] image scale (the mean absolute difference of the saved PN
 import argparse
 import logging
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -20,6 +21,8 @@ import torchvision
 from PIL import Image
 from tqdm import tqdm
 
+if not __package__:  # run as `python scripts/eval/diversity.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from util.atomic import write_json
 from util.checkpoint import describe_mismatch, layout_mismatch, load_file
 from util.devices import resolve_device

@@ -11,6 +11,7 @@ photo was made from (`<stem>_real_A.png` for B->A: colour labels mapped to the 1
 import argparse
 import logging
 import os
+import sys
 
 import numpy as np
 import torch
@@ -19,6 +20,8 @@ import torchvision
 from PIL import Image
 from tqdm import tqdm
 
+if not __package__:  # run as `python scripts/eval/eval_cityscapes.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from util.atomic import write_json
 from util.checkpoint import load_file
 from util.cityscapes import CITYSCAPES_CLASSES, IGNORE_LABEL, ConfusionMatrix, colors_to_train_ids, fcn_scores

@@ -2,7 +2,7 @@
 matched settings over several seeds, then one figure and one table.
 
     python -m scripts.experiments.convergence_study --dataroot datasets/demo --study_dir studies/demo \\
-        --preset demo --seeds 0 1 2 --n_epochs 15 --n_epochs_decay 15
+        --preset demo --seeds 0 1 2 --n_epochs 20 --n_epochs_decay 20
     python -m scripts.experiments.convergence_study --dataroot datasets/facades --study_dir studies/facades_BtoA \\
         --direction BtoA --batch_size 48 --model_flags atme="--dim 64 --dim_mults 1,2,4,8" \\
         --model_flags pix2pix="--netG unet_256" -- --gpu_ids 0
@@ -27,6 +27,9 @@ import os
 import signal
 import sys
 
+if not __package__:  # run as `python scripts/experiments/convergence_study.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from options.help_format import HelpFormatter
 from scripts.experiments.study_eval import evaluate_run
 from scripts.experiments.study_plan import (DEFAULT_ENTRIES, MATCHED, PRESETS, check_run_settings, parse_model_flags,
                                             parsed_settings, plan_runs, resolve_entry, run_status, total_epochs)
@@ -35,15 +38,20 @@ from util.atomic import write_json
 from util.run_logs import setup_logging
 
 log = logging.getLogger("convergence_study")
+LAST_K = 10  # the table's window, or every epoch of a shorter study
+
+
+class StudyHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The options' help (one default each, as typed) under the module's description as written."""
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m scripts.experiments.convergence_study", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=StudyHelpFormatter, allow_abbrev=False)
     p.add_argument("--dataroot", required=True, help="aligned data with train/ and val/ (and the test split)")
     p.add_argument("--study_dir", required=True, help="the study's folder: runs/, eval/, results/, figures, tables")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_ENTRIES),
-                   help=f"study models (default: {' '.join(DEFAULT_ENTRIES)}); see above")
+                   help="study models; see above")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one run per model and seed")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="demo: scripts/demo.sh's configuration at the ATME paper's proportions (64 px crops, D of "
@@ -61,7 +69,9 @@ def build_parser():
     g = p.add_argument_group("evaluation and report")
     g.add_argument("--test_dataroot", default=None, help="data of the test split (default: --dataroot)")
     g.add_argument("--test_phase", default="test", help="split for the table's L1, PSNR, KID and diversity")
-    g.add_argument("--last_k", type=int, default=10, help="epochs the table's distance and slope are taken over")
+    g.add_argument("--last_k", type=int, default=None,
+                   help=f"epochs the table's distance and slope are taken over (default: {LAST_K}, or every epoch "
+                        f"of a shorter study)")
     g.add_argument("--smooth", type=int, default=5, help="the figures draw a local linear fit over this many epochs")
     g.add_argument("--inception_weights", default=None,
                    help="Inception-v3 weights for KID (default: torch.hub's cached copy; without one, no KID)")
@@ -99,8 +109,12 @@ def check_inputs(args, matched):
         if len(set(value)) != len(value):
             raise ValueError(f"{flag} lists an item twice: {' '.join(map(str, value))}")
     epochs = total_epochs(matched)
+    if args.last_k is None:
+        args.last_k = min(LAST_K, epochs)
     if not 1 <= args.last_k <= epochs:
-        raise ValueError(f"--last_k {args.last_k} must be between 1 and the {epochs} epochs every run trains")
+        raise ValueError(f"--last_k {args.last_k} must be between 1 and the {epochs} epochs every run trains.\n"
+                         f"Pass --last_k {min(max(args.last_k, 1), epochs)} (or leave it out: the default takes "
+                         f"min({LAST_K}, epochs))")
     if args.smooth < 1 or args.n_draws < 1 or args.n_codes < 2 or args.diversity_inputs < 2:
         raise ValueError("--smooth and --n_draws must be >= 1, --n_codes and --diversity_inputs >= 2")
     for folder, what in ((os.path.join(args.dataroot, "train"), "--dataroot"),
@@ -187,7 +201,8 @@ def main(argv=None):
     status = {run.name: run_status(run, epochs) for run in runs}
     if args.report_only and any(s != "finished" for s in status.values()):
         raise ValueError("--report_only: these runs are not finished: "
-                         + ", ".join(f"{n} ({s})" for n, s in status.items() if s != "finished"))
+                         + ", ".join(f"{n} ({s})" for n, s in status.items() if s != "finished")
+                         + ".\nDrop --report_only to train them (the study resumes each where it stopped).")
     log_file = os.path.join(args.study_dir, "study.log")
     setup_logging(log_file)
     counts = {s: sum(1 for v in status.values() if v == s) for s in ("finished", "partial", "new")}

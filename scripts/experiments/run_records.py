@@ -11,10 +11,13 @@ import csv
 import io
 import math
 import os
+import sys
 from collections import OrderedDict
 
 import numpy as np
 
+if not __package__:  # run as `python scripts/experiments/run_records.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from options.base_options import load_stored_options
 from util import convergence
 from util.atomic import atomic_write_text

@@ -136,8 +136,9 @@ def check_run_settings(run):
               for key, have, value in option_differences(stored, wanted)]
     if differ:
         raise ValueError(f"{run.run_dir} was trained with other settings than this study asks for: "
-                         f"{'; '.join(differ)}. Call the study with the settings it was made with, or give a new "
-                         f"--study_dir.")
+                         f"{'; '.join(differ)}.\nCall the study with the settings it was made with (its study.json, "
+                         f"{os.path.join(os.path.dirname(os.path.dirname(run.run_dir)), 'study.json')}, lists "
+                         f"them), or give a new --study_dir.")
 
 
 def saved_progress(run_dir):

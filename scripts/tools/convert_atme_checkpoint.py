@@ -7,8 +7,11 @@ The release names the W network `T`; this checks G and T against the reference l
 """
 import argparse
 import logging
+import os
 import sys
 
+if not __package__:  # run as `python scripts/tools/convert_atme_checkpoint.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from models.atme.release import convert_release
 
 

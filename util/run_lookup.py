@@ -1,0 +1,96 @@
+"""What a checkpoints folder holds, read before any data set or network is built: which runs exist, which
+checkpoint tags a run has, and the refusals of a resume or a test that has nothing to load. Each refusal lists
+what does exist and ends with a command that works."""
+import glob
+import os
+
+from util import atomic
+from util.run_folder import RunFolderError, holds_a_run
+
+SHOWN = 8  # runs or tags listed in a message
+
+
+def existing_runs(checkpoints_dir):
+    """Names of the folders under `checkpoints_dir` that hold a run, sorted."""
+    if not os.path.isdir(checkpoints_dir):
+        return []
+    folders = [name for name in os.listdir(checkpoints_dir) if os.path.isdir(os.path.join(checkpoints_dir, name))]
+    return sorted(name for name in folders if holds_a_run(os.path.join(checkpoints_dir, name)))
+
+
+def _tags(folder, marker):
+    """Checkpoint tags of the files `<tag><marker>...` in `folder`, with the ones a killed save left staged;
+    epochs in order, then the named tags."""
+    names = [os.path.basename(p) for p in glob.glob(os.path.join(folder, f"*{marker}*"))]
+    names += [os.path.basename(final) for final in atomic.pending(folder)]
+    tags = {name.split(marker)[0] for name in names if marker in name and name.endswith(".pth")}
+    return sorted(tags, key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0, t))
+
+
+def training_state_tags(folder):
+    """Tags of `<tag>_train_state.pth` in a run folder: what --continue_train --epoch can name."""
+    return _tags(folder, "_train_state")
+
+
+def weight_tags(folder):
+    """Tags of `<tag>_net_<NAME>.pth` in a run folder: what test.py --epoch can name."""
+    return _tags(folder, "_net_")
+
+
+def _listing(items, empty):
+    if not items:
+        return empty
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
+
+
+def _runs_line(checkpoints_dir):
+    runs = existing_runs(checkpoints_dir)
+    return f"Runs in {checkpoints_dir}: {_listing(runs, 'none')}."
+
+
+def check_resumable(folder, tag, retry):
+    """Refuse --continue_train when `folder` has no training state `tag`. `retry(drop, add)` is the user's
+    command without the flags `drop` and with the arguments `add`: what the message says to type instead."""
+    if tag in training_state_tags(folder):
+        return
+    checkpoints_dir, name = os.path.split(os.path.normpath(folder))
+    if not holds_a_run(folder):
+        raise RunFolderError(
+            f"--continue_train: there is no run {name!r} in {checkpoints_dir} to resume.\n"
+            f"{_runs_line(checkpoints_dir)} Resume one with --name, or start this run without --continue_train:\n"
+            f"  {retry(('--continue_train', '--epoch', '--load_iter'), ())}")
+    tags = training_state_tags(folder)
+    if tags:
+        pick = "latest" if "latest" in tags else tags[-1]
+        raise RunFolderError(
+            f"--continue_train: the run in {folder} has no training state {tag!r} ({tag}_train_state.pth).\n"
+            f"It has {_listing(tags, 'none')}; pass one of them as --epoch, e.g.:\n"
+            f"  {retry(('--epoch', '--load_iter'), ('--epoch', pick))}")
+    raise RunFolderError(
+        f"--continue_train: the run in {folder} saved no resumable state (it stopped before its first save).\n"
+        f"Start it afresh; --start_over moves the earlier files aside first:\n"
+        f"  {retry(('--continue_train', '--epoch', '--load_iter'), ('--start_over',))}")
+
+
+def check_trained(folder, tag, retry):
+    """Refuse a test of a run folder that does not exist or has no weights `tag`; `retry` as for
+    `check_resumable`."""
+    checkpoints_dir, name = os.path.split(os.path.normpath(folder))
+    runs = existing_runs(checkpoints_dir)
+    if tag in weight_tags(folder):
+        return
+    tags = weight_tags(folder)
+    if tags:
+        pick = "latest" if "latest" in tags else tags[-1]
+        raise RunFolderError(f"--epoch {tag}: {folder} has no weights {tag}_net_*.pth.\n"
+                             f"It has {_listing(tags, 'none')}; pass one of them as --epoch, e.g.:\n"
+                             f"  {retry(('--epoch', '--load_iter'), ('--epoch', pick))}")
+    what = (f"there is no run folder {folder}" if not os.path.isdir(folder) else
+            f"{folder} holds no weights (*_net_*.pth) yet")
+    others = [run for run in runs if run != name and weight_tags(os.path.join(checkpoints_dir, run))]
+    if not others:
+        raise RunFolderError(f"--name {name}: {what}.\n{_runs_line(checkpoints_dir)} Train a run with train.py "
+                             f"first, or pass the --checkpoints_dir that holds yours.")
+    raise RunFolderError(f"--name {name}: {what}.\n{_runs_line(checkpoints_dir)} Test one of them, e.g.:\n"
+                         f"  {retry(('--name',), ('--name', others[0]))}")
