@@ -9,11 +9,13 @@ images/ as a whole, so the folder holds the images of the latest test only.
 import logging
 import os
 
+import torch
 from tqdm import tqdm
 
 from data import create_dataloader, create_dataset
 from models import create_model
 from options.test_options import TestOptions
+from util import cpu_allocator
 from util.devices import seed_everything
 from util.html import HTML, replacing_images, save_images
 from util.cli import run_main
@@ -27,6 +29,13 @@ def main(args=None):
     options = TestOptions()
     opt = options.parse(args)
     opt.num_threads = min(opt.num_threads, 2)
+    device_type = "cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu"  # as resolve_device decides
+    with cpu_allocator.applied(opt.cpu_allocator, device_type):  # process-wide: set here, restored on return
+        return test_process(options, opt)
+
+
+def test_process(options, opt):
+    """Load the run's networks and write the split's results."""
     seed_everything(0 if opt.seed is None else opt.seed)
     dataset = create_dataset(opt)
     loader = create_dataloader(dataset, opt, shuffle=False)

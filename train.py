@@ -25,7 +25,7 @@ from data.samplers import EpochSampler
 from models import create_model
 from models.base_model import TrainingDiverged
 from options.train_options import TrainOptions
-from util import convergence, distributed
+from util import convergence, cpu_allocator, distributed
 from util.cli import run_main
 from util.dashboard import Dashboard
 from util.devices import seed_everything
@@ -140,7 +140,14 @@ def main(args=None):
     processes = local_processes(opt.gpu_ids, opt.nproc_per_node)
     if processes > 1:  # this process only starts and waits for the workers, which run this script again
         return launch_local_workers(os.path.abspath(__file__), sys.argv[1:] if args is None else args, processes)
-    distributed.init_from_environment("cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu")
+    device_type = "cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu"  # as resolve_device decides
+    with cpu_allocator.applied(opt.cpu_allocator, device_type):  # process-wide: set here, restored on return
+        return train_process(options, opt, device_type)
+
+
+def train_process(options, opt, device_type):
+    """This process's part of the run: alone, or one rank under torchrun."""
+    distributed.init_from_environment(device_type)
     rank = distributed.rank()
     seed_everything(opt.seed, rank)
 

@@ -16,7 +16,7 @@ import torch
 from models import schedulers
 from models.checkpointing import ModelCheckpoints
 from models.networks.layers import unwrap
-from util import convergence, cpu_allocator, distributed
+from util import convergence, distributed
 from util.devices import amp_dtype, autocast, resolve_device
 from util.image_pool import ImagePool
 
@@ -54,7 +54,6 @@ class BaseModel(ModelCheckpoints, ABC):
         self.opt = opt
         self.isTrain = opt.isTrain
         self.device = resolve_device(opt.gpu_ids, distributed.local_rank())
-        cpu_allocator.configure(getattr(opt, "cpu_allocator", "auto"))
         self.save_dir = os.path.join(opt.checkpoints_dir, opt.name)
         self.amp_dtype = amp_dtype(getattr(opt, "amp", "none"), self.device)
         self.memory_format = torch.channels_last if getattr(opt, "channels_last", False) else torch.contiguous_format

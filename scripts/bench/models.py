@@ -22,6 +22,7 @@ import torch
 
 from models import create_model
 from options.train_options import TrainOptions
+from util import cpu_allocator
 from scripts.bench.common import (MODE_FLAGS, PeakRss, add_mode_args, log, report, resolve_modes, selected_modes,
                                   start, train_flags)
 
@@ -78,6 +79,8 @@ def bench_mode(name, mode, args, checkpoints_dir):
         device = model.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        else:  # as train.py does for a CPU run; this process is the benchmark's entry point
+            cpu_allocator.configure(opt.cpu_allocator)
         batch = synthetic_batch(model, opt, args.batch_size, args.size)
 
         def train_step():
