@@ -83,6 +83,7 @@ def validate(model, loader, epoch, val_log, dashboard, rank):
     model.eval()
     scores = evaluate_model(model, loader)
     model.train()
+    model.check_finite(weights=True)  # on every rank (it agrees over them), before a `best` save below
     if rank != 0:
         return scores["l1"]
     previous = [float(r["l1"]) for r in val_log.rows()]
@@ -90,7 +91,6 @@ def validate(model, loader, epoch, val_log, dashboard, rank):
     dashboard.plot_lines("validation", epoch, {k: v for k, v in scores.items() if k in ("l1", "psnr")})
     log.info("validation after epoch %d: L1 %.4f, PSNR %.2f dB", epoch, scores["l1"], scores["psnr"])
     if not previous or scores["l1"] < min(previous):
-        model.check_finite(weights=True)
         model.save_networks("best")
         log.info("new best L1: saved best_net_*.pth")
     return scores["l1"]

@@ -258,17 +258,27 @@ class BaseModel(ModelCheckpoints, ABC):
 
     def check_finite(self, weights=False):
         """Raise `TrainingDiverged` when a loss has been non-finite since training started here or, with `weights`,
-        when a network's weights are (call it before every save: nothing non-finite is ever saved). Syncs."""
+        when a network's weights are (call it before every save: nothing non-finite is ever saved). Syncs.
+
+        Under DDP every rank calls it at the same point, and a divergence on any rank raises on all of them with
+        the same message (a rank that went on alone would wait in the next collective until the timeout)."""
+        what = distributed.first_report(self._divergence(weights))
+        if what:
+            raise TrainingDiverged.at(what, self.opt)
+
+    def _divergence(self, weights):
+        """What is non-finite in this process (see `check_finite`), or None."""
         if self._first_nonfinite is not None:
             epoch, images, index, value = self._first_nonfinite.tolist()
             if epoch >= 0:
-                raise TrainingDiverged.at(f"the loss of the {self._optimizer_name(int(index))} step was {value} at "
-                                          f"epoch {int(epoch)}, {int(images)} images into training", self.opt)
+                return (f"the loss of the {self._optimizer_name(int(index))} step was {value} at epoch {int(epoch)}, "
+                        f"{int(images)} images into training")
         if weights:
             for name, net in self.networks():
                 for key, param in unwrap(net).state_dict().items():
                     if param.is_floating_point() and not bool(torch.isfinite(param).all()):
-                        raise TrainingDiverged.at(f"network {name}'s weight {key} holds non-finite values", self.opt)
+                        return f"network {name}'s weight {key} holds non-finite values"
+        return None
 
     def _optimizer_name(self, index):
         for attr, value in vars(self).items():

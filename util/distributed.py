@@ -71,17 +71,35 @@ def gather_from_ranks(tensor):
 _control_group = None
 
 
+def _control():
+    """A gloo group over all ranks for small host-side agreements (the world itself when it is gloo)."""
+    global _control_group
+    if _control_group is None:
+        _control_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    return _control_group
+
+
 def max_over_ranks(value):
     """The largest of an integer over all ranks (every rank must call it). It goes through a gloo group on the
     CPU, so with NCCL it costs no device synchronisation."""
-    global _control_group
     if not is_distributed():
         return value
-    if _control_group is None:
-        _control_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
     tensor = torch.tensor([int(value)], dtype=torch.int64)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_control_group)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_control())
     return int(tensor.item())
+
+
+def first_report(message):
+    """The first rank's non-empty `message`, naming that rank, or None when no rank has one. Every rank must call
+    it, and every rank gets the same answer: a fault seen by one rank stops them all, with one message."""
+    if not is_distributed():
+        return message or None
+    messages = [None] * world_size()
+    dist.all_gather_object(messages, message or None, group=_control())
+    for source, text in enumerate(messages):
+        if text:
+            return f"{text} (on rank {source} of {len(messages)})"
+    return None
 
 
 def cleanup():
