@@ -29,7 +29,7 @@ from util import convergence, cpu_allocator, distributed
 from util.cli import run_main
 from util.dashboard import Dashboard
 from util.devices import seed_everything
-from util.launch import launch_local_workers, local_processes
+from util.launch import launch_local_workers, local_processes, stop_with_parent, under_torchrun
 from util.run_folder import RunFolder, RunFolderError, holds_a_run
 from util.run_logs import CsvLog, attach_log_file, setup_logging
 
@@ -140,6 +140,8 @@ def main(args=None):
     processes = local_processes(opt.gpu_ids, opt.nproc_per_node)
     if processes > 1:  # this process only starts and waits for the workers, which run this script again
         return launch_local_workers(os.path.abspath(__file__), sys.argv[1:] if args is None else args, processes)
+    if under_torchrun():
+        stop_with_parent()  # torchrun's agent killed (even by SIGKILL): this worker saves and stops, not trains on
     device_type = "cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu"  # as resolve_device decides
     with cpu_allocator.applied(opt.cpu_allocator, device_type):  # process-wide: set here, restored on return
         return train_process(options, opt, device_type)
@@ -295,11 +297,18 @@ def train(opt, model, dataset):
                 save(str(epoch), epoch + 1, 0)
             if stop.agreed():
                 break
-    except TrainingDiverged as err:
+    except RuntimeError as err:
         where = (f"The newest checkpoint, '{saved['tag']}' (epoch {saved['epoch']}, {saved['images']} images), is "
                  f"intact: resume from it with --continue_train." if saved["tag"] else
                  "This process saved no checkpoint; an earlier one, if any, is intact.")
-        raise TrainingDiverged(f"{err} {where}") from None
+        if isinstance(err, TrainingDiverged):
+            raise TrainingDiverged(f"{err} {where}") from None
+        lost = distributed.lost_peer(err)
+        if lost is None:
+            raise
+        raise distributed.PeerLost(f"another process of this run stopped ({lost}), so this one (rank {rank} of "
+                                   f"{world}) stops too; its own report, if it could give one, is above. {where}") \
+            from None
     finally:
         dashboard.close()
     return stop.exit_code if stop else 0

@@ -58,3 +58,76 @@ def test_nan_on_one_rank_stops_all_ranks_in_the_same_step_with_one_message(demo_
     assert (state["epoch"], state["total_iters"]) == (2, 8)
     assert all(torch.isfinite(v).all() for net in state["networks"].values() for v in net.values()
                if v.is_floating_point())
+
+
+def processes_of(marker):
+    """pid -> environment of the live processes whose command line holds `marker` (zombies have none)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            if marker not in command:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                pairs = [item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item]
+        except OSError:
+            continue
+        environ = {key.decode(errors="replace"): value.decode(errors="replace") for key, value in pairs}
+        environ["_command"] = command
+        found[int(entry)] = environ
+    return found
+
+
+def wait_for(condition, what, guard=240):
+    """Poll `condition` until it holds; `guard` seconds only keep a broken build from hanging the suite."""
+    deadline = time.monotonic() + guard
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("target, signum", [("launcher", signal.SIGKILL), ("launcher", signal.SIGUSR1),
+                                            ("torchrun", signal.SIGKILL), ("worker", signal.SIGKILL)])
+def test_a_killed_process_leaves_no_other_running_and_a_run_that_resumes(demo_root, tmp_path, target, signum):
+    """`train.py --nproc_per_node 2` is three levels: the launcher, torchrun's agent, two workers. Whichever of
+    them is killed, by whatever signal, the others stop (the workers with a resumable state when they still can)
+    and the lock is free again: `--continue_train` runs."""
+    marker = str(tmp_path / "ck")
+    common = ["--dataroot", demo_root, "--checkpoints_dir", marker, "--name", "run", *TINY, "--n_epochs_decay", "0",
+              "--nproc_per_node", "2"]
+    with open(tmp_path / "out.txt", "w") as out:
+        launcher = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *common, "--n_epochs", "500"],
+                                    cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=ENV)
+    try:
+        wait_for(lambda: (tmp_path / "ck" / "run" / "latest_train_state.pth").exists() or launcher.poll() is not None,
+                 "the first checkpoint")
+        running = processes_of(marker)
+        assert launcher.poll() is None and len(running) == 4, (tmp_path / "out.txt").read_text()[-3000:]
+        if target == "launcher":
+            victim = launcher.pid
+        elif target == "torchrun":
+            victim = next(pid for pid, env in running.items() if "torch.distributed.run" in env["_command"])
+        else:
+            victim = next(pid for pid, env in running.items() if env.get("RANK") == "1")
+        os.kill(victim, signum)
+        wait_for(lambda: not processes_of(marker), "every process of the run to end")
+    finally:
+        for pid in processes_of(marker):  # only when the test failed: nothing may outlive it
+            os.kill(pid, signal.SIGKILL)
+        launcher.wait()
+    text = (tmp_path / "out.txt").read_text()
+    if target == "worker":
+        assert "another process of this run stopped (Connection" in text, text[-4000:]
+        assert "so this one (rank 0 of 2) stops too" in text and "intact: resume from it" in text, text[-4000:]
+    else:  # the workers were told to stop (and saved, which the resume below relies on)
+        assert "SIGTERM received: finishing this step" in text, text[-4000:]
+    state = torch.load(tmp_path / "ck" / "run" / "latest_train_state.pth", map_location="cpu", weights_only=False)
+    epoch = state["epoch"]
+    assert 2 <= epoch < 500
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *common, "--n_epochs", str(epoch),
+                           "--continue_train"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert (tmp_path / "ck" / "run" / f"{epoch}_net_G.pth").is_file()

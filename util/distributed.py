@@ -1,5 +1,6 @@
 """Distributed helpers. torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them everything is one process."""
 import os
+import re
 
 import torch
 import torch.distributed as dist
@@ -107,3 +108,19 @@ def cleanup():
     if is_distributed():
         dist.destroy_process_group()
     _control_group = None
+
+
+# What gloo and NCCL report when another process of the group has gone (killed, crashed, its node lost).
+PEER_LOST = re.compile(r"connection (closed|reset) by peer|broken pipe|communicator was aborted|socket timeout",
+                       re.IGNORECASE)
+
+
+class PeerLost(RuntimeError):
+    """Another process of the run stopped, and this one cannot go on alone."""
+
+
+def lost_peer(err):
+    """What `err` says about a process of the group that has gone (e.g. 'Connection closed by peer'), or None when
+    it is about something else."""
+    match = PEER_LOST.search(str(err)) if is_distributed() and isinstance(err, RuntimeError) else None
+    return match.group(0) if match else None
