@@ -23,6 +23,11 @@ def local_rank():
     return int(value) if value is not None else None
 
 
+def node_rank():
+    """The node this process runs on (torchrun's GROUP_RANK); 0 without torchrun."""
+    return int(os.environ.get("GROUP_RANK", 0))
+
+
 def is_main_process():
     return rank() == 0
 
@@ -88,6 +93,22 @@ def max_over_ranks(value):
     tensor = torch.tensor([int(value)], dtype=torch.int64)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_control())
     return int(tensor.item())
+
+
+def broadcast_object(value):
+    """Rank 0's `value` (picklable), on every rank (every rank must call it)."""
+    if not is_distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0, group=_control())
+    return holder[0]
+
+
+def broadcast_from_main(tensor):
+    """Fill the CPU `tensor` with rank 0's in place, over the gloo group (every rank must call it)."""
+    if is_distributed():
+        dist.broadcast(tensor, src=0, group=_control())
+    return tensor
 
 
 def first_report(message):
