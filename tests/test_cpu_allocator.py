@@ -20,15 +20,15 @@ glibc_only = pytest.mark.skipif(cpu_allocator.glibc_version() is None, reason="t
 MEASURE = r"""
 import resource
 import torch
-def faults_of_three_64mb_tensors():
+def faults_of_three_64mb_tensors(megabytes=64):
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(12):
-        x = torch.ones(16 * 2 ** 20)
+        x = torch.ones(megabytes // 4 * 2 ** 20)
         del x
     before = faults()
     for _ in range(3):
-        x = torch.ones(16 * 2 ** 20)
+        x = torch.ones(megabytes // 4 * 2 ** 20)
         del x
     return faults() - before
 """
@@ -39,7 +39,8 @@ import json, sys
 from util import cpu_allocator
 with cpu_allocator.applied(sys.argv[1], "cpu") as mode:
     inside = faults_of_three_64mb_tensors()
-print(json.dumps({"mode": mode, "inside": inside, "after": faults_of_three_64mb_tensors()}))
+# Blocks larger than any the heap kept: malloc must decide afresh where they come from.
+print(json.dumps({"mode": mode, "inside": inside, "after": faults_of_three_64mb_tensors(megabytes=96)}))
 """
 
 # A loader worker of a process that reuses freed memory measures its own faults.
@@ -53,7 +54,7 @@ class Faults(torch.utils.data.Dataset):
     def __len__(self):
         return 1
     def __getitem__(self, index):
-        return torch.tensor(faults_of_three_64mb_tensors())
+        return torch.tensor(faults_of_three_64mb_tensors(megabytes=96))  # larger than the parent's blocks
 
 opt = types.SimpleNamespace(num_threads=1, batch_size=1, serial_batches=True, seed=None)
 with cpu_allocator.applied("reuse", "cpu"):
@@ -78,7 +79,7 @@ def test_the_default_allocator_reuses_freed_memory_and_is_put_back():
     assert system["mode"] == "system" and default["mode"] == "reuse"
     assert system["inside"] > PAGES // 2, f"the system allocator faulted only {system['inside']} pages"
     assert default["inside"] < system["inside"] // 20, (default, system)
-    # Restored on leaving: fresh mappings again.
+    # Restored on leaving: fresh mappings again (96 MB blocks).
     assert default["after"] > PAGES // 2, f"after `applied`, malloc still reused memory: {default}"
 
 

@@ -12,6 +12,7 @@ on CUDA; on the CPU it is the highest resident set sampled during the mode, minu
 compile modes, `compile_s` is its excess over a steady step.
 """
 import argparse
+import contextlib
 import gc
 import shlex
 import statistics
@@ -73,14 +74,14 @@ def timed(fn, device, warmup, repeats):
 def bench_mode(name, mode, args, checkpoints_dir):
     """Train-step and inference throughput and peak memory of one mode."""
     gc.collect()
-    with PeakRss() as mem:
+    with PeakRss() as mem, contextlib.ExitStack() as process_settings:
         model, opt = build_model(name, args.size, args.batch_size, MODE_FLAGS[mode], checkpoints_dir,
                                  shlex.split(args.extra))
         device = model.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        else:  # as train.py does for a CPU run; this process is the benchmark's entry point
-            cpu_allocator.configure(opt.cpu_allocator)
+        # As train.py does for a CPU run, and put back after the mode: this process is the benchmark's entry point.
+        process_settings.enter_context(cpu_allocator.applied(opt.cpu_allocator, device.type))
         batch = synthetic_batch(model, opt, args.batch_size, args.size)
 
         def train_step():
