@@ -11,12 +11,14 @@ import logging
 import os
 import sys
 
+import torch
 from tqdm import tqdm
 
 from data import create_dataloader, create_dataset
 from data.transforms import test_size_note
 from models import create_model
 from options.test_options import TestOptions
+from util import cpu_allocator
 from util.devices import seed_everything
 from util.html import HTML, replacing_images, save_images
 from util.result_files import ResultNames
@@ -36,6 +38,13 @@ def main(args=None):
     check_trained(opt.run_dir, f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch,
                   lambda drop, add: options.retry_command(options.parser, given, drop, add))
     opt.num_threads = min(opt.num_threads, 2)
+    device_type = "cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu"  # as resolve_device decides
+    with cpu_allocator.applied(opt.cpu_allocator, device_type):  # process-wide: set here, restored on return
+        return test_process(options, opt)
+
+
+def test_process(options, opt):
+    """Load the run's networks and write the split's results."""
     seed_everything(0 if opt.seed is None else opt.seed)
     size_note = test_size_note(opt)
     if size_note:

@@ -26,11 +26,11 @@ from models import create_model
 from models.base_model import TrainingDiverged
 from options.resume import shown
 from options.train_options import TrainOptions
-from util import convergence, distributed
+from util import convergence, cpu_allocator, distributed
 from util.cli import run_main
 from util.dashboard import Dashboard
 from util.devices import seed_everything
-from util.launch import launch_local_workers, local_processes
+from util.launch import launch_local_workers, local_processes, stop_with_parent, under_torchrun
 from util.run_folder import RunFolder, RunFolderError, holds_a_run
 from util.run_lookup import check_resumable
 from util.run_logs import CsvLog, attach_log_file, setup_logging
@@ -96,6 +96,7 @@ def validate(model, loader, epoch, val_log, dashboard, rank):
     model.eval()
     scores = evaluate_model(model, loader)
     model.train()
+    model.check_finite(weights=True)  # on every rank (it agrees over them), before a `best` save below
     if rank != 0:
         return scores["l1"]
     previous = [float(r["l1"]) for r in val_log.rows()]
@@ -103,7 +104,6 @@ def validate(model, loader, epoch, val_log, dashboard, rank):
     dashboard.plot_lines("validation", epoch, {k: v for k, v in scores.items() if k in ("l1", "psnr")})
     log.info("validation after epoch %d: L1 %.4f, PSNR %.2f dB", epoch, scores["l1"], scores["psnr"])
     if not previous or scores["l1"] < min(previous):
-        model.check_finite(weights=True)
         model.save_networks("best")
         log.info("new best L1: saved best_net_*.pth")
     return scores["l1"]
@@ -155,7 +155,16 @@ def main(args=None):
     processes = local_processes(opt.gpu_ids, opt.nproc_per_node)
     if processes > 1:  # this process only starts and waits for the workers, which run this script again
         return launch_local_workers(os.path.abspath(__file__), sys.argv[1:] if args is None else args, processes)
-    distributed.init_from_environment("cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu")
+    if under_torchrun():
+        stop_with_parent()  # torchrun's agent killed (even by SIGKILL): this worker saves and stops, not trains on
+    device_type = "cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu"  # as resolve_device decides
+    with cpu_allocator.applied(opt.cpu_allocator, device_type):  # process-wide: set here, restored on return
+        return train_process(options, opt, device_type, sys.argv[1:] if args is None else list(args))
+
+
+def train_process(options, opt, device_type, given):
+    """This process's part of the run: alone, or one rank under torchrun; `given` is the command's arguments."""
+    distributed.init_from_environment(device_type)
     rank = distributed.rank()
     seed_everything(opt.seed, rank)
 
@@ -163,7 +172,6 @@ def main(args=None):
     run = RunFolder(opt.run_dir, locking=opt.lock)
     run.check_new_run(opt.continue_train, opt.start_over, probe_lock=rank == 0)  # rank 0 takes the lock
     if opt.continue_train:  # the state to resume, before any data or network is built
-        given = sys.argv[1:] if args is None else list(args)
         check_resumable(opt.run_dir, f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch,
                         lambda drop, add: options.retry_command(options.parser, given, drop, add))
     dataset = create_dataset(opt)
@@ -177,7 +185,7 @@ def main(args=None):
                     "is left as it is.\nTo train on, pass larger totals (the schedule is re-planned for them), "
                     "e.g.:\n  %s",
                     opt.run_dir, done, opt.n_epochs, opt.n_epochs_decay,
-                    options.retry_command(options.parser, sys.argv[1:] if args is None else args,
+                    options.retry_command(options.parser, given,
                                           ("--n_epochs", "--n_epochs_decay"),
                                           ("--n_epochs", done - opt.n_epochs_decay + max(1, done // 2),
                                            "--n_epochs_decay", opt.n_epochs_decay)))
@@ -322,12 +330,21 @@ def train(opt, model, dataset):
                                               run_outcome.resume_command(sys.argv[1:]), within_epoch=False)
                 break
         outcome = outcome or run_outcome.finished(epoch, last_epoch)
-    except TrainingDiverged as err:
+    except RuntimeError as err:
         where = (f"The newest checkpoint, '{saved['tag']}' (epoch {saved['epoch']}, {saved['images']} images), is "
                  f"intact: resume from it with --continue_train." if saved["tag"] else
                  "This process saved no checkpoint; an earlier one, if any, is intact.")
-        outcome = run_outcome.failed(f"{err} {where}")
-        raise TrainingDiverged(f"{err} {where}") from None
+        if isinstance(err, TrainingDiverged):
+            outcome = run_outcome.failed(f"{err} {where}")
+            raise TrainingDiverged(f"{err} {where}") from None
+        lost = distributed.lost_peer(err)
+        if lost is None:
+            outcome = run_outcome.failed(err)
+            raise
+        message = (f"another process of this run stopped ({lost}), so this one (rank {rank} of {world}) stops too; "
+                   f"its own report, if it could give one, is above. {where}")
+        outcome = run_outcome.failed(message)
+        raise distributed.PeerLost(message) from None
     except BaseException as err:
         outcome = run_outcome.failed(err)
         raise

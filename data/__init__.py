@@ -12,7 +12,7 @@ import torch
 import torch.utils.data
 
 from data.base_dataset import BaseDataset
-from util import distributed
+from util import cpu_allocator, distributed
 from util.registry import find_class
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,14 @@ class EpochSamples(torch.utils.data.Dataset):
         return sample
 
 
+def start_worker(worker_id):
+    """A loader worker's start: the system's allocator (util.cpu_allocator.reset_in_worker)."""
+    cpu_allocator.reset_in_worker(worker_id)
+
+
 def seed_worker(worker_id):
-    """Seed Python's and NumPy's RNGs in a loader worker from the seed torch gave it."""
+    """Seed Python's and NumPy's RNGs in a loader worker from the seed torch gave it (after `start_worker`)."""
+    start_worker(worker_id)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
@@ -114,5 +120,5 @@ def create_dataloader(dataset, opt, *, shuffle=None, sampler=None, drop_last=Fal
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
         generator=generator,
-        worker_init_fn=seed_worker if seeded else None,
+        worker_init_fn=seed_worker if seeded else start_worker,
     )

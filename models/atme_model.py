@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from einops import reduce
 
+from models.atme import node_pool
 from models.atme.blocks import WBlock
 from models.atme.diffusion_unet import DiffusionUNet
 from models.atme.pool import EpochPool, test_time_maps
@@ -112,6 +113,7 @@ class AtmeModel(BaseModel):
             opt.init_type, opt.init_gain)
         self.netW = init_weights(WBlock(), opt.init_type, opt.init_gain) if self.feedback else None
         self.disc_pool = None
+        self.writes_pool = distributed.is_main_process()  # rank 0, and one process per other node (node_pool)
         self.sample_index = None
         # Test-time maps repeat from run to run (and from the same --seed).
         self.test_generator = torch.Generator().manual_seed(0 if opt.seed is None else int(opt.seed))
@@ -161,7 +163,11 @@ class AtmeModel(BaseModel):
                 self.disc_pool = EpochPool.create(self.save_dir, num_images, self.map_size, first_epoch=epoch,
                                                   seed=seed)
         distributed.barrier()
-        if not distributed.is_main_process():
+        if distributed.is_distributed() and node_pool.node_count() > 1:
+            # Other nodes must not trust the shared file system: they get copies through the process group.
+            self.disc_pool = node_pool.share_pool(self.disc_pool, self.save_dir, num_images, self.map_size, epoch)
+            self.writes_pool = distributed.is_main_process() or node_pool.keeps_node_copy()
+        elif not distributed.is_main_process():
             self.disc_pool = EpochPool.open(self.save_dir, num_images, self.map_size, epoch)
         self.disc_pool.set_epoch(epoch)
 
@@ -331,9 +337,10 @@ class AtmeModel(BaseModel):
             maps = torch.sigmoid(maps)
         indices = torch.as_tensor(self.sample_index, dtype=torch.long, device=maps.device).reshape(-1)
         if distributed.is_distributed():
-            # The pool gets every rank's maps; rank 0 writes them (the run folder is shared by all processes).
+            # The pool gets every rank's maps; rank 0 writes them (the run folder is shared by all processes), and
+            # on several nodes one process per other node writes them to its node's copy (models/atme/node_pool.py).
             indices, maps = distributed.gather_from_ranks(indices), distributed.gather_from_ranks(maps)
-            if not distributed.is_main_process():
+            if not self.writes_pool:
                 return
         self.disc_pool.write_deferred(indices, maps)
 

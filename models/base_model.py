@@ -17,7 +17,7 @@ from models import inference, schedulers
 from models.checkpointing import ModelCheckpoints
 from models.networks.generators import generator_size_rule
 from models.networks.layers import unwrap
-from util import convergence, cpu_allocator, distributed
+from util import convergence, distributed
 from util.devices import amp_dtype, autocast, resolve_device
 from util.image_pool import ImagePool
 
@@ -59,7 +59,6 @@ class BaseModel(ModelCheckpoints, ABC):
         self.opt = opt
         self.isTrain = opt.isTrain
         self.device = resolve_device(opt.gpu_ids, distributed.local_rank())
-        cpu_allocator.configure(getattr(opt, "cpu_allocator", "auto"))
         self.save_dir = os.path.join(opt.checkpoints_dir, opt.name)
         self.amp_dtype = amp_dtype(getattr(opt, "amp", "none"), self.device)
         self.memory_format = torch.channels_last if getattr(opt, "channels_last", False) else torch.contiguous_format
@@ -304,17 +303,27 @@ class BaseModel(ModelCheckpoints, ABC):
 
     def check_finite(self, weights=False):
         """Raise `TrainingDiverged` when a loss has been non-finite since training started here or, with `weights`,
-        when a network's weights are (call it before every save: nothing non-finite is ever saved). Syncs."""
+        when a network's weights are (call it before every save: nothing non-finite is ever saved). Syncs.
+
+        Under DDP every rank calls it at the same point, and a divergence on any rank raises on all of them with
+        the same message (a rank that went on alone would wait in the next collective until the timeout)."""
+        what = distributed.first_report(self._divergence(weights))
+        if what:
+            raise TrainingDiverged.at(what, self.opt)
+
+    def _divergence(self, weights):
+        """What is non-finite in this process (see `check_finite`), or None."""
         if self._first_nonfinite is not None:
             epoch, images, index, value = self._first_nonfinite.tolist()
             if epoch >= 0:
-                raise TrainingDiverged.at(f"the loss of the {self._optimizer_name(int(index))} step was {value} at "
-                                          f"epoch {int(epoch)}, {int(images)} images into training", self.opt)
+                return (f"the loss of the {self._optimizer_name(int(index))} step was {value} at epoch {int(epoch)}, "
+                        f"{int(images)} images into training")
         if weights:
             for name, net in self.networks():
                 for key, param in unwrap(net).state_dict().items():
                     if param.is_floating_point() and not bool(torch.isfinite(param).all()):
-                        raise TrainingDiverged.at(f"network {name}'s weight {key} holds non-finite values", self.opt)
+                        return f"network {name}'s weight {key} holds non-finite values"
+        return None
 
     def _optimizer_name(self, index):
         for attr, value in vars(self).items():

@@ -11,8 +11,12 @@ higher, as freed blocks are kept and posix_memalign's remainders split some of t
     reuse   as above; refused where the C library is not glibc
     system  leave the allocator as it is
 
-The setting is process-wide and made once; the modes are applied by `configure`, which BaseModel calls.
+The setting is process-wide, so it is the entry point's decision (train.py, test.py, the benchmarks): `applied`
+sets it for a CPU run while the block runs and puts malloc back on return; a GPU run leaves it alone (its large
+blocks live on the device). Loader workers are forked from the process and would inherit it; their
+`worker_init_fn` calls `reset_in_worker`, so they keep the system's allocator.
 """
+import contextlib
 import ctypes
 import logging
 import os
@@ -25,6 +29,9 @@ MODES = ("auto", "reuse", "system")
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 TRIM_NEVER = 2 ** 31 - 1  # mallopt takes an int: the largest free top of the heap that is kept (2 GB)
+# glibc's own values (malloc(3), mallopt(3)) and the environment variables that change them at start.
+SYSTEM_DEFAULTS = ((M_MMAP_MAX, "MALLOC_MMAP_MAX_", "glibc.malloc.mmap_max", 65536),
+                   (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold", 128 * 1024))
 
 REUSE_NEEDS_GLIBC = ("--cpu_allocator reuse configures glibc's malloc, and this process does not run on glibc: "
                      "use --cpu_allocator auto or system")
@@ -65,3 +72,56 @@ def configure(mode):
         log.info("CPU allocator: freed memory is kept for reuse (glibc %s; --cpu_allocator system leaves "
                  "malloc as it is)", version)
     return _applied
+
+
+def in_effect():
+    """'reuse' while this process keeps freed memory for reuse, else 'system'."""
+    return _applied or "system"
+
+
+def _start_value(variable, tunable, default, environ):
+    """What glibc started this process with for one parameter: GLIBC_TUNABLES, else MALLOC_*_, else its default."""
+    for item in environ.get("GLIBC_TUNABLES", "").split(":"):
+        key, _, value = item.partition("=")
+        if key == tunable and value.isdigit():
+            return int(value)
+    value = environ.get(variable, "")
+    return int(value) if value.isdigit() else default
+
+
+def restore(environ=None):
+    """Put malloc back as the process started (the values of SYSTEM_DEFAULTS, or those the environment set) and
+    give the kept memory back to the OS. glibc's sliding mmap threshold stays where it had got to."""
+    global _applied
+    if _applied != "reuse":
+        return
+    environ = os.environ if environ is None else environ
+    libc = ctypes.CDLL(None)
+    for parameter, variable, tunable, default in SYSTEM_DEFAULTS:
+        libc.mallopt(parameter, _start_value(variable, tunable, default, environ))
+    libc.malloc_trim(0)
+    _applied = None
+    log.debug("CPU allocator: back to the system's settings")
+
+
+@contextlib.contextmanager
+def applied(mode, device_type):
+    """Apply --cpu_allocator `mode` while the block runs when `device_type` is 'cpu'; restore malloc on return.
+    Yields what is in effect. On CUDA nothing changes: the setting is for the host's activations."""
+    if device_type != "cpu":
+        log.debug("--cpu_allocator %s: not applied, the run is on %s", mode, device_type)
+        yield in_effect()
+        return
+    before = _applied
+    now = configure(mode)
+    try:
+        yield now
+    finally:
+        if before != "reuse":
+            restore()
+
+
+def reset_in_worker(worker_id=None):
+    """A data loader worker's start: it keeps the system's allocator even when its parent reuses freed memory
+    (a worker holds a few images at a time; reuse would only raise its resident memory)."""
+    restore()

@@ -1,5 +1,6 @@
 """Distributed helpers. torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them everything is one process."""
 import os
+import re
 
 import torch
 import torch.distributed as dist
@@ -20,6 +21,11 @@ def world_size():
 def local_rank():
     value = os.environ.get("LOCAL_RANK")
     return int(value) if value is not None else None
+
+
+def node_rank():
+    """The node this process runs on (torchrun's GROUP_RANK); 0 without torchrun."""
+    return int(os.environ.get("GROUP_RANK", 0))
 
 
 def is_main_process():
@@ -71,17 +77,51 @@ def gather_from_ranks(tensor):
 _control_group = None
 
 
+def _control():
+    """A gloo group over all ranks for small host-side agreements (the world itself when it is gloo)."""
+    global _control_group
+    if _control_group is None:
+        _control_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    return _control_group
+
+
 def max_over_ranks(value):
     """The largest of an integer over all ranks (every rank must call it). It goes through a gloo group on the
     CPU, so with NCCL it costs no device synchronisation."""
-    global _control_group
     if not is_distributed():
         return value
-    if _control_group is None:
-        _control_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
     tensor = torch.tensor([int(value)], dtype=torch.int64)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_control_group)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_control())
     return int(tensor.item())
+
+
+def broadcast_object(value):
+    """Rank 0's `value` (picklable), on every rank (every rank must call it)."""
+    if not is_distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0, group=_control())
+    return holder[0]
+
+
+def broadcast_from_main(tensor):
+    """Fill the CPU `tensor` with rank 0's in place, over the gloo group (every rank must call it)."""
+    if is_distributed():
+        dist.broadcast(tensor, src=0, group=_control())
+    return tensor
+
+
+def first_report(message):
+    """The first rank's non-empty `message`, naming that rank, or None when no rank has one. Every rank must call
+    it, and every rank gets the same answer: a fault seen by one rank stops them all, with one message."""
+    if not is_distributed():
+        return message or None
+    messages = [None] * world_size()
+    dist.all_gather_object(messages, message or None, group=_control())
+    for source, text in enumerate(messages):
+        if text:
+            return f"{text} (on rank {source} of {len(messages)})"
+    return None
 
 
 def cleanup():
@@ -89,3 +129,19 @@ def cleanup():
     if is_distributed():
         dist.destroy_process_group()
     _control_group = None
+
+
+# What gloo and NCCL report when another process of the group has gone (killed, crashed, its node lost).
+PEER_LOST = re.compile(r"connection (closed|reset) by peer|broken pipe|communicator was aborted|socket timeout",
+                       re.IGNORECASE)
+
+
+class PeerLost(RuntimeError):
+    """Another process of the run stopped, and this one cannot go on alone."""
+
+
+def lost_peer(err):
+    """What `err` says about a process of the group that has gone (e.g. 'Connection closed by peer'), or None when
+    it is about something else."""
+    match = PEER_LOST.search(str(err)) if is_distributed() and isinstance(err, RuntimeError) else None
+    return match.group(0) if match else None

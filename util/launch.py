@@ -2,8 +2,11 @@
 
 The script re-runs itself, with the same arguments, under `python -m torch.distributed.run --standalone`, so
 every worker takes the same DistributedDataParallel path as a hand-written torchrun command. Several nodes
-still need torchrun itself.
+still need torchrun itself. No process outlives the one above it: torchrun and every worker get SIGTERM from the
+kernel when their parent ends (`stop_with_parent`), so killing the launcher by any signal stops the run with a
+resumable state.
 """
+import ctypes
 import logging
 import os
 import signal
@@ -19,6 +22,30 @@ log = logging.getLogger(__name__)
 # Signals passed on to the workers: SIGINT and SIGTERM make them save a resumable state (train.StopRequest);
 # SIGHUP is what torchrun's agent would get from a closing terminal.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def stop_with_parent(signum=signal.SIGTERM):
+    """Have the kernel send `signum` to this process when its parent ends, however it ends (SIGKILL included), so
+    no process of a run trains on as an orphan. Linux only (prctl); elsewhere nothing happens. Called in torchrun
+    before it starts (by the launcher) and in every worker under torchrun, whose agent starts them in sessions of
+    their own. SIGTERM makes a worker finish its step and save a resumable state."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before the request took effect: as if the signal had come
+        os.kill(os.getpid(), signum)
+
+
+def under_torchrun(environ=None):
+    """Whether this process is a worker started by torchrun's agent."""
+    return "TORCHELASTIC_RUN_ID" in (os.environ if environ is None else environ)
 
 
 def local_processes(gpu_ids, nproc_per_node, environ=None):
@@ -105,7 +132,8 @@ def launch_local_workers(script, argv, processes):
     try:
         # torchrun runs in a session of its own so that a terminal's Ctrl-C reaches it once, through here, and
         # not also directly; its agent passes the signal on to the workers.
-        children.append(subprocess.Popen(command, env=env, start_new_session=True))
+        # It also ends when this process ends, however that happens (its agent then stops the workers).
+        children.append(subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=stop_with_parent))
         for signum in pending:
             os.killpg(children[0].pid, signum)
         code = children[0].wait()

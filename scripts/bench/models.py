@@ -12,6 +12,7 @@ on CUDA; on the CPU it is the highest resident set sampled during the mode, minu
 compile modes, `compile_s` is its excess over a steady step.
 """
 import argparse
+import contextlib
 import gc
 import os
 import shlex
@@ -26,6 +27,7 @@ if not __package__:  # run as `python scripts/bench/models.py`: import the proje
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from models import create_model
 from options.train_options import TrainOptions
+from util import cpu_allocator
 from scripts.bench.common import (MODE_FLAGS, PeakRss, add_mode_args, log, report, resolve_modes, selected_modes,
                                   start, train_flags)
 
@@ -76,12 +78,14 @@ def timed(fn, device, warmup, repeats):
 def bench_mode(name, mode, args, checkpoints_dir):
     """Train-step and inference throughput and peak memory of one mode."""
     gc.collect()
-    with PeakRss() as mem:
+    with PeakRss() as mem, contextlib.ExitStack() as process_settings:
         model, opt = build_model(name, args.size, args.batch_size, MODE_FLAGS[mode], checkpoints_dir,
                                  shlex.split(args.extra))
         device = model.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        # As train.py does for a CPU run, and put back after the mode: this process is the benchmark's entry point.
+        process_settings.enter_context(cpu_allocator.applied(opt.cpu_allocator, device.type))
         batch = synthetic_batch(model, opt, args.batch_size, args.size)
 
         def train_step():

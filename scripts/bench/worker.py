@@ -67,6 +67,7 @@ class Session:
         if hasattr(self.model, "attach_run_state"):  # versions that open run state (ATME's pool) apart from setup
             self.model.attach_run_state(opt)
         self.device = torch.device(getattr(self.model, "device", "cpu"))
+        apply_cpu_allocator(opt, self.device)
         return {"models_file": os.path.abspath(models.__file__), "device": str(self.device),
                 "threads": torch.get_num_threads(), "images": len(dataset)}
 
@@ -115,6 +116,17 @@ class Session:
         if op == "quit":
             return {}
         raise ValueError(f"unknown request {op!r}")
+
+
+def apply_cpu_allocator(opt, device):
+    """The checkout's --cpu_allocator for the rest of this process, as its train.py applies it to a CPU run.
+    Versions without `util.cpu_allocator.applied` set it in the model's constructor, or have no such flag."""
+    try:
+        from util import cpu_allocator
+    except ImportError:
+        return
+    if hasattr(cpu_allocator, "applied") and device.type == "cpu":
+        cpu_allocator.configure(getattr(opt, "cpu_allocator", "auto"))
 
 
 def release_freed_memory():
