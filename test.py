@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from data import create_dataloader, create_dataset
 from models import create_model
+from models.export_graph import graph_forward, open_runtime
 from options.test_options import TestOptions
 from util.devices import seed_everything
 from util.html import HTML, replacing_images, save_images
@@ -35,6 +36,8 @@ def main(args=None):
     if opt.eval:
         model.eval()
     tag = f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch
+    # --backend onnxruntime/openvino: the run's exported graph replaces the torch generator in the test step.
+    runtime = None if opt.backend == "torch" else open_runtime(model, tag, opt.backend, opt.precision)
     web_dir = os.path.join(opt.results_dir, opt.name, f"{opt.phase}_{tag}")
     limit = len(dataset) if opt.num_test is None else min(opt.num_test, len(dataset))
     done = 0
@@ -48,7 +51,10 @@ def main(args=None):
                 if done >= limit:
                     break
                 model.set_input(batch)
-                model.test()
+                if runtime is None:
+                    model.test()
+                else:
+                    graph_forward(model, runtime)
                 visuals = model.get_current_visuals()
                 paths = model.get_image_paths()
                 take = min(len(paths), limit - done)

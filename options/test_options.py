@@ -27,6 +27,11 @@ class TestOptions(BaseOptions):
         g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
         add_bool_flag(g, "--channels_last", help="channels-last memory format")
         add_bool_flag(g, "--compile", help="torch.compile the networks")
+        g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                       help="what runs the generator: PyTorch, or the run's exported ONNX graph (python -m "
+                            "scripts.tools.export) on ONNX Runtime or OpenVINO")
+        g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                       help="--backend openvino: bf16 on CPUs with native bf16 (faster, not exact: see README)")
         return parser
 
     def parse(self, args=None):
@@ -78,6 +83,14 @@ class TestOptions(BaseOptions):
         opt.no_flip = True
         opt.serial_batches = True
         opt.run_dir = run_dir(opt)
+        if opt.backend != "torch":
+            torch_only = [f"--{k}" for k in ("compile", "channels_last") if getattr(opt, k)]
+            torch_only += ["--amp"] if opt.amp != "none" else []
+            if torch_only:
+                parser.error(f"{', '.join(torch_only)} apply to --backend torch; --backend {opt.backend} runs the "
+                             f"exported graph (for bf16 use --backend openvino --precision bf16)")
+        if opt.precision != "fp32" and opt.backend != "openvino":
+            parser.error(f"--precision {opt.precision} needs --backend openvino")
         return opt
 
     def save(self, opt, directory):

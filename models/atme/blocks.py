@@ -233,7 +233,7 @@ class WBlock(nn.Module):
     def forward(self, d_map, out_size):
         if d_map.dim() != 4:
             raise ValueError(f"W expects a discriminator map of shape (B, C, h, w), got {tuple(d_map.shape)}")
-        out_size = (int(out_size[0]), int(out_size[1]))
+        out_size = (out_size[0], out_size[1])  # no int(): under torch.export the sizes stay symbolic (ONNX)
         if min(out_size) < 4:
             raise ValueError(f"W needs an output of at least 4x4 pixels, got {out_size}; raise --crop_size")
         x = d_map
