@@ -86,14 +86,21 @@ class NoFeedbackGraph(nn.Module):
 
 
 class GeneratorGraph(nn.Module):
-    """A generator called as net(*inputs) (pix2pix: the image; SEGAN: the image and the code)."""
+    """pix2pix: output = G(image)."""
 
     def __init__(self, net_g):
         super().__init__()
         self.net_g = net_g
 
-    def forward(self, *inputs):
-        return self.net_g(*inputs)
+    def forward(self, image):
+        return self.net_g(image)
+
+
+class CodeGeneratorGraph(GeneratorGraph):
+    """SEGAN: output = G(image, code)."""
+
+    def forward(self, image, code):
+        return self.net_g(image, code)
 
 
 def image_input(channels):
@@ -161,7 +168,7 @@ def graph_spec(model):
         code = TensorSpec("code", "B,nz", nz, ["N(0, 1)"],
                           f"the latent code z, {nz} values per image drawn from N(0, I); test.py draws them with "
                           f"--sample_seed")
-        return GraphSpec(family, GeneratorGraph(net_g), [image_input(opt.input_nc), code], [output_spec(opt.output_nc)],
+        return GraphSpec(family, CodeGeneratorGraph(net_g), [image_input(opt.input_nc), code], [output_spec(opt.output_nc)],
                          stride, stride, f"SEGAN's {net_g.num_downs}-level U-Net", make_extra_inputs=codes)
     rule = generator_size_rule(net_g) or (1, 1, f"--netG {opt.netG}")
     return GraphSpec(family, GeneratorGraph(net_g), [image_input(opt.input_nc)], [output_spec(opt.output_nc)],

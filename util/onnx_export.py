@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import warnings
 
@@ -85,8 +86,10 @@ def to_onnx(module, feeds, output_names, path, opset=None):
                                         optimize=True, verbose=False, **kwargs)
             program.save(path)
     except Exception as err:  # the exporter raises many kinds; the user needs the message, not the kind
-        raise ExportError(f"torch.onnx could not export the network: {type(err).__name__}: "
-                          f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from err
+        cause = err.__cause__ or err
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).strip()
+        raise ExportError(f"torch.onnx could not export the network: {type(cause).__name__}: "
+                          f"{text.splitlines()[0] if text else ''} (--verbose shows the whole report)") from err
     finally:
         for logger, level in zip(quiet, levels):
             logger.setLevel(level)
