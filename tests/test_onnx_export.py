@@ -204,3 +204,28 @@ def test_runtime_flags_are_checked(exported, demo_root, tmp_path):
     proc = test_main(*base, "--name", "atme", "--backend", "onnxruntime", "--precision", "bf16", check=False)
     assert proc.returncode == 2 and "needs --backend openvino" in proc.stderr
     assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.slow  # the paper-size ATME generator (35.8 M parameters): a minute or more to trace and check
+def test_paper_size_atme_exports_and_matches_torch(demo_root, tmp_path):
+    checkpoints = str(tmp_path / "ck")
+    opt = stored_train_options(["--dataroot", demo_root, "--checkpoints_dir", checkpoints, "--name", "paper",
+                                "--model", "atme", "--load_size", "256", "--crop_size", "256", "--gpu_ids", "-1",
+                                "--display_id", "0", "--no_html", "--num_threads", "0"])
+    opt.dataset_size = 8
+    torch.manual_seed(0)
+    model = create_model(opt)
+    model.setup(opt)
+    model.save_networks("latest")
+    export(checkpoints, "paper")
+    meta = json.load(open(graph_paths(os.path.join(checkpoints, "paper"), "latest")[1]))
+    assert meta["options"]["dim_mults"] == [1, 2, 4, 8] and meta["size_multiple"] == 8
+    assert meta["disc_prev_size"]["example"] == {"image": [256, 256], "map": [30, 30]}
+    assert all(v <= TOLERANCE for p in meta["parity"] for v in p["max_abs_difference"].values())
+    test, _ = test_model(demo_root, checkpoints, "paper")
+    batch = a_batch(demo_root, 128, 192)  # neither the exported size nor square
+    expected = visuals_after(test, batch)
+    for backend in ("onnxruntime", "openvino"):
+        got = visuals_after(test, batch, open_runtime(test, "latest", backend))
+        for key in ("fake_B", "W", "noisy_A"):
+            assert float((got[key] - expected[key]).abs().max()) <= TOLERANCE, (backend, key)

@@ -23,13 +23,15 @@ def _to_numpy(tensor):
 class OnnxRuntimeRunner:
     """An ONNX Runtime session with all graph optimisations on."""
 
-    def __init__(self, path, threads=None, profile_prefix=None):
+    def __init__(self, path, threads=None, profile_prefix=None, spinning=True):
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if not spinning:  # idle threads sleep instead of busy-waiting, so other work in the process gets the cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if profile_prefix:
             options.enable_profiling = True
             options.profile_file_prefix = profile_prefix
