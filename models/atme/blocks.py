@@ -143,6 +143,15 @@ class ResnetBlock(nn.Module):
         return h + self.res_conv(x)
 
 
+def project_qkv(to_qkv, x):
+    """(q, k, v) from the bias-free 1x1 conv `to_qkv`. In an exported graph (torch.export, for ONNX) as three
+    convolutions by the thirds of its weight, the same numbers: a Split of the full-resolution output is what
+    OpenVINO's CPU plugin runs with a reference kernel (17% of ATME's fp32 inference at 256x256, 40% in bf16)."""
+    if torch.compiler.is_exporting():
+        return tuple(F.conv2d(x, weight) for weight in to_qkv.weight.chunk(3, dim=0))
+    return to_qkv(x).chunk(3, dim=1)
+
+
 class LinearAttention(nn.Module):
     """Attention linear in the number of pixels (softmax over features for q, over pixels for k)."""
 
@@ -156,7 +165,7 @@ class LinearAttention(nn.Module):
 
     def forward(self, x):
         _, _, height, width = x.shape
-        qkv = self.to_qkv(x).chunk(3, dim=1)
+        qkv = project_qkv(self.to_qkv, x)
         q, k, v = (rearrange(t, "b (heads c) x y -> b heads c (x y)", heads=self.heads) for t in qkv)
         q = q.softmax(dim=-2)
         k = k.softmax(dim=-1)
@@ -181,7 +190,7 @@ class Attention(nn.Module):
 
     def forward(self, x):
         _, _, height, width = x.shape
-        qkv = self.to_qkv(x).chunk(3, dim=1)
+        qkv = project_qkv(self.to_qkv, x)
         q, k, v = (rearrange(t, "b (heads c) x y -> b heads c (x y)", heads=self.heads) for t in qkv)
         sim = torch.einsum("b h d i, b h d j -> b h i j", q * self.scale, k)
         attn = sim.softmax(dim=-1)
