@@ -229,3 +229,17 @@ def test_paper_size_atme_exports_and_matches_torch(demo_root, tmp_path):
         got = visuals_after(test, batch, open_runtime(test, "latest", backend))
         for key in ("fake_B", "W", "noisy_A"):
             assert float((got[key] - expected[key]).abs().max()) <= TOLERANCE, (backend, key)
+
+
+@pytest.mark.parametrize("name", ["atme", "segan", "pix2pix_resnet"])
+def test_image_callable_is_the_padded_image_contract(exported, demo_root, name):
+    """image_callable(model, run): a padded (B, C, H, W) image in [-1, 1] -> the output test() gives for it."""
+    from models.export_graph import image_callable
+    model, _ = test_model(demo_root, exported, name)
+    batch = a_batch(demo_root, 64, 96)
+    visuals_after(model, batch)
+    expected = model.fake_B.clone()  # SEGAN: the first code's output
+    if hasattr(model, "test_generator"):
+        model.test_generator.manual_seed(0)
+    got = image_callable(model, open_runtime(model, "latest", "onnxruntime"))(batch["A"])
+    assert got.shape == expected.shape and float((got - expected).abs().max()) <= TOLERANCE
