@@ -146,7 +146,8 @@ class ResnetBlock(nn.Module):
 def project_qkv(to_qkv, x):
     """(q, k, v) from the bias-free 1x1 conv `to_qkv`. In an exported graph (torch.export, for ONNX) as three
     convolutions by the thirds of its weight, the same numbers: a Split of the full-resolution output is what
-    OpenVINO's CPU plugin runs with a reference kernel (17% of ATME's fp32 inference at 256x256, 40% in bf16)."""
+    OpenVINO's CPU plugin runs with a reference kernel (17% of ATME's fp32 inference at 256x256 and 40% in bf16
+    on a 2-core AVX512-BF16/AMX Xeon; `python -m scripts.bench.backends --model atme --profile DIR`)."""
     if torch.compiler.is_exporting():
         return tuple(F.conv2d(x, weight) for weight in to_qkv.weight.chunk(3, dim=0))
     return to_qkv(x).chunk(3, dim=1)
