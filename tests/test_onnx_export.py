@@ -243,3 +243,14 @@ def test_image_callable_is_the_padded_image_contract(exported, demo_root, name):
         model.test_generator.manual_seed(0)
     got = image_callable(model, open_runtime(model, "latest", "onnxruntime"))(batch["A"])
     assert got.shape == expected.shape and float((got - expected).abs().max()) <= TOLERANCE
+
+
+def test_atme_graph_splits_no_convolution_output(exported):
+    """q, k, v come from three convolutions: no Split of a full-resolution conv output, which OpenVINO's CPU
+    plugin runs with a reference kernel (README: the ATME profile)."""
+    import onnx
+    graph = onnx.load(graph_paths(os.path.join(exported, "atme"), "latest")[0]).graph
+    producer = {output: node.op_type for node in graph.node for output in node.output}
+    split_inputs = [producer.get(node.input[0]) for node in graph.node if node.op_type == "Split"]
+    assert "Conv" not in split_inputs
+    assert sum(node.op_type == "Conv" for node in graph.node) > 10
