@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from data import create_dataloader, create_dataset
 from models import create_model
-from models.export_graph import graph_forward, open_runtime
+from models.export_graph import graph_forward, open_backend
 from options.test_options import TestOptions
 from util.devices import seed_everything
 from util.html import HTML, replacing_images, save_images
@@ -37,7 +37,7 @@ def main(args=None):
         model.eval()
     tag = f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch
     # --backend onnxruntime/openvino: the run's exported graph replaces the torch generator in the test step.
-    runtime = None if opt.backend == "torch" else open_runtime(model, tag, opt.backend, opt.precision)
+    runtime, opt.backend = open_backend(model, tag, opt.backend, opt.precision, opt.crop_size)
     web_dir = os.path.join(opt.results_dir, opt.name, f"{opt.phase}_{tag}")
     limit = len(dataset) if opt.num_test is None else min(opt.num_test, len(dataset))
     done = 0

@@ -11,6 +11,7 @@ Inputs beyond the image are drawn as the torch path draws them: ATME's test-time
 `D_{t-1} = 0.5 + std * N(0, 1)` of shape (B, 1, h, w) (h, w the PatchGAN map size for H, W), SEGAN's latent
 code (B, nz).
 """
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -21,6 +22,8 @@ from models.atme.pool import test_time_maps
 from models.networks.discriminators import patch_output_size
 from models.networks.generators import generator_size_rule
 from models.networks.layers import unwrap
+
+log = logging.getLogger(__name__)
 
 IMAGE_RANGE = [-1.0, 1.0]
 
@@ -257,3 +260,45 @@ def open_runtime(model, tag, backend, precision="fp32"):
                          f"the exported graph is the eval-mode network; add --eval to compare like with like, or "
                          f"use --backend torch")
     return open_runner(path, backend, precision)
+
+
+def fastest_backend(model, tag, side, calls=2):
+    """(name, runner or None for torch): the fastest fp32 backend for `model` measured here, on one image of
+    `side` x `side` pixels (after a warm-up call, the median of `calls` calls each, taking turns). fp32 only, so
+    every choice gives torch's results to the export tolerance."""
+    import statistics
+    import time
+    spec = graph_spec(model)
+    side = max(spec.min_size, -(-side // spec.size_multiple) * spec.size_multiple)
+    feeds = {k: v.to(model.device) for k, v in spec.example_inputs(1, side, side).items()}
+    candidates = {"torch": None, "onnxruntime": open_runtime(model, tag, "onnxruntime"),
+                  "openvino": open_runtime(model, tag, "openvino")}
+
+    def call(runner):
+        with torch.no_grad():
+            return spec.module(*feeds.values()) if runner is None else runner(feeds)
+
+    times = {name: [] for name in candidates}
+    for name, runner in candidates.items():
+        call(runner)  # warm-up: OpenVINO compiles for the shape, the others allocate
+    for _ in range(calls):
+        for name, runner in candidates.items():
+            begin = time.perf_counter()
+            call(runner)
+            times[name].append(time.perf_counter() - begin)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    best = min(medians, key=medians.get)
+    return best, candidates[best], medians
+
+
+def open_backend(model, tag, backend, precision="fp32", side=256):
+    """(runner or None for torch, the backend's name) for test.py's --backend; `auto` times the fp32 backends on
+    one `side` x `side` image and takes the fastest."""
+    if backend == "torch":
+        return None, backend
+    if backend != "auto":
+        return open_runtime(model, tag, backend, precision), backend
+    best, runner, medians = fastest_backend(model, tag, side)
+    log.info("--backend auto: %s (seconds per %dx%d image: %s)", best, side, side,
+             ", ".join(f"{name} {t:.3f}" for name, t in medians.items()))
+    return runner, best

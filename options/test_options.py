@@ -27,9 +27,10 @@ class TestOptions(BaseOptions):
         g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"], help="mixed precision")
         add_bool_flag(g, "--channels_last", help="channels-last memory format")
         add_bool_flag(g, "--compile", help="torch.compile the networks")
-        g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+        g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino", "auto"],
                        help="what runs the generator: PyTorch, or the run's exported ONNX graph (python -m "
-                            "scripts.tools.export) on ONNX Runtime or OpenVINO")
+                            "scripts.tools.export) on ONNX Runtime or OpenVINO; auto: the fastest of the three "
+                            "in fp32, timed here on one image before the test")
         g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                        help="--backend openvino: bf16 on CPUs with native bf16 (faster, not exact: see README)")
         return parser

@@ -254,3 +254,14 @@ def test_atme_graph_splits_no_convolution_output(exported):
     split_inputs = [producer.get(node.input[0]) for node in graph.node if node.op_type == "Split"]
     assert "Conv" not in split_inputs
     assert sum(node.op_type == "Conv" for node in graph.node) > 10
+
+
+def test_backend_auto_times_the_backends_and_records_its_choice(exported, demo_root, tmp_path):
+    proc = test_main("--dataroot", demo_root, "--checkpoints_dir", exported, "--name", "segan", "--num_threads", "0",
+                     "--results_dir", tmp_path, "--backend", "auto")
+    line = next(l for l in proc.stdout.splitlines() if "--backend auto:" in l)
+    assert all(f"{name} " in line for name in ("torch", "onnxruntime", "openvino"))
+    chosen = line.split("--backend auto: ")[1].split(" ")[0]
+    stored = json.load(open(tmp_path / "segan" / "test_latest" / "test_opt.json"))
+    assert stored["backend"] == chosen in ("torch", "onnxruntime", "openvino")
+    assert any("fake_B" in f for f in os.listdir(tmp_path / "segan" / "test_latest" / "images"))
