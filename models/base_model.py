@@ -181,12 +181,16 @@ class BaseModel(ModelCheckpoints, ABC):
         overlap = getattr(self.opt, "tile_overlap", None)
         return self.opt.tile // 4 if overlap is None else overlap
 
+    # A runner with the translator's contract that stands in for it (test.py --backend: the exported graph).
+    runtime_translator = None
+
     def run_translator(self):
-        """Run the translator over the input: padded to the size rule and cropped back (or tiled with --tile),
-        so each output has the input's height and width; the outputs become attributes."""
+        """Run the translator (or `runtime_translator`, when set) over the input: padded to the size rule and
+        cropped back (or tiled with --tile), so each output has the input's height and width; the outputs become
+        attributes."""
         opt = self.opt
         tile = getattr(opt, "tile", 0)
-        outputs = inference.run(self.translator(), getattr(self, self.test_input_name), self.size_rule(),
+        outputs = inference.run(self.runtime_translator or self.translator(), getattr(self, self.test_input_name), self.size_rule(),
                                 pad_mode=getattr(opt, "pad_mode", "reflect"), tile=tile,
                                 overlap=self.tile_overlap() if tile else None)
         for name, tensor in outputs.items():

@@ -42,6 +42,12 @@ class TestOptions(BaseOptions):
                           help="pixels shared by neighbouring tiles (default: a quarter of --tile); tiled equals "
                                "whole-image output when the generator's receptive field reaches at most a quarter "
                                "of it")
+        g.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino", "auto"],
+                       help="what runs the generator: PyTorch, or the run's exported ONNX graph (python -m "
+                            "scripts.tools.export) on ONNX Runtime or OpenVINO; auto: the fastest of the three "
+                            "in fp32, timed here on one image before the test")
+        g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                       help="--backend openvino: bf16 on CPUs with native bf16 (faster, not exact: see README)")
         return parser
 
     def parse(self, args=None):
@@ -99,6 +105,14 @@ class TestOptions(BaseOptions):
         opt.serial_batches = True
         opt.run_dir = run_dir(opt)
         run_path(opt.results_dir, opt.name, "--results_dir")  # test.py writes <results_dir>/<name>/
+        if opt.backend != "torch":
+            torch_only = [f"--{k}" for k in ("compile", "channels_last") if getattr(opt, k)]
+            torch_only += ["--amp"] if opt.amp != "none" else []
+            if torch_only:
+                parser.error(f"{', '.join(torch_only)} apply to --backend torch; --backend {opt.backend} runs the "
+                             f"exported graph (for bf16 use --backend openvino --precision bf16)")
+        if opt.precision != "fp32" and opt.backend != "openvino":
+            parser.error(f"--precision {opt.precision} needs --backend openvino")
         return opt
 
     def save(self, opt, directory):
