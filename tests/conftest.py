@@ -16,6 +16,17 @@ from datasets.make_demo_dataset import make_demo_dataset
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny networks or hundreds of tiny steps: one torch thread avoids thread start-up and contention costs on a
+    busy machine (restored afterwards)."""
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """A 32x32 demo data set in the aligned layout (train/val/test), shared by the whole session."""

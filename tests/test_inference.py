@@ -25,12 +25,7 @@ FAMILIES = {
 COMMON = ["--num_threads", "0", "--seed", "0", "--gpu_ids", "-1", "--display_id", "0", "--no_html"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -69,13 +69,6 @@ def test_bad_arguments_are_named():
         make_pairs(torch.randn(2, 2), torch.randn(3, 2))
 
 
-@pytest.fixture
-def one_thread():
-    """Hundreds of tiny steps: one thread avoids thread start-up and contention costs on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 class VectorCritic(nn.Module):
