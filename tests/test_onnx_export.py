@@ -15,6 +15,7 @@ from conftest import run_main, stored_train_options, test_main
 from models import create_model
 from models.export_graph import graph_spec, open_runtime, runtime_translator
 from options.test_options import TestOptions
+from util.integrity import sha256_of
 from util.onnx_export import graph_paths
 from util.runtimes import open_runner
 
@@ -190,7 +191,7 @@ def test_missing_export_is_refused_with_the_command_that_works(demo_root, tmp_pa
     proc = test_main(*args, check=False)
     assert proc.returncode == 2 and "python -m scripts.tools.export" in proc.stderr
     assert not (tmp_path / "res").exists()
-    command = proc.stderr.split("export it first: ")[1].split("\n")[0].split()
+    command = proc.stderr.split("Export it first:\n")[1].split("\n")[0].split()  # the command on its own line
     assert command[:3] == ["python", "-m", "scripts.tools.export"]
     from scripts.tools import export as export_cli
     run_main(export_cli.main, *command[3:])  # the advice, typed as shown
@@ -201,6 +202,11 @@ def test_missing_export_is_refused_with_the_command_that_works(demo_root, tmp_pa
     state = torch.load(weights, weights_only=True)
     next(v for v in state.values() if v.is_floating_point()).add_(1)
     torch.save(state, weights)
+    manifest = os.path.join(checkpoints, "pix2pix_resnet", "latest_checksums.json")  # as a new save records it
+    sums = json.load(open(manifest))
+    sums["sha256"]["latest_net_G.pth"] = sha256_of(weights)
+    with open(manifest, "w") as handle:
+        json.dump(sums, handle)
     proc = test_main(*args, check=False)
     assert proc.returncode == 2 and "exported from other weights" in proc.stderr and "latest_net_G.pth" in proc.stderr
 

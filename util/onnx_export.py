@@ -183,16 +183,16 @@ def load_export(run_dir, tag, sources, export_command):
     onnx_path, json_path = graph_paths(run_dir, tag)
     if not (os.path.isfile(onnx_path) and os.path.isfile(json_path)):
         raise FileNotFoundError(f"no exported graph of checkpoint '{tag}' in {run_dir} ({os.path.basename(onnx_path)}"
-                                f" and {os.path.basename(json_path)}); export it first: {export_command}")
+                                f" and {os.path.basename(json_path)}). Export it first:\n  {export_command}")
     try:
         with open(json_path) as handle:
             payload = json.load(handle)
         recorded = {s["file"]: s["sha256"] for s in payload["sources"]}
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{json_path} is unreadable ({err}); export again: {export_command}") from None
+        raise ValueError(f"{json_path} is unreadable ({err}). Export again:\n  {export_command}") from None
     for path in sources:
         name = os.path.basename(path)
         if recorded.get(name) != file_sha256(path):
-            raise ValueError(f"{onnx_path} was exported from other weights than the current {path}; export again: "
-                             f"{export_command}")
+            raise ValueError(f"{onnx_path} was exported from other weights than the current {path}. Export "
+                             f"again:\n  {export_command}")
     return onnx_path, payload

@@ -20,12 +20,15 @@ import collections
 import copy
 import json
 import os
+import sys
 import statistics
 import tempfile
 import time
 
 import torch
 
+if not __package__:  # run as `python scripts/bench/backends.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from models import create_model
 from models.export_graph import graph_spec
 from options.test_options import TestOptions

@@ -10,8 +10,11 @@ The export is refused, leaving nothing behind, when ONNX Runtime's outputs diffe
 """
 import argparse
 import logging
+import os
 import sys
 
+if not __package__:  # run as `python scripts/tools/export.py`: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from models import create_model
 from models.export_graph import checkpoint_files, export_command, graph_spec, mode_dependent_layers
 from options.test_options import TestOptions
