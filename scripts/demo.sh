@@ -54,7 +54,7 @@ COMMON=(--dataroot datasets/demo --name "$NAME" --model "$MODEL" --direction Ato
 $PY train.py "${COMMON[@]}" "${ARCH[@]}" --n_epochs "$EPOCHS" --n_epochs_decay "$EPOCHS_DECAY" \
     --display_id 0 --print_freq 40 --display_freq 200 --update_html_freq 200 --save_latest_freq 1000 \
     --save_epoch_freq 4 "$@"
-$PY test.py --dataroot datasets/demo --name "$NAME" --model "$MODEL" --crop_size 64 --num_threads 2
+$PY test.py --dataroot datasets/demo --name "$NAME" --model "$MODEL" --preprocess none --num_threads 2
 echo
 echo "Training page:  checkpoints/$NAME/web/index.html"
 echo "Convergence:    checkpoints/$NAME/convergence.csv"
