@@ -10,6 +10,7 @@ import random
 import numpy as np
 import torch
 import torch.utils.data
+from PIL import Image
 
 from data.base_dataset import BaseDataset
 from util import cpu_allocator, distributed
@@ -94,6 +95,26 @@ def seed_worker(worker_id):
     np.random.seed(seed)
 
 
+def check_batchable(dataset, opt):
+    """With --preprocess none every input keeps its size, and a batch stacks images of one size only: refuse a
+    --batch_size above 1 over images of several sizes before anything runs, naming two of them (the loader would
+    fail at the first mixed batch with torch's "stack expects each tensor to be equal size")."""
+    if int(opt.batch_size) <= 1 or getattr(opt, "preprocess", None) != "none":
+        return
+    paths = next((getattr(dataset, name) for name in ("AB_paths", "A_paths", "paths") if hasattr(dataset, name)), [])
+    first = {}
+    for path in paths:
+        with Image.open(path) as image:
+            size = image.size
+        first.setdefault(size, path)
+        if len(first) > 1:
+            (size_a, path_a), (size_b, path_b) = first.items()
+            raise ValueError(f"--batch_size {opt.batch_size} with --preprocess none: the inputs have several sizes "
+                             f"({path_a} is {size_a[0]}x{size_a[1]}, {path_b} is {size_b[0]}x{size_b[1]}) and a "
+                             f"batch holds one size.\nUse --batch_size 1, or a --preprocess that gives every input "
+                             f"one size (e.g. resize_and_crop)")
+
+
 def create_dataloader(dataset, opt, *, shuffle=None, sampler=None, drop_last=False):
     """A DataLoader over `dataset` with `opt.batch_size` and `opt.num_threads` workers.
 
@@ -102,6 +123,7 @@ def create_dataloader(dataset, opt, *, shuffle=None, sampler=None, drop_last=Fal
     augmentation draws from the main process's `random`, which train.py seeds). The training loader passes an
     `EpochSamples` view with an `EpochSampler`.
     """
+    check_batchable(dataset, opt)
     workers = int(opt.num_threads)
     if workers < 0:
         raise ValueError(f"--num_threads must be 0 (load in the main process) or more, got {workers}")

@@ -169,6 +169,18 @@ def test_a_one_pixel_photo_is_refused_by_test_py_and_nothing_is_written(photos, 
     assert {Image.open(p).size for p in (tmp_path / "results").rglob("*.png")} == {(1, 5)}
 
 
+def test_a_batch_of_photos_of_several_sizes_is_refused_with_the_batch_size_that_works(photos, tmp_path):
+    make_run(tmp_path / "checkpoints", "pix2pix_resnet", photos)
+    result = run_test(tmp_path / "checkpoints", photos, tmp_path / "results", "--batch_size", "2", check=False)
+    assert result.returncode == 2 and "stack expects" not in result.stderr
+    said = " ".join(result.stderr.split())
+    assert re.search(r"--batch_size 2 with --preprocess none: the inputs have several sizes \(.* is \d+x\d+, .* is "
+                     r"\d+x\d+\).*Use --batch_size 1", said), said
+    assert not (tmp_path / "results").exists()
+    run_test(tmp_path / "checkpoints", photos, tmp_path / "results", "--batch_size", "1")  # the advice
+    assert written_sizes(tmp_path / "results") == {name: {size} for name, size in SIZES.items()}
+
+
 # ---------------------------------------------------------------------- the path itself, with plain callables
 def test_padding_then_cropping_returns_the_input_exactly():
     """An identity translator gives back x at every size and pad mode, and only ever sees sizes the rule takes."""
