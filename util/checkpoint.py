@@ -15,6 +15,11 @@ def atomic_save(obj, path):
     atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
+class UnsafeFile(RuntimeError):
+    """A file holds more than tensors and plain values, so it was not loaded; the message names it."""
+    refusal = True  # util.cli: no traceback hint
+
+
 def numpy_array_globals():
     """What unpickling a plain numpy array needs (its data stay data): training states written before the RNG
     state was stored as tensors hold numpy's."""
@@ -36,7 +41,7 @@ def load_file(path, what="checkpoint", *, mmap=False, numpy_arrays=False):
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         culprit = f" ({found.group(1)})" if found else ""
-        raise RuntimeError(f"{what} {path} was refused: it holds Python objects{culprit} beyond tensors and plain "
+        raise UnsafeFile(f"{what} {path} was refused: it holds Python objects{culprit} beyond tensors and plain "
                            f"values, and reading them could run code. Nothing in it was run. Use weights saved as a "
                            f"plain state_dict (torch.save(net.state_dict(), path)); files written by train.py are "
                            f"of that kind.") from None
