@@ -12,7 +12,7 @@ from PIL import Image
 from data import create_dataset
 from models import create_model
 from models.atme import blocks
-from models.atme.fused import ChannelLayerNorm, StandardizedWeight, group_norm_scale_shift_silu
+from models.atme.fused import ChannelLayerNorm, GroupNormSiLU, StandardizedWeight, group_norm_scale_shift_silu
 
 EPS = blocks.STATS_EPS
 
@@ -98,6 +98,15 @@ def test_group_norm_scale_shift_silu_matches_the_three_steps(with_time):
     assert relative_error(ours, plain) < 1e-6
     for a, b in zip(torch.autograd.grad(ours, inputs, grad), torch.autograd.grad(plain, inputs, grad)):
         assert relative_error(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("gain_batch", [2, 1])
+def test_group_norm_silu_gradcheck(gain_batch):
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64, requires_grad=True)
+    gain = torch.randn(gain_batch, 8, 1, 1, dtype=torch.float64, requires_grad=True)
+    offset = torch.randn(gain_batch, 8, 1, 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: GroupNormSiLU.apply(a, b, c, 4, 1e-5), (x, gain, offset))
 
 
 # ---------------------------------------------------------------- a whole training step

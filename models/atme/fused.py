@@ -74,13 +74,53 @@ class ChannelLayerNorm(torch.autograd.Function):
         return grad_x, grad_g, None
 
 
+class GroupNormSiLU(torch.autograd.Function):
+    """SiLU(GroupNorm(x, groups) * gain + offset) with `gain` and `offset` of shape (B or 1, C, 1, 1).
+
+    Autograd through group_norm, addcmul and silu keeps three full-size tensors (the GroupNorm's input, its output
+    and the SiLU's input); this keeps the normalised tensor only and recomputes the SiLU's input from it in the
+    backward pass (one multiply-add), so a basic block holds two fewer activations until its backward runs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gain, offset, groups, eps):
+        n, c = x.shape[:2]
+        x32 = at_least_float32(x)
+        x_hat, _, rstd = torch.ops.aten.native_group_norm(x32, None, None, n, c, x32[0, 0].numel(), groups, eps)
+        out = F.silu(torch.addcmul(offset, x_hat, gain), inplace=True)
+        ctx.save_for_backward(x_hat, rstd, gain, offset)
+        ctx.groups, ctx.x_dtype = groups, x.dtype
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x_hat, rstd, gain, offset = ctx.saved_tensors
+        n, c = x_hat.shape[:2]
+        grad_z = torch.ops.aten.silu_backward(at_least_float32(grad), torch.addcmul(offset, x_hat, gain))
+        grad_offset = grad_z.sum(dim=(2, 3), keepdim=True)
+        grad_gain = (grad_z * x_hat).sum(dim=(2, 3), keepdim=True)
+        if gain.shape[0] == 1 and n > 1:
+            grad_gain = grad_gain.sum(dim=0, keepdim=True)
+        if offset.shape[0] == 1 and n > 1:
+            grad_offset = grad_offset.sum(dim=0, keepdim=True)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            # GroupNorm's backward from x_hat: the native kernel given x_hat as its input with mean 0 and rstd 1
+            # computes (g - mean(g) - x_hat * mean(g * x_hat)) per group; the true rstd scales that.
+            ones = torch.ones_like(rstd)
+            grad_x, _, _ = torch.ops.aten.native_group_norm_backward(
+                grad_z.mul_(gain), x_hat, torch.zeros_like(rstd), ones, None, n, c, x_hat[0, 0].numel(), ctx.groups,
+                [True, False, False])
+            grad_x = grad_x.mul_(rstd.repeat_interleave(c // ctx.groups, dim=1).view(n, c, 1, 1)).to(ctx.x_dtype)
+        return grad_x, grad_gain.to(gain.dtype), grad_offset.to(offset.dtype), None, None
+
+
 def group_norm_scale_shift_silu(x, groups, weight, bias, eps, scale_shift=None):
-    """SiLU(GroupNorm(x) * (scale + 1) + shift), the GroupNorm's affine and the time embedding's scale and shift
-    folded into one per-channel multiply-add: one pass over x instead of three."""
-    if scale_shift is None:
-        return F.silu(F.group_norm(x, groups, weight, bias, eps))
-    scale, shift = scale_shift
-    factor = scale + 1
-    gain = weight.view(1, -1, 1, 1) * factor
-    offset = torch.addcmul(shift, bias.view(1, -1, 1, 1), factor)
-    return F.silu(torch.addcmul(offset, F.group_norm(x, groups, None, None, eps), gain))
+    """SiLU(GroupNorm(x) * (scale + 1) + shift): the GroupNorm's affine and the time embedding's scale and shift
+    folded into one per-channel multiply-add (one pass over x instead of three), in GroupNormSiLU."""
+    gain, offset = weight.view(1, -1, 1, 1), bias.view(1, -1, 1, 1)
+    if scale_shift is not None:
+        scale, shift = scale_shift
+        factor = scale + 1
+        gain, offset = gain * factor, torch.addcmul(shift, offset, factor)
+    return GroupNormSiLU.apply(x, gain, offset, groups, eps)

@@ -12,33 +12,33 @@ import torch
 
 from scripts.bench.common import MODE_FLAGS, MODEL_FLAGS, log, report, start
 from scripts.bench.models import build_model, synthetic_batch
+from scripts.bench.worker import profile_rows
 
 CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution",
                    "aten::convolution", "aten::conv2d", "aten::thnn_conv2d", "aten::_slow_conv2d_forward",
                    "aten::_slow_conv2d_backward", "aten::mkldnn_convolution_backward")
 
 
-def profile_rows(run_step, steps):
-    """[(op name, self CPU seconds, calls)] over `steps` calls of `run_step`, most expensive first."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
-        for _ in range(steps):
-            run_step()
-    rows = {}
-    for event in prof.key_averages():
-        seconds, calls = rows.get(event.key, (0.0, 0))
-        rows[event.key] = (seconds + event.self_cpu_time_total / 1e6, calls + event.count)
-    return sorted(((name, s, n) for name, (s, n) in rows.items()), key=lambda r: -r[1])
-
-
-def op_table(rows, top):
-    """The `top` ops by self CPU time with their share, and the convolutions' total share."""
+def shares(rows):
+    """{op: share of the total self CPU time} and the convolutions' total share."""
     total = sum(s for _, s, _ in rows) or 1.0
-    conv = sum(s for name, s, _ in rows if name in CONVOLUTION_OPS)
-    lines = ["| op | self CPU share | calls |", "| --- | ---: | ---: |"]
-    lines += [f"| {name} | {100 * s / total:.1f}% | {n} |" for name, s, n in rows[:top]]
-    lines.append(f"convolutions (forward and backward): {100 * conv / total:.1f}% of the step's self CPU time")
-    return "\n".join(lines), conv / total
+    return {name: s / total for name, s, _ in rows}, sum(s for name, s, _ in rows if name in CONVOLUTION_OPS) / total
+
+
+def op_table(rows, top, other_rows=None, labels=("share", "baseline's share")):
+    """The `top` ops by self CPU time with their share (and the same op's share in `other_rows`, when given), and
+    the convolutions' total share."""
+    share, conv = shares(rows)
+    other, other_conv = shares(other_rows) if other_rows is not None else ({}, None)
+    extra = other_rows is not None
+    lines = [f"| op | self CPU {labels[0]} | calls |" + (f" {labels[1]} |" if extra else ""),
+             "| --- | ---: | ---: |" + (" ---: |" if extra else "")]
+    for name, _, calls in rows[:top]:
+        lines.append(f"| {name} | {100 * share[name]:.1f}% | {calls} |"
+                     + (f" {100 * other.get(name, 0.0):.1f}% |" if extra else ""))
+    lines.append(f"convolutions (forward and backward): {100 * conv:.1f}% of the step's self CPU time"
+                 + (f" ({labels[1]}: {100 * other_conv:.1f}%)" if extra else ""))
+    return "\n".join(lines), conv
 
 
 def profile_model(model_name, size, batch_size, mode, steps, warmup, extra=()):
