@@ -1,5 +1,6 @@
 """The ATME blocks' hand-written gradients (models/atme/fused.py) against the straightforward compositions of torch
-ops that autograd differentiates: per block, and a whole training step (losses, outputs, every gradient)."""
+ops that autograd differentiates: per block, and a whole training step (losses, outputs, every gradient), which
+also covers the linear attention's products written as batched matrix products."""
 import os
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import stored_train_options
+from einops import rearrange
 from PIL import Image
 
 from data import create_dataset
@@ -52,7 +54,15 @@ def plain_forwards():
     def block_forward(self, x, scale_shift=None):
         return plain_block(self.proj(x), self.norm.num_groups, self.norm.weight, self.norm.bias, self.norm.eps,
                            scale_shift)
-    return {blocks.WeightStandardizedConv2d: conv_forward, blocks.LayerNorm: norm_forward, blocks.Block: block_forward}
+    def linear_attention_forward(self, x):
+        qkv = self.to_qkv(x).chunk(3, dim=1)
+        q, k, v = (rearrange(t, "b (h c) x y -> b h c (x y)", h=self.heads) for t in qkv)
+        q, k = q.softmax(dim=-2) * self.scale, k.softmax(dim=-1)
+        v = v / (x.shape[-2] * x.shape[-1])
+        out = torch.einsum("b h d e, b h d n -> b h e n", torch.einsum("b h d n, b h e n -> b h d e", k, v), q)
+        return self.to_out(rearrange(out, "b h c (x y) -> b (h c) x y", x=x.shape[-2], y=x.shape[-1]))
+    return {blocks.WeightStandardizedConv2d: conv_forward, blocks.LayerNorm: norm_forward, blocks.Block: block_forward,
+            blocks.LinearAttention: linear_attention_forward}
 
 
 def relative_error(a, b):

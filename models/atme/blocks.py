@@ -147,17 +147,20 @@ class LinearAttention(nn.Module):
         self.to_out = nn.Sequential(nn.Conv2d(hidden, dim, 1), LayerNorm(dim))
 
     def forward(self, x):
-        _, _, height, width = x.shape
-        qkv = self.to_qkv(x).chunk(3, dim=1)
-        q, k, v = (rearrange(t, "b (heads c) x y -> b heads c (x y)", heads=self.heads) for t in qkv)
+        batch, _, height, width = x.shape
+        pixels = height * width
+        # q, k and v each from its own third of the 1x1 kernel: each comes out contiguous as (b heads, c, pixels),
+        # so the batched products read them in place. (One conv and a chunk leave v strided, which the products
+        # copy at full resolution, and the backward pass then concatenates the three gradients.)
+        q, k, v = (F.conv2d(x, part).reshape(batch * self.heads, -1, pixels)
+                   for part in self.to_qkv.weight.chunk(3, dim=0))
         q = q.softmax(dim=-2)
         k = k.softmax(dim=-1)
         # The release scales q by dim_head ** -0.5 and divides v by the pixel count; both factors are applied to
         # the small (d x e) context instead of two full-resolution tensors: the same outputs, two passes fewer.
-        context = torch.einsum("b h d n, b h e n -> b h d e", k, v) * (self.scale / (height * width))
-        out = torch.einsum("b h d e, b h d n -> b h e n", context, q)
-        out = rearrange(out, "b heads c (x y) -> b (heads c) x y", heads=self.heads, x=height, y=width)
-        return self.to_out(out)
+        context = torch.bmm(k, v.transpose(1, 2)) * (self.scale / pixels)  # (b heads, d, e)
+        out = torch.bmm(context.transpose(1, 2), q)  # (b heads, e, pixels)
+        return self.to_out(out.reshape(batch, -1, height, width))
 
 
 class Attention(nn.Module):
