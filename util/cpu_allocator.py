@@ -5,11 +5,12 @@ unmaps it when freed. Each training step then asks the kernel for gigabytes of n
 page faults costs about as much as the convolutions (ATME at 256x256, batch 4: the training step took 1.8 times
 as long; README, speed section). With `reuse`, malloc takes large blocks from its heap and keeps freed memory
 for the next step (mallopt: no mmap, no trimming below 2 GB); the process's peak resident memory is then higher,
-as freed blocks are kept and posix_memalign's remainders split some of them. Measured for ATME at 256x256, batch 2,
-fp32, on a 2-core Xeon with AVX-512/AMX: reuse 6.26 GB peak and 0.12 M page faults per step, system 4.49 GB and
-3.3 M; bounded settings that map the largest blocks afresh (M_MMAP_THRESHOLD 128 MB with M_TRIM_THRESHOLD 128 MB,
-or 512 MB with 256 MB) peaked at 6.21 GB and 6.06 GB with 0.57 M and 0.40 M faults: the extra memory is the heap's
-holes between medium blocks, not the largest blocks, so reuse is kept whole. (With ATME's fused blocks, models/atme/fused.py, its peak is at the release's: 6.31 GB there.)
+as freed blocks are kept and posix_memalign's remainders split some of them. ATME, 256x256, batch 2, fp32, on a
+2-core Xeon with AVX-512 and AMX (`python -m scripts.bench.allocator --size 256 --batch_size 2 --steps 3`):
+reuse peaked at 6.13 GB with 0.16 M page faults per step, system at 4.63 GB with 2.8 M. Bounded settings that
+map only the largest blocks afresh (its bounded:128:128 and bounded:512:256) peaked at 6.21 and 6.06 GB with
+0.57 M and 0.40 M faults: the extra memory is the heap's holes between medium blocks, so reuse is kept whole.
+With ATME's fused blocks (models/atme/fused.py) its peak is no higher than the release's (README, speed section).
 
     auto    reuse where the C library is glibc, else the system's allocator as it is
     reuse   as above; refused where the C library is not glibc
@@ -74,6 +75,6 @@ def configure(mode):
 def describe():
     """The setting in effect and its cost, for logs and benchmark reports."""
     if _applied == "reuse":
-        return ("reuse (glibc keeps freed memory for the next step: ~27x fewer page faults per ATME step than "
-                "system, and a peak resident set ~40% above system's)")
+        return ("reuse (glibc keeps freed memory for the next step: ~17x fewer page faults per ATME step than "
+                "system, and a peak resident set about a third above system's)")
     return "system (malloc as the C library sets it)"

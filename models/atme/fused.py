@@ -6,8 +6,8 @@ element-wise passes forward and backward; the closed-form gradient of a normalis
 tensor and the per-position inverse deviation only. tests/test_fused_blocks.py checks forward and gradients
 against the straightforward compositions, and a whole training step against them.
 
-Statistics are taken in float32 (float64 stays float64) whatever the input dtype (see blocks.STATS_EPS); outputs come back in the
-input's dtype, gradients in the dtype of what they are for.
+Statistics are taken in float32 (float64 stays float64) whatever the input dtype (see blocks.STATS_EPS); outputs
+come back in the input's dtype, gradients in the dtype of what they are for.
 """
 import torch
 import torch.nn.functional as F

@@ -67,7 +67,8 @@ def check_setting(parser, setting):
         return
     parts = setting.split(":")
     if len(parts) != 3 or parts[0] != "bounded" or not all(p.isdigit() and int(p) > 0 for p in parts[1:]):
-        parser.error(f"--settings: {setting!r} is not reuse, system, thp or bounded:MMAP_MB:TRIM_MB (e.g. bounded:128:128)")
+        parser.error(f"--settings: {setting!r} is not reuse, system, thp or bounded:MMAP_MB:TRIM_MB "
+                     f"(e.g. bounded:128:128)")
 
 
 def parse_args(argv=None):
