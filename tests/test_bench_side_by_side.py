@@ -14,7 +14,8 @@ TINY_ATME = "--dim 8 --init_dim 8 --dim_mults 1,2 --groups 4 --ndf 8 --n_layers_
 def test_against_itself_both_workers_run_and_start_from_the_same_losses(tmp_path, capsys):
     out = tmp_path / "side.json"
     side_by_side.main(["--baseline", ROOT, "--model", "atme", "--size", "32", "--batch_size", "2", "--rounds", "2",
-                       "--steps", "1", "--warmup", "1", "--extra", TINY_ATME, "--out", str(out)])
+                       "--steps", "1", "--warmup", "1", "--extra", TINY_ATME, "--out", str(out), "--top", "5",
+                       "--scale_batches", "1,2", "--scale_size", "32", "--scale_sizes", "32,64", "--scale_batch", "1"])
     result = json.loads(out.read_text())
     assert result["kind"] == "side_by_side" and result["cpu"] and isinstance(result["cpu_native_bf16"], bool)
     assert result["orders"] == [["baseline", "current"], ["current", "baseline"]]  # ABBA
@@ -37,6 +38,17 @@ def test_against_itself_both_workers_run_and_start_from_the_same_losses(tmp_path
     assert f"CPU: {result['cpu']}" in table
     assert f"| baseline ({ROOT}) | {versions['baseline']['commit']} |" in table
     assert "| current (" in table and "speed-up, baseline/current" in table
+    # peak memory of each side, the profile's top ops, the scaling rows
+    for label in ("baseline", "current"):
+        assert versions[label]["max_rss_mb"] > 50
+        assert f"{versions[label]['max_rss_mb'] / 1024:.2f} |" in table
+    ops = result["profile"]["current"]
+    assert len(ops) > 5 and ops[0][1] >= ops[1][1] >= ops[4][1] > 0
+    assert any(name == "aten::convolution_backward" for name, _, _ in ops)
+    assert "top 5 ops of this checkout's training step" in table and f"| {ops[0][0]} |" in table
+    assert [(r["size"], r["batch"]) for r in result["scaling"]] == [(32, 1), (32, 2), (64, 1)]
+    assert all(r["s_per_img"] > 0 and r["us_per_pixel"] > 0 for r in result["scaling"])
+    assert "| batch 2 |" in table and "| 64x64 |" in table
 
 
 @pytest.mark.slow  # starts worker processes
@@ -75,6 +87,12 @@ def test_the_baseline_mode_defaults_to_the_mode_and_is_checked(capsys):
     with pytest.raises(SystemExit):
         side_by_side.main(["--baseline", ROOT, "--baseline_mode", "fp8"])
     assert "--baseline_mode: unknown mode 'fp8'" in capsys.readouterr().err
+
+
+def test_scaling_lists_refuse_zero(capsys):
+    with pytest.raises(SystemExit):
+        side_by_side.parse_args(["--baseline", ROOT, "--scale_batches", "1,0"])
+    assert "--scale_batches" in capsys.readouterr().err
 
 
 def test_git_commit_names_a_folder_outside_git(tmp_path):

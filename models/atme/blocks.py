@@ -11,6 +11,7 @@ from einops import rearrange
 from einops.layers.torch import Rearrange
 from torch import nn
 
+from models.atme.fused import ChannelLayerNorm, StandardizedWeight, group_norm_scale_shift_silu
 
 # The statistics of the weight standardisation and the channel LayerNorm are taken in float32 with this epsilon,
 # whatever the dtype of the activations: under bf16/fp16 autocast the network then computes the function it
@@ -30,9 +31,7 @@ class WeightStandardizedConv2d(nn.Conv2d):
     """Conv2d whose kernel is standardised per output channel at every call (works well with GroupNorm)."""
 
     def forward(self, x):
-        weight = self.weight.float()
-        var, mean = torch.var_mean(weight, dim=(1, 2, 3), keepdim=True, correction=0)
-        weight = ((weight - mean) * (var + STATS_EPS).rsqrt()).to(self.weight.dtype)
+        weight = StandardizedWeight.apply(self.weight, STATS_EPS)
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
@@ -44,12 +43,7 @@ class LayerNorm(nn.Module):
         self.g = nn.Parameter(torch.ones(1, dim, 1, 1))
 
     def forward(self, x):
-        # Two passes (the mean, then the mean square of the centred values) rather than var_mean: a reduction over
-        # the channels of an NCHW tensor is several times faster this way on the CPU, with the same statistics.
-        x32 = x.float()
-        centred = x32 - x32.mean(dim=1, keepdim=True)
-        var = (centred * centred).mean(dim=1, keepdim=True)
-        return (centred * (var + STATS_EPS).rsqrt() * self.g).to(x.dtype)
+        return ChannelLayerNorm.apply(x, self.g, STATS_EPS)
 
 
 class Residual(nn.Module):
@@ -117,11 +111,9 @@ class Block(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, x, scale_shift=None):
-        x = self.norm(self.proj(x))
-        if scale_shift is not None:
-            scale, shift = scale_shift
-            x = x * (scale + 1) + shift
-        return self.act(x)
+        norm = self.norm
+        return group_norm_scale_shift_silu(self.proj(x), norm.num_groups, norm.weight, norm.bias, norm.eps,
+                                           scale_shift)
 
 
 class ResnetBlock(nn.Module):
@@ -165,17 +157,20 @@ class LinearAttention(nn.Module):
         self.to_out = nn.Sequential(nn.Conv2d(hidden, dim, 1), LayerNorm(dim))
 
     def forward(self, x):
-        _, _, height, width = x.shape
-        qkv = project_qkv(self.to_qkv, x)
-        q, k, v = (rearrange(t, "b (heads c) x y -> b heads c (x y)", heads=self.heads) for t in qkv)
+        batch, _, height, width = x.shape
+        pixels = height * width
+        # q, k and v each from its own third of the 1x1 kernel: each comes out contiguous as (b heads, c, pixels),
+        # so the batched products read them in place. (One conv and a chunk leave v strided, which the products
+        # copy at full resolution, and the backward pass then concatenates the three gradients.)
+        q, k, v = (F.conv2d(x, part).reshape(batch * self.heads, -1, pixels)
+                   for part in self.to_qkv.weight.chunk(3, dim=0))
         q = q.softmax(dim=-2)
         k = k.softmax(dim=-1)
         # The release scales q by dim_head ** -0.5 and divides v by the pixel count; both factors are applied to
         # the small (d x e) context instead of two full-resolution tensors: the same outputs, two passes fewer.
-        context = torch.einsum("b h d n, b h e n -> b h d e", k, v) * (self.scale / (height * width))
-        out = torch.einsum("b h d e, b h d n -> b h e n", context, q)
-        out = rearrange(out, "b heads c (x y) -> b (heads c) x y", heads=self.heads, x=height, y=width)
-        return self.to_out(out)
+        context = torch.bmm(k, v.transpose(1, 2)) * (self.scale / pixels)  # (b heads, d, e)
+        out = torch.bmm(context.transpose(1, 2), q)  # (b heads, e, pixels)
+        return self.to_out(out.reshape(batch, -1, height, width))
 
 
 class Attention(nn.Module):

@@ -121,7 +121,7 @@ class DiffusionUNet(nn.Module):
     def forward(self, x, t):
         self.check_input(x, t)
         x = self.init_conv(x)
-        init_features = x.clone()
+        init_features = x  # nothing below writes into x in place, so the skip needs no copy
         time_emb = self.time_mlp(t)
 
         skips = []

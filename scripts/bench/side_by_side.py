@@ -19,6 +19,13 @@ time (> 1: this checkout is faster), computed per round from the two checkouts' 
 given as the median of the rounds' ratios with their min..max. The losses after each worker's first training step
 are reported too: for two checkouts of the same commit they are equal.
 
+Each checkout's peak resident memory (ru_maxrss of its worker) is printed next to its times. After the rounds,
+each worker profiles `--profile_steps` more training steps (torch.profiler, self CPU time per op) and the table
+lists this checkout's `--top` ops with their share of the step and the same op's share in the baseline. Then
+fresh workers of this checkout time the scaling table: seconds per image over `--scale_batches` at
+`--scale_size`, and per pixel over `--scale_sizes` at `--scale_batch` (flat is good; `--scale_batches ''
+--scale_sizes ''` skips it).
+
 `--mode` sets this checkout's speed mode and `--baseline_mode` the baseline's (default: the same), so
 `--mode bf16+cl --baseline_mode fp32` compares the fastest mode a user gets here with the baseline's fp32.
 """
@@ -37,6 +44,8 @@ from PIL import Image
 if not __package__:  # run as `python scripts/bench/side_by_side.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from scripts.bench.common import MODE_FLAGS, MODEL_FLAGS, ROOT, log, report, start, train_flags
+from scripts.bench.profile_step import op_table
+from scripts.bench.scaling import int_list, run_scaling, scaling_table
 
 WORKER = os.path.join(ROOT, "scripts", "bench", "worker.py")
 SEED = 0
@@ -183,20 +192,34 @@ def side_by_side_table(result):
              f"{'yes' if result['cpu_native_bf16'] else 'no'}), torch {result['torch']}, CUDA: "
              f"{result['cuda'] or 'none'}, device {v['current']['device']}, {v['current']['threads']} threads",
              "",
-             "| checkout | commit | mode | train s/img | inference s/img |",
-             "| --- | --- | --- | ---: | ---: |"]
+             "| checkout | commit | mode | train s/img | inference s/img | peak RSS GB |",
+             "| --- | --- | --- | ---: | ---: | ---: |"]
     for label in ("baseline", "current"):
         lines.append(f"| {label} ({v[label]['path']}) | {v[label]['commit']} | {v[label]['mode']} | "
-                     f"{v[label]['train_s_per_img']:.4g} | {v[label]['infer_s_per_img']:.4g} |")
+                     f"{v[label]['train_s_per_img']:.4g} | {v[label]['infer_s_per_img']:.4g} | "
+                     f"{v[label]['max_rss_mb'] / 1024:.2f} |")
 
     def ratio(kind):
         return f"{s[kind]['median']:.3f} ({s[kind]['min']:.3f}..{s[kind]['max']:.3f})"
-    lines += [f"| speed-up, baseline/current: median of per-round ratios (min..max) | | | {ratio('train')} | "
-              f"{ratio('infer')} |",
+    rss = v["current"]["max_rss_mb"] / v["baseline"]["max_rss_mb"]
+    lines += [f"| speed-up, baseline/current: median of per-round ratios (min..max); memory: current/baseline | | | "
+              f"{ratio('train')} | {ratio('infer')} | {rss:.3f} |",
               "",
               "s/img: median over all timed steps; a speed-up above 1 means the current checkout is faster.",
               f"losses after the first training step: baseline {v['baseline']['first_losses']}; current "
-              f"{v['current']['first_losses']} ({'equal' if result['first_losses_equal'] else 'different'})"]
+              f"{v['current']['first_losses']} ({'equal' if result['first_losses_equal'] else 'different'})",
+              f"peak RSS: each worker's ru_maxrss over the whole run; this checkout's allocator: "
+              f"{v['current'].get('allocator') or 'as the checkout sets it'}"]
+    if result.get("profile"):
+        table, _ = op_table(result["profile"]["current"], result["top"], result["profile"]["baseline"],
+                            labels=("share here", "baseline's share"))
+        lines += ["", f"top {result['top']} ops of this checkout's training step by self CPU time "
+                      f"({result['profile_steps']} profiled step(s) per checkout; shares hold on a busy machine, "
+                      f"times do not):", table]
+    if result.get("scaling"):
+        lines += ["", f"scaling of this checkout's training step ({result['mode']}; median of {result['steps']} "
+                      f"step(s) after a warm-up step, a fresh worker per row):",
+                  scaling_table(result["scaling"], argparse.Namespace(**result["scaling_args"]))]
     return "\n".join(lines)
 
 
@@ -226,6 +249,14 @@ def parse_args(argv=None):
                    help="untimed steps before the timed ones of every request (each worker gives its freed memory "
                         "back to the OS while the other one runs; these steps take it again)")
     p.add_argument("--extra", default="", help="more train.py flags for both checkouts, e.g. '--ngf 32'")
+    p.add_argument("--top", type=int, default=10, help="ops listed from the profile of each checkout's step (0: none)")
+    p.add_argument("--profile_steps", type=int, default=1, help="training steps profiled per checkout")
+    p.add_argument("--scale_batches", type=int_list, default=[1, 2, 4],
+                   help="batch sizes of the scaling table, at --scale_size (e.g. 1,2,4,8; '' for none)")
+    p.add_argument("--scale_size", type=int, default=128, help="image side of the batch rows of the scaling table")
+    p.add_argument("--scale_sizes", type=int_list, default=[64, 128, 256],
+                   help="image sides of the scaling table, at --scale_batch (e.g. 64,128,256,512; '' for none)")
+    p.add_argument("--scale_batch", type=int, default=1, help="batch size of the size rows of the scaling table")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.baseline_mode is None:
@@ -235,6 +266,8 @@ def parse_args(argv=None):
             p.error(f"{flag}: unknown mode {mode!r}; choose from {', '.join(MODE_FLAGS)}")
     if args.rounds < 1 or args.steps < 1 or args.warmup < 0 or args.size < 1 or args.batch_size < 1:
         p.error("--rounds, --steps, --size and --batch_size must be at least 1 and --warmup at least 0")
+    if args.top < 0 or args.profile_steps < 1 or args.scale_size < 1 or args.scale_batch < 1:
+        p.error("--top must be at least 0, --profile_steps, --scale_size and --scale_batch at least 1")
     if "compile" in args.mode + args.baseline_mode and args.warmup < 1:
         p.error("the compile modes need --warmup 1 or more: the first step compiles")
     args.baseline = os.path.abspath(args.baseline)
@@ -260,6 +293,10 @@ def side_by_side(args, tmp):
                 raise RuntimeError(f"the {label} worker imported {info[label]['models_file']}, not the checkout's "
                                    f"models at {path}")
         times, orders = run_rounds(workers, args)
+        profiles = None
+        if args.top:
+            log.info("profiling %d training step(s) per checkout", args.profile_steps)
+            profiles = {label: w.ask("profile", steps=args.profile_steps)["ops"] for label, w in workers.items()}
     finally:
         for w in workers.values():
             w.close()
@@ -268,14 +305,19 @@ def side_by_side(args, tmp):
                         **summary[label],
                         "first_losses": workers[label].first_losses, "max_rss_mb": workers[label].max_rss_mb}
                 for label, path in checkouts.items()}
-    return versions, speedup, orders
+    return versions, speedup, orders, profiles
 
 
 def main(argv=None):
     args = parse_args(argv)
     hardware = start()
     with tempfile.TemporaryDirectory(prefix="side_by_side_") as tmp:
-        versions, speedup, orders = side_by_side(args, tmp)
+        versions, speedup, orders, profiles = side_by_side(args, tmp)
+        scaling = None
+        if args.scale_batches or args.scale_sizes:
+            log.info("scaling table: batches %s at %d, sizes %s at batch %d", args.scale_batches, args.scale_size,
+                     args.scale_sizes, args.scale_batch)
+            scaling = run_scaling(args, tmp, Worker, write_aligned_images, ROOT)
     losses = [versions[label]["first_losses"] for label in ("baseline", "current")]
     result = {"kind": "side_by_side", "model": args.model, "size": args.size, "batch_size": args.batch_size,
               "mode": args.mode, "baseline_mode": args.baseline_mode, "rounds": args.rounds, "steps": args.steps,
@@ -283,7 +325,10 @@ def main(argv=None):
               "extra": args.extra, **hardware, "versions": versions, "speedup": speedup, "orders": orders,
               "speedup_definition": "per round, baseline s/img / current s/img of the round's median steps; "
                                     "median and min..max over rounds; > 1: the current checkout is faster",
-              "first_losses_equal": losses[0] == losses[1]}
+              "first_losses_equal": losses[0] == losses[1], "top": args.top, "profile_steps": args.profile_steps,
+              "profile": profiles, "scaling": scaling,
+              "scaling_args": {k: getattr(args, k) for k in ("scale_batches", "scale_size", "scale_sizes",
+                                                            "scale_batch")}}
     return report(result, side_by_side_table(result), args.out)
 
 

@@ -8,8 +8,9 @@ and neither imports nor needs anything else from the repository it lives in.
 Protocol: one JSON object per line on stdin, one reply per line on stdout; everything else the process prints
 (option tables, logs, warnings) goes to stderr.
 
-    {"op": "init", "flags": [train.py flags], "seed": 0}  -> {"models_file", "device", "threads", "images"}
+    {"op": "init", "flags": [train.py flags], "seed": 0}  -> {"models_file", "device", "threads", "images", "allocator"}
     {"op": "train", "steps": n, "warmup": w} / {"op": "infer", ...}  -> {"times": [seconds per timed step]}
+    {"op": "profile", "steps": n}  -> {"ops": [[op name, self CPU seconds, calls], ...]} (training steps)
     {"op": "quit"}  -> {}
 
 A train or infer request runs `warmup` untimed steps, then `steps` timed ones. Before every reply the worker
@@ -68,8 +69,11 @@ class Session:
             self.model.attach_run_state(opt)
         self.device = torch.device(getattr(self.model, "device", "cpu"))
         apply_cpu_allocator(opt, self.device)
+        allocator = sys.modules.get("util.cpu_allocator")  # versions with --cpu_allocator say what is in effect
+        describe = getattr(allocator, "describe", None)
         return {"models_file": os.path.abspath(models.__file__), "device": str(self.device),
-                "threads": torch.get_num_threads(), "images": len(dataset)}
+                "threads": torch.get_num_threads(), "images": len(dataset),
+                "allocator": describe() if describe else getattr(allocator, "_applied", None)}
 
     def _sync(self):
         import torch
@@ -105,6 +109,9 @@ class Session:
             times.append(time.perf_counter() - start)
         return {"times": times}
 
+    def profile(self, steps):
+        return {"ops": profile_rows(self.train_step, steps)}
+
     def handle(self, request):
         op = request["op"]
         if op == "init":
@@ -113,6 +120,8 @@ class Session:
             return self.timed(self.train_step, int(request["steps"]), int(request.get("warmup", 0)))
         if op == "infer":
             return self.timed(self.infer_step, int(request["steps"]), int(request.get("warmup", 0)))
+        if op == "profile":
+            return self.profile(int(request.get("steps", 1)))
         if op == "quit":
             return {}
         raise ValueError(f"unknown request {op!r}")
@@ -127,6 +136,18 @@ def apply_cpu_allocator(opt, device):
         return
     if hasattr(cpu_allocator, "applied") and device.type == "cpu":
         cpu_allocator.configure(getattr(opt, "cpu_allocator", "auto"))
+def profile_rows(run_step, steps):
+    """[(op name, self CPU seconds, calls)] of `steps` calls of `run_step` under torch.profiler, most expensive
+    first. (Here rather than in scripts.bench.profile_step: this file runs in checkouts that lack that module.)"""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            run_step()
+    rows = {}
+    for event in prof.key_averages():
+        seconds, calls = rows.get(event.key, (0.0, 0))
+        rows[event.key] = (seconds + event.self_cpu_time_total / 1e6, calls + event.count)
+    return sorted(([name, s, n] for name, (s, n) in rows.items()), key=lambda r: -r[1])
 
 
 def release_freed_memory():
