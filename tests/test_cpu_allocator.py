@@ -3,7 +3,6 @@ entry points set it for CPU runs only and put it back on return; constructors an
 import json
 import subprocess
 import sys
-import types
 
 import pytest
 import torch

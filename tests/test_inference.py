@@ -1,5 +1,4 @@
 """The test-time path (models.inference): any size in, the same size out; tiles blended without seams."""
-import os
 import re
 
 import numpy as np

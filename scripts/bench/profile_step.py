@@ -10,8 +10,6 @@ import os
 import sys
 import tempfile
 
-import torch
-
 if not __package__:  # run as `python scripts/bench/profile_step.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from scripts.bench.common import MODE_FLAGS, MODEL_FLAGS, log, report, start
