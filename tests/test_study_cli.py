@@ -1,5 +1,5 @@
 """The convergence study's command line: defaults shown in --help, a short study runs with its defaults (or the
-refusal names the value to pass), its examples agree with the README, and its outputs are not tracked by git."""
+refusal names the value to pass), its examples agree with its docs page, and its outputs are not tracked by git."""
 import os
 import re
 
@@ -52,9 +52,9 @@ def first_study_command(text):
     return " ".join(lines)
 
 
-def test_the_studys_example_is_the_readmes():
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    assert first_study_command(convergence_study.__doc__) == first_study_command(readme)
+def test_the_studys_example_is_the_docs_pages():
+    page = open(os.path.join(ROOT, "docs", "convergence_study.md")).read()
+    assert first_study_command(convergence_study.__doc__) == first_study_command(page)
 
 
 def test_study_outputs_are_ignored_by_git():
