@@ -47,7 +47,7 @@ class TestOptions(BaseOptions):
                             "scripts.tools.export) on ONNX Runtime or OpenVINO; auto: the fastest of the three "
                             "in fp32, timed here on one image before the test")
         g.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                       help="--backend openvino: bf16 on CPUs with native bf16 (faster, not exact: see README)")
+                       help="--backend openvino: bf16 on CPUs with native bf16 (faster, not exact: see docs/export.md)")
         return parser
 
     def parse(self, args=None):

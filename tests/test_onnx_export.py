@@ -273,7 +273,7 @@ def test_runtime_translator_is_the_padded_image_contract(exported, demo_root, na
 
 def test_atme_graph_splits_no_convolution_output(exported):
     """q, k, v come from three convolutions: no Split of a full-resolution conv output, which OpenVINO's CPU
-    plugin runs with a reference kernel (README: the ATME profile)."""
+    plugin runs with a reference kernel (docs/export.md: the ATME profile)."""
     import onnx
     graph = onnx.load(graph_paths(os.path.join(exported, "atme"), "latest")[0]).graph
     producer = {output: node.op_type for node in graph.node for output in node.output}
