@@ -116,6 +116,15 @@ def amp_dtype(name, device):
     raise ValueError(f"--amp must be none, bf16 or fp16, got {name!r}")
 
 
+def fused_adam_devices():
+    """Device types for which this torch has a fused Adam kernel (CUDA and, since torch 2.4, the CPU)."""
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    except ImportError:  # a torch without the query: CUDA has had the kernel longest
+        return {"cuda"}
+    return set(_get_fused_kernels_supported_devices())
+
+
 def autocast(device, dtype):
     if dtype is None:
         return contextlib.nullcontext()
