@@ -18,7 +18,7 @@ from models.checkpointing import ModelCheckpoints
 from models.networks.generators import generator_size_rule
 from models.networks.layers import unwrap
 from util import convergence, distributed
-from util.devices import amp_dtype, autocast, resolve_device
+from util.devices import amp_dtype, autocast, fused_adam_devices, resolve_device
 from util.image_pool import ImagePool
 
 log = logging.getLogger(__name__)
@@ -204,10 +204,12 @@ class BaseModel(ModelCheckpoints, ABC):
 
     # ------------------------------------------------------------------ optimisation helpers
     def make_adam(self, params, lr=None, betas=None):
-        """Adam with the fused kernel on CUDA and the foreach one elsewhere."""
+        """Adam with the fused kernel where torch has one for the device (CUDA and the CPU among them), else the
+        foreach one. On the CPU the foreach kernel loops over the tensors op by op (five passes over every
+        parameter); the fused one makes one."""
         lr = self.opt.lr if lr is None else lr
         betas = (self.opt.beta1, 0.999) if betas is None else betas
-        fast = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        fast = {"fused": True} if self.device.type in fused_adam_devices() else {"foreach": True}
         return torch.optim.Adam(params, lr=lr, betas=betas, **fast)
 
     def autocast(self):

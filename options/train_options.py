@@ -1,6 +1,7 @@
 """Training flags: dashboard, saving, schedule, optimiser and speed. With --continue_train, every flag not typed
 comes from the run's train_opt.json (options/resume.py)."""
 import logging
+import shlex
 import sys
 
 from models.networks.losses import GAN_MODES
@@ -134,6 +135,16 @@ class TrainOptions(BaseOptions):
         opt.isTrain = True
         self.parser = parser
         return self.resolve(opt, parser, args)
+
+    def resume_command(self, args):
+        """The shortest command that resumes the run `args` name: its name, its --checkpoints_dir when typed,
+        and --continue_train (every other option comes from the run's train_opt.json)."""
+        explicit = self.explicit_flags(self.parser, args)
+        opt, _ = self.parser.parse_known_args(args)
+        tokens = ["--name", opt.name]
+        if "checkpoints_dir" in explicit:
+            tokens += ["--checkpoints_dir", opt.checkpoints_dir]
+        return shlex.join(["python", self.prog, *tokens, "--continue_train"])
 
     @staticmethod
     def check_resume_flags(parser, explicit):

@@ -213,6 +213,33 @@ def test_a_second_run_on_the_folder_is_refused_and_each_advised_flag_works(stopp
     assert any(name.startswith("run.old-") for name in os.listdir(stopped_run))
 
 
+def advised_commands(stderr, prog="train.py"):
+    """The commands a refusal shows on lines of their own, as argument lists (without `python train.py`)."""
+    commands = []
+    for line in stderr.splitlines():
+        words = shlex.split(line.strip()) if line.strip().startswith(f"python {prog} ") else []
+        if words:
+            commands.append(words[2:])
+    return commands
+
+
+def test_the_already_holds_a_run_refusal_shows_whole_commands_that_work(stopped_run, demo_root):
+    """Each command the refusal prints, typed as shown: the short one resumes the run with its own options,
+    the other starts afresh with the refused command's flags and moves the old run aside."""
+    command = ["--dataroot", demo_root, "--checkpoints_dir", str(stopped_run), "--name", "run", *TINY,
+               "--n_epochs", "1", "--n_epochs_decay", "1", "--lr", "0.0003", "--gan_mode", "lsgan"]
+    refused = train_main(*command, check=False)
+    assert refused.returncode == 2 and "already holds a run" in refused.stderr
+    resume, start_over = advised_commands(refused.stderr)
+    assert resume == ["--name", "run", "--checkpoints_dir", str(stopped_run), "--continue_train"]
+    resumed = train_main(*resume)
+    assert "WARNING" not in resumed.stdout  # nothing typed, nothing changed
+    assert torch.load(stopped_run / "run" / "latest_train_state.pth", weights_only=True)["epoch"] == 3
+    assert start_over[-1] == "--start_over" and start_over[:-1] == [str(a) for a in command]
+    train_main(*start_over)
+    assert any(name.startswith("run.old-") for name in os.listdir(stopped_run))
+
+
 def demo_flags(model):
     """The train.py flags scripts/demo.sh gives `model` (its ARCH line and the shared ones)."""
     from conftest import ROOT

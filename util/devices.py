@@ -86,10 +86,31 @@ def cpu_has_native_bf16():
         return False
 
 
+def onednn_isa_cap():
+    """The instruction-set cap oneDNN was started with (ONEDNN_MAX_CPU_ISA, e.g. AVX512_CORE_BF16), or None.
+
+    With it one machine measures what a smaller CPU of the same family does: AVX512_CORE_BF16 on a CPU with
+    AMX runs bf16 the way a CPU with AVX512-BF16 and no AMX does."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return cap if cap and cap not in ("ALL", "DEFAULT") else None
+
+
+def cpu_has_amx():
+    """Whether oneDNN may use AMX here: the CPU has AMX tiles and ONEDNN_MAX_CPU_ISA does not exclude them."""
+    cap = onednn_isa_cap()
+    if cap is not None and "AMX" not in cap:
+        return False
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def hardware_info():
     """What decides which speed flags pay off on this machine, for logs and benchmark results."""
     return {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads(),
+            "cpu_native_bf16": cpu_has_native_bf16(), "cpu_amx": cpu_has_amx(), "onednn_isa_cap": onednn_isa_cap(),
+            "threads": torch.get_num_threads(),
             "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
@@ -114,6 +135,15 @@ def amp_dtype(name, device):
             raise ValueError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16")
         return torch.float16
     raise ValueError(f"--amp must be none, bf16 or fp16, got {name!r}")
+
+
+def fused_adam_devices():
+    """Device types for which this torch has a fused Adam kernel (CUDA and, since torch 2.4, the CPU)."""
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    except ImportError:  # a torch without the query: CUDA has had the kernel longest
+        return {"cuda"}
+    return set(_get_fused_kernels_supported_devices())
 
 
 def autocast(device, dtype):

@@ -111,10 +111,11 @@ class RunFolder:
         return os.path.join(self.path, LOCK_FILE)
 
     # ------------------------------------------------------------------ checks (read only)
-    def check_new_run(self, continue_train, start_over, probe_lock=True):
+    def check_new_run(self, continue_train, start_over, probe_lock=True, commands=None):
         """Refuse a folder another process trains in, a fresh run on a folder that holds one (unless
         `start_over`), and contradicting flags. Reads only. The busy probe takes the lock for a moment, so only
-        the process that will take it probes (`probe_lock`): a sibling rank's probe could make it fail."""
+        the process that will take it probes (`probe_lock`): a sibling rank's probe could make it fail.
+        `commands()` gives the refusal's advice as whole commands: (resume, start over)."""
         if probe_lock:
             self._check_not_busy()
         markers = holds_a_run(self.path)
@@ -124,10 +125,16 @@ class RunFolder:
         if continue_train:
             return
         if markers and not start_over:
+            found = f"{self.path} already holds a run ({', '.join(markers[:4])}{', ...' if len(markers) > 4 else ''})."
+            aside = os.path.basename(self.aside_name())
+            if commands is None:
+                raise RunFolderError(f"{found} Resume it with --continue_train, start a new run under another --name, "
+                                     f"or pass --start_over to move that run aside (to {aside}) and start afresh")
+            resume, start_afresh = commands()
             raise RunFolderError(
-                f"{self.path} already holds a run ({', '.join(markers[:4])}{', ...' if len(markers) > 4 else ''}). "
-                f"Resume it with --continue_train, start a new run under another --name, or pass --start_over to "
-                f"move that run aside (to {os.path.basename(self.aside_name())}) and start afresh")
+                f"{found}\nResume it (the run's own options come from its train_opt.json):\n  {resume}\n"
+                f"or move it aside (to {aside}) and start afresh with your command:\n  {start_afresh}\n"
+                f"or start a new run under another --name.")
 
     def aside_name(self):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -97,9 +97,17 @@ def start(quiet=("models", "util")):
     for name in quiet:
         logging.getLogger(name).setLevel(logging.WARNING)
     info = hardware_info()
-    log.info("%s (%s, native bf16: %s), %d threads, torch %s, CUDA: %s", info["cpu"], info["cpu_capability"],
-             "yes" if info["cpu_native_bf16"] else "no", info["threads"], info["torch"], info["cuda"] or "none")
+    log.info("%s, %d threads", hardware_line(info), info["threads"])
     return info
+
+
+def hardware_line(info):
+    """One line on what decides the speed flags' pay-off, from hardware_info(): the benchmarks' header."""
+    def yes(flag):
+        return "yes" if info.get(flag) else "no"
+    cap = f", oneDNN capped at {info['onednn_isa_cap']}" if info.get("onednn_isa_cap") else ""
+    return (f"{info['cpu']} ({info['cpu_capability']}, native bf16: {yes('cpu_native_bf16')}, AMX: {yes('cpu_amx')}"
+            f"{cap}), torch {info['torch']}, CUDA: {info['cuda'] or 'none'}")
 
 
 def report(result, table, out=None):

@@ -43,7 +43,7 @@ from PIL import Image
 
 if not __package__:  # run as `python scripts/bench/side_by_side.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from scripts.bench.common import MODE_FLAGS, MODEL_FLAGS, ROOT, log, report, start, train_flags
+from scripts.bench.common import MODE_FLAGS, MODEL_FLAGS, ROOT, hardware_line, log, report, start, train_flags
 from scripts.bench.profile_step import op_table
 from scripts.bench.scaling import int_list, run_scaling, scaling_table
 
@@ -188,9 +188,7 @@ def side_by_side_table(result):
     lines = [f"{result['model']} {result['size']}x{result['size']}, batch {result['batch_size']}, mode "
              f"{result['mode']} (baseline: {result['baseline_mode']}): {result['rounds']} rounds of {result['steps']} timed step(s), order alternated "
              f"(ABBA), each after {result['warmup']} warm-up step(s)",
-             f"CPU: {result['cpu']} ({result['cpu_capability']}, native bf16: "
-             f"{'yes' if result['cpu_native_bf16'] else 'no'}), torch {result['torch']}, CUDA: "
-             f"{result['cuda'] or 'none'}, device {v['current']['device']}, {v['current']['threads']} threads",
+             f"CPU: {hardware_line(result)}, device {v['current']['device']}, {v['current']['threads']} threads",
              "",
              "| checkout | commit | mode | train s/img | inference s/img | peak RSS GB |",
              "| --- | --- | --- | ---: | ---: | ---: |"]
