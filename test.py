@@ -22,10 +22,10 @@ from options.test_options import TestOptions
 from util import cpu_allocator
 from util.devices import seed_everything
 from util.html import HTML, replacing_images, save_images
-from util.result_files import ResultNames
+from util.run.result_files import ResultNames
 from util.cli import run_main
-from util.run_logs import setup_logging
-from util.run_lookup import check_trained
+from util.run.run_logs import setup_logging
+from util.run.run_lookup import check_trained
 
 log = logging.getLogger("test")
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 if not __package__:  # run as `python datasets/combine_A_and_B.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from util.atomic import atomic_write
+from util.run.atomic import atomic_write
 
 log = logging.getLogger("combine_A_and_B")
 

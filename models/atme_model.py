@@ -30,7 +30,7 @@ from models.networks.layers import init_weights, unwrap
 from models.networks.losses import GANLoss, conditional_d_losses, conditional_g_losses
 from util import distributed
 from util.arg_types import add_bool_flag, int_tuple
-from util.checkpoint import strip_module_prefix
+from util.run.checkpoint import strip_module_prefix
 from util.image_utils import save_image, tensor2im
 
 log = logging.getLogger(__name__)

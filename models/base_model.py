@@ -17,7 +17,8 @@ from models import inference, schedulers
 from models.checkpointing import ModelCheckpoints
 from models.networks.generators import generator_size_rule
 from models.networks.layers import unwrap
-from util import convergence, distributed
+from util import distributed
+from util.run import convergence
 from util.devices import amp_dtype, autocast, resolve_device
 from util.image_pool import ImagePool
 
@@ -344,7 +345,7 @@ class BaseModel(ModelCheckpoints, ABC):
 
     def pop_convergence(self):
         """The epoch's convergence.csv row: the means of D_real and D_fake and what they measure for this run's
-        --gan_mode (util.convergence); None when no D step ran."""
+        --gan_mode (util.run.convergence); None when no D step ran."""
         if self._conv_sum is None:
             return None
         totals = distributed.all_reduce_sum(self._conv_sum)

@@ -1,7 +1,7 @@
 """A model's checkpoints (mixed into BaseModel): one plain state_dict `<tag>_net_<NAME>.pth` per network (the
 pix2pix/ATME convention, so weights interchange) and `<tag>_train_state.pth` with everything an exact resume
 needs. Everything one save writes (the network files, the training state, a model's own files such as ATME's
-kept pool) is one transaction (util.atomic.Transaction): it becomes visible together or not at all, so the
+kept pool) is one transaction (util.run.atomic.Transaction): it becomes visible together or not at all, so the
 newest complete set is always consistent, and a failed write (full disk, read-only folder) leaves the previous
 set as it was and raises one `WriteError` that names the folder, the cause and what to do.
 """
@@ -12,8 +12,9 @@ import torch
 
 from models import schedulers
 from models.networks.layers import unwrap
-from util import atomic, distributed, integrity
-from util.checkpoint import check_finite, describe_mismatch, layout_mismatch, load_file, option_differences
+from util import distributed
+from util.run import atomic, integrity
+from util.run.checkpoint import check_finite, describe_mismatch, layout_mismatch, load_file, option_differences
 from util.devices import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class ModelCheckpoints:
 
     def verify_file(self, tag, path, advice=""):
         """Check the bytes of `path` against the checksums its set `tag` recorded (unless --no_verify); raise
-        util.integrity.CorruptFile naming it."""
+        util.run.integrity.CorruptFile naming it."""
         if getattr(self.opt, "no_verify", False):
             return
         manifest = integrity.manifest_path(self.save_dir, tag)

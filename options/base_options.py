@@ -22,9 +22,9 @@ from util import cpu_allocator
 from util.arg_types import BOOL_WORDS, add_bool_flag, gpu_ids
 from util.cli import UsageError
 from util.devices import missing_gpus, usable_cores
-from util.atomic import WriteError, atomic_write_text
+from util.run.atomic import WriteError, atomic_write_text
 from util.registry import available_names
-from util.run_names import run_path
+from util.run.run_names import run_path
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class BaseOptions:
 
 # -------------------------------------------------------------------------- the run directory's option files
 def run_dir(opt):
-    """`<checkpoints_dir>/<name>`; a name that would leave --checkpoints_dir is refused (util.run_names)."""
+    """`<checkpoints_dir>/<name>`; a name that would leave --checkpoints_dir is refused (util.run.run_names)."""
     return run_path(opt.checkpoints_dir, opt.name, "--checkpoints_dir")
 
 

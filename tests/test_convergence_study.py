@@ -21,7 +21,7 @@ from models import create_model
 from models.networks.discriminators import patch_output_size
 from options.train_options import TrainOptions
 from scripts.experiments import convergence_study, run_records, study_diversity, study_plan
-from util import convergence
+from util.run import convergence
 from util.diversity import L1_SCALE, l1_distance
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from conftest import stored_train_options, train_main
 from models import create_model
 from models.networks.losses import GANLoss, conditional_d_losses
 from options.train_options import TrainOptions
-from util import convergence
+from util.run import convergence
 from util.cli import UsageError
 from util.devices import usable_cores
 from util.image_pool import ImagePool

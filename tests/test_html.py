@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from util.dashboard import Dashboard
-from util import atomic, html
-from util.atomic import WriteError
+from util import html
+from util.run import atomic
+from util.run.atomic import WriteError
 from util.html import HTML, save_images
 from util.image_utils import make_grid, save_image, tensor2im
 

@@ -15,7 +15,7 @@ from conftest import run_main, stored_train_options, test_main
 from models import create_model
 from models.export_graph import graph_spec, open_runtime, runtime_translator
 from options.test_options import TestOptions
-from util.integrity import sha256_of
+from util.run.integrity import sha256_of
 from util.onnx_export import graph_paths
 from util.runtimes import open_runner
 

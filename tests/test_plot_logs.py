@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from util import run_logs
+from util.run import run_logs
 
 
 
@@ -123,5 +123,5 @@ def test_plot_logs_imports_no_dashboard_sink():
                 todo += [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 todo += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-    assert "util.figures" in seen and "util.run_logs" in seen
+    assert "util.figures" in seen and "util.run.run_logs" in seen
     assert not [m for m in seen if m.startswith(("util.dashboard", "visdom"))], sorted(seen)

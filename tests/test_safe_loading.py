@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import test_main, train_main
-from util.checkpoint import load_file
+from util.run.checkpoint import load_file
 
 TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance",
         "--load_size", "36", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",
@@ -167,7 +167,7 @@ def test_inception_weights_are_refused_before_torch_fidelity_opens_them(tmp_path
 
 
 def test_no_loader_in_the_project_unpickles_without_weights_only():
-    """A new torch.load call must go through util.checkpoint.load_file (or pass weights_only=True)."""
+    """A new torch.load call must go through util.run.checkpoint.load_file (or pass weights_only=True)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     offenders = []
     for folder in ("models", "data", "util", "scripts", "options"):

@@ -18,7 +18,7 @@ import warnings
 
 import torch
 
-from util import atomic
+from util.run import atomic
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from scipy import stats
 
 if not __package__:  # run as `python scripts/analysis/analyze_dw.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from util.atomic import write_json
+from util.run.atomic import write_json
 
 log = logging.getLogger("analyze_dw")
 

@@ -17,7 +17,7 @@ from collections import OrderedDict
 if not __package__:  # run as `python scripts/analysis/plot_logs.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from util.figures import convergence_figure, loss_figure
-from util.run_logs import read_convergence, read_losses
+from util.run.run_logs import read_convergence, read_losses
 
 log = logging.getLogger("plot_logs")
 

@@ -34,8 +34,8 @@ from scripts.experiments.study_eval import evaluate_run
 from scripts.experiments.study_plan import (DEFAULT_ENTRIES, MATCHED, PRESETS, check_run_settings, parse_model_flags,
                                             parsed_settings, plan_runs, resolve_entry, run_status, total_epochs)
 from scripts.experiments.study_report import write_report
-from util.atomic import write_json
-from util.run_logs import setup_logging
+from util.run.atomic import write_json
+from util.run.run_logs import setup_logging
 
 log = logging.getLogger("convergence_study")
 LAST_K = 10  # the table's window, or every epoch of a shorter study

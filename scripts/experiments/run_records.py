@@ -2,7 +2,7 @@
 
     python -m scripts.experiments.run_records checkpoints/demo_atme     # the last epoch's convergence line
 
-`convergence.csv` (per epoch: D_real, D_fake and the quantity of the run's --gan_mode, util.convergence) and
+`convergence.csv` (per epoch: D_real, D_fake and the quantity of the run's --gan_mode, util.run.convergence) and
 `val_log.csv` (per epoch: L1 and PSNR on the val split) are written by train.py; a repeated epoch (a resume that
 redid it) counts with its last row.
 """
@@ -19,9 +19,9 @@ import numpy as np
 if not __package__:  # run as `python scripts/experiments/run_records.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from options.base_options import load_stored_options
-from util import convergence
-from util.atomic import atomic_write_text
-from util.run_logs import CsvLog
+from util.run import convergence
+from util.run.atomic import atomic_write_text
+from util.run.run_logs import CsvLog
 
 
 def read_rows(path, what):
@@ -70,7 +70,7 @@ def run_gan_mode(run_dir, rows=None):
 
 
 def read_convergence(run_dir):
-    """(Quantity, epochs, values) of the run's convergence record (util.convergence names the quantity)."""
+    """(Quantity, epochs, values) of the run's convergence record (util.run.convergence names the quantity)."""
     path = os.path.join(run_dir, "convergence.csv")
     rows = read_rows(path, "train.py writes it once per epoch for models that report D_real/D_fake")
     if not rows:

@@ -20,7 +20,7 @@ from models.export_graph import checkpoint_files, export_command, graph_spec, mo
 from options.test_options import TestOptions
 from util.cli import run_main
 from util.onnx_export import DEFAULT_TOLERANCE, export_graph
-from util.run_logs import setup_logging
+from util.run.run_logs import setup_logging
 
 log = logging.getLogger("export")
 

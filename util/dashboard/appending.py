@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from util.atomic import write_json
+from util.run.atomic import write_json
 from util.dashboard.workers import OrderedWorker
 from util.image_utils import make_grid
 

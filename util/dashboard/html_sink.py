@@ -10,7 +10,7 @@ from util.dashboard.workers import FileWorker
 from util.figures import draw_panels
 from util.html import HTML
 from util.image_utils import save_image
-from util.run_logs import TIME_FORMAT
+from util.run.run_logs import TIME_FORMAT
 
 
 class HtmlSink:

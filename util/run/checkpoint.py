@@ -7,11 +7,11 @@ from collections import namedtuple
 
 import torch
 
-from util.atomic import atomic_write
+from util.run.atomic import atomic_write
 
 
 def atomic_save(obj, path):
-    """torch.save `obj` to `path` atomically (util.atomic: a failed write keeps the previous file)."""
+    """torch.save `obj` to `path` atomically (util.run.atomic: a failed write keeps the previous file)."""
     atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
