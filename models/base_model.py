@@ -17,9 +17,9 @@ from models import inference, schedulers
 from models.checkpointing import ModelCheckpoints
 from models.networks.generators import generator_size_rule
 from models.networks.layers import unwrap
-from util import distributed
+from util.process import distributed
 from util.run import convergence
-from util.devices import amp_dtype, autocast, resolve_device
+from util.process.devices import amp_dtype, autocast, resolve_device
 from util.image_pool import ImagePool
 
 log = logging.getLogger(__name__)

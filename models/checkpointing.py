@@ -12,10 +12,10 @@ import torch
 
 from models import schedulers
 from models.networks.layers import unwrap
-from util import distributed
+from util.process import distributed
 from util.run import atomic, integrity
 from util.run.checkpoint import check_finite, describe_mismatch, layout_mismatch, load_file, option_differences
-from util.devices import rng_state, set_rng_state
+from util.process.devices import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from models.networks.losses import GANLoss, conditional_d_losses
 from options.train_options import TrainOptions
 from util.run import convergence
 from util.cli import UsageError
-from util.devices import usable_cores
+from util.process.devices import usable_cores
 from util.image_pool import ImagePool
 
 PIX2PIX = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance",

@@ -129,7 +129,7 @@ def test_backend_gives_torch_results_at_another_size(exported, demo_root, name, 
 
 
 def test_openvino_bf16_is_close_to_fp32(exported, demo_root):
-    from util.devices import cpu_has_native_bf16
+    from util.process.devices import cpu_has_native_bf16
     model, _ = test_model(demo_root, exported, "atme")
     path, _ = graph_paths(os.path.join(exported, "atme"), "latest")
     if not cpu_has_native_bf16():

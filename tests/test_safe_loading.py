@@ -113,7 +113,7 @@ def test_a_training_state_with_numpy_rng_from_earlier_versions_still_loads(tmp_p
 
 
 def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
-    from util.devices import rng_state, set_rng_state
+    from util.process.devices import rng_state, set_rng_state
     torch.save(rng_state(), tmp_path / "rng.pth")
     expected = (np.random.rand(3), torch.rand(3))
     set_rng_state(load_file(str(tmp_path / "rng.pth"), "training state"))

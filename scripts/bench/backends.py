@@ -35,7 +35,7 @@ from options.test_options import TestOptions
 from options.train_options import TrainOptions
 from scripts.bench.common import log, report, start, train_flags
 from scripts.bench.models import synthetic_batch
-from util.devices import cpu_has_native_bf16
+from util.process.devices import cpu_has_native_bf16
 from util.onnx_export import graph_paths
 from util.runtimes import OnnxRuntimeRunner, OpenVinoRunner
 

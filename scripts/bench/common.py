@@ -21,7 +21,7 @@ import time
 import torch
 
 from util.run.atomic import write_json
-from util.devices import cpu_has_native_bf16, hardware_info
+from util.process.devices import cpu_has_native_bf16, hardware_info
 
 log = logging.getLogger("benchmark")
 

@@ -22,7 +22,7 @@ from scripts.experiments.run_records import read_rows, write_rows
 from scripts.experiments.study_plan import gpu_args
 from util.arg_types import gpu_ids
 from util.run.checkpoint import stored_value
-from util.devices import resolve_device
+from util.process.devices import resolve_device
 from util.metrics import evaluate_model
 from util.run.result_files import result_image_sets
 
