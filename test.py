@@ -23,7 +23,7 @@ from util.process import cpu_allocator
 from util.process.devices import seed_everything
 from util.html import HTML, replacing_images, save_images
 from util.run.result_files import ResultNames
-from util.cli import run_main
+from util.command_line.cli import run_main
 from util.run.run_logs import setup_logging
 from util.run.run_lookup import check_trained
 

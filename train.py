@@ -28,7 +28,7 @@ from options.resume import shown
 from options.train_options import TrainOptions
 from util.process import cpu_allocator, distributed
 from util.run import convergence
-from util.cli import run_main
+from util.command_line.cli import run_main
 from util.dashboard import Dashboard
 from util.process.devices import seed_everything
 from util.process.launch import launch_local_workers, local_processes, stop_with_parent, under_torchrun

@@ -14,7 +14,7 @@ from PIL import Image
 
 from data.base_dataset import BaseDataset
 from util.process import cpu_allocator, distributed
-from util.registry import find_class
+from util.command_line.registry import find_class
 
 log = logging.getLogger(__name__)
 

@@ -150,5 +150,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from util.cli import run_main
+    from util.command_line.cli import run_main
     run_main(lambda: 1 if main()[1] else 0)  # non-zero when any file could not be paired

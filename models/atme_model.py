@@ -29,7 +29,7 @@ from models.networks.discriminators import define_D, patch_output_size
 from models.networks.layers import init_weights, unwrap
 from models.networks.losses import GANLoss, conditional_d_losses, conditional_g_losses
 from util.process import distributed
-from util.arg_types import add_bool_flag, int_tuple
+from util.command_line.arg_types import add_bool_flag, int_tuple
 from util.run.checkpoint import strip_module_prefix
 from util.image_utils import save_image, tensor2im
 

@@ -21,7 +21,7 @@ from models.networks.layers import get_norm_layer, init_weights, unwrap
 from models.networks.losses import GANLoss, discriminator_losses
 from models.segan.mi_estimators import ESTIMATORS, mi_estimate
 from models.segan.networks import MultiscaleDiscriminator, NoiseUnetGenerator, StatisticsNetwork, unet_depth
-from util.arg_types import add_bool_flag
+from util.command_line.arg_types import add_bool_flag
 
 log = logging.getLogger(__name__)
 

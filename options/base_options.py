@@ -19,11 +19,11 @@ import models
 from options.flag_parser import FlagParser
 from options.help_format import HelpFormatter
 from util.process import cpu_allocator
-from util.arg_types import BOOL_WORDS, add_bool_flag, gpu_ids
-from util.cli import UsageError
+from util.command_line.arg_types import BOOL_WORDS, add_bool_flag, gpu_ids
+from util.command_line.cli import UsageError
 from util.process.devices import missing_gpus, usable_cores
 from util.run.atomic import WriteError, atomic_write_text
-from util.registry import available_names
+from util.command_line.registry import available_names
 from util.run.run_names import run_path
 
 log = logging.getLogger(__name__)

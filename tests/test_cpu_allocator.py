@@ -9,7 +9,7 @@ import torch
 
 from options.train_options import TrainOptions
 from util.process import cpu_allocator
-from util.cli import UsageError
+from util.command_line.cli import UsageError
 from conftest import ROOT, stored_train_options
 
 glibc_only = pytest.mark.skipif(cpu_allocator.glibc_version() is None, reason="the C library is not glibc")

@@ -13,7 +13,7 @@ from models import create_model
 from models.networks.losses import GANLoss, conditional_d_losses
 from options.train_options import TrainOptions
 from util.run import convergence
-from util.cli import UsageError
+from util.command_line.cli import UsageError
 from util.process.devices import usable_cores
 from util.image_pool import ImagePool
 

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import test_main, train_main
-from util.cli import UsageError
+from util.command_line.cli import UsageError
 from util.run.run_names import name_problem, run_path
 
 TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance",

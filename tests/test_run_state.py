@@ -207,7 +207,7 @@ def test_file_size_limit_in_a_child_is_a_write_error(tmp_path):
     before = {k: v for k, v in snapshot(run).items() if k.startswith("latest_")}
     limiter = ("import resource, signal, sys, train; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
                "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
-               "from util.cli import run_main; sys.argv = ['train.py'] + sys.argv[1:]; run_main(train.main)")
+               "from util.command_line.cli import run_main; sys.argv = ['train.py'] + sys.argv[1:]; run_main(train.main)")
     more = [a if a != "1" or args[i - 1] != "--n_epochs" else "2" for i, a in enumerate(map(str, args))]
     proc = subprocess.run([sys.executable, "-c", limiter, *more, "--continue_train"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)

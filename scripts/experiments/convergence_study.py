@@ -228,5 +228,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from util.cli import run_main
+    from util.command_line.cli import run_main
     run_main(main)

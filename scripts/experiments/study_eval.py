@@ -20,7 +20,7 @@ from options.base_options import load_stored_options
 from options.test_options import TestOptions
 from scripts.experiments.run_records import read_rows, write_rows
 from scripts.experiments.study_plan import gpu_args
-from util.arg_types import gpu_ids
+from util.command_line.arg_types import gpu_ids
 from util.run.checkpoint import stored_value
 from util.process.devices import resolve_device
 from util.metrics import evaluate_model

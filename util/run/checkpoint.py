@@ -17,7 +17,7 @@ def atomic_save(obj, path):
 
 class UnsafeFile(RuntimeError):
     """A file holds more than tensors and plain values, so it was not loaded; the message names it."""
-    refusal = True  # util.cli: no traceback hint
+    refusal = True  # util.command_line.cli: no traceback hint
 
 
 def numpy_array_globals():

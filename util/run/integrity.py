@@ -12,7 +12,7 @@ _CHUNK = 1 << 20
 
 class CorruptFile(RuntimeError):
     """A file does not match the checksum recorded when it was saved; the message names it and what to do."""
-    refusal = True  # util.cli: no traceback hint
+    refusal = True  # util.command_line.cli: no traceback hint
 
 
 def manifest_path(folder, tag):
