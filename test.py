@@ -21,7 +21,7 @@ from models.export_graph import open_backend, runtime_translator
 from options.test_options import TestOptions
 from util.process import cpu_allocator
 from util.process.devices import seed_everything
-from util.html import HTML, replacing_images, save_images
+from util.views.html import HTML, replacing_images, save_images
 from util.run.result_files import ResultNames
 from util.command_line.cli import run_main
 from util.run.run_logs import setup_logging

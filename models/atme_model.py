@@ -31,7 +31,7 @@ from models.networks.losses import GANLoss, conditional_d_losses, conditional_g_
 from util.process import distributed
 from util.command_line.arg_types import add_bool_flag, int_tuple
 from util.run.checkpoint import strip_module_prefix
-from util.image_utils import save_image, tensor2im
+from util.views.image_utils import save_image, tensor2im
 
 log = logging.getLogger(__name__)
 

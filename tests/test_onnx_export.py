@@ -16,8 +16,8 @@ from models import create_model
 from models.export_graph import graph_spec, open_runtime, runtime_translator
 from options.test_options import TestOptions
 from util.run.integrity import sha256_of
-from util.onnx_export import graph_paths
-from util.runtimes import open_runner
+from util.export.onnx_export import graph_paths
+from util.export.runtimes import open_runner
 
 TOLERANCE = 1e-4
 COMMON = ["--load_size", "32", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",

@@ -26,7 +26,7 @@ import numpy as np
 from scripts.experiments.run_records import read_convergence, read_rows, read_validation, write_rows
 from scripts.experiments.study_eval import eval_dir
 from util.run.atomic import atomic_write_text
-from util.figures import new_figure, save_figure
+from util.views.figures import new_figure, save_figure
 
 GENERATOR_SIDE = ("G", "W")  # networks on the generator's side: ATME's W learns with G and is part of it
 NETWORK_ORDER = ("G", "W", "D", "T")

@@ -12,15 +12,15 @@ then hands each event to its sinks, one module each:
 The training loop only converts tensors to images and hands over events; each sink does its I/O in its own
 background thread. A sink that fails is failure-isolated: one warning, then training goes on without it. A
 logger that was asked for and cannot start at all (package missing, W&B not logged in) is refused at start
-with what to do. The figures' layout comes from util/figures.py, which scripts/analysis/plot_logs.py draws too.
+with what to do. The figures' layout comes from util/views/figures.py, which scripts/analysis/plot_logs.py draws too.
 """
 import atexit
 import logging
 import time
 
 from util.dashboard.history import RunHistory
-from util.html import order_visuals
-from util.image_utils import tensor2im
+from util.views.html import order_visuals
+from util.views.image_utils import tensor2im
 from util.run.run_logs import TIME_FORMAT
 
 log = logging.getLogger(__name__)

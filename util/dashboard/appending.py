@@ -7,7 +7,7 @@ import time
 
 from util.run.atomic import write_json
 from util.dashboard.workers import OrderedWorker
-from util.image_utils import make_grid
+from util.views.image_utils import make_grid
 
 MARK_EVERY_SECONDS = 5.0
 

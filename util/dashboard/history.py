@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from util import figures
+from util.views import figures
 from util.run import convergence, run_logs
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class RunHistory:
 
 
 def loss_panels(history, label):
-    """One panel per loss (util.figures), x in epochs."""
+    """One panel per loss (util.views.figures), x in epochs."""
     return figures.metric_panels({label: history.losses.arrays()}) if len(history.losses) else []
 
 

@@ -10,7 +10,7 @@ import dominate
 from dominate.tags import a, br, code, h2, h3, img, meta, p, pre, style, table, td, tr
 
 from util.run.atomic import atomic_directory, atomic_write_text, remove_stale_temporaries
-from util.image_utils import save_image, tensor2im
+from util.views.image_utils import save_image, tensor2im
 
 log = logging.getLogger(__name__)
 
