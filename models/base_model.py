@@ -20,7 +20,7 @@ from models.networks.layers import unwrap
 from util.process import distributed
 from util.run import convergence
 from util.process.devices import amp_dtype, autocast, resolve_device
-from util.image_pool import ImagePool
+from models.image_pool import ImagePool
 
 log = logging.getLogger(__name__)
 

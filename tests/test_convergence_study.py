@@ -22,7 +22,7 @@ from models.networks.discriminators import patch_output_size
 from options.train_options import TrainOptions
 from scripts.experiments import convergence_study, run_records, study_diversity, study_plan
 from util.run import convergence
-from util.diversity import L1_SCALE, l1_distance
+from scripts.eval.pairwise_distances import L1_SCALE, l1_distance
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY_FLAGS = {"atme": "atme=--dim 8 --init_dim 8 --dim_mults 1,2 --groups 4",

@@ -15,7 +15,7 @@ from options.train_options import TrainOptions
 from util.run import convergence
 from util.command_line.cli import UsageError
 from util.process.devices import usable_cores
-from util.image_pool import ImagePool
+from models.image_pool import ImagePool
 
 PIX2PIX = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance",
            "--load_size", "32", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",

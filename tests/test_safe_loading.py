@@ -160,7 +160,7 @@ def test_lpips_weights_are_refused(tmp_path, marker, which):
 
 
 def test_inception_weights_are_refused_before_torch_fidelity_opens_them(tmp_path, marker):
-    from util import kid
+    from scripts.eval import kid
     target = write_malicious(tmp_path / "inception.pth", marker)
     with pytest.raises(RuntimeError, match=f"--inception_weights {target} was refused"):
         kid.resolve_inception_weights(target, download=False)

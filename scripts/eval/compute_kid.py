@@ -15,7 +15,7 @@ import sys
 if not __package__:  # run as `python scripts/eval/compute_kid.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from util.run.atomic import write_json
-from util.kid import DEFAULT_SEED, DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, INCEPTION_EXTRACTOR, compute_kid
+from scripts.eval.kid import DEFAULT_SEED, DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, INCEPTION_EXTRACTOR, compute_kid
 from util.run.result_files import result_image_sets
 
 log = logging.getLogger("compute_kid")

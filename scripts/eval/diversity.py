@@ -26,9 +26,10 @@ if not __package__:  # run as `python scripts/eval/diversity.py`: import the pro
 from util.run.atomic import write_json
 from util.run.checkpoint import describe_mismatch, layout_mismatch, load_file
 from util.process.devices import resolve_device
-from util.diversity import L1_LABEL, L1_SCALE, lpips_distance, mean_pairwise_distance, mean_pairwise_l1
+from scripts.eval.pairwise_distances import (L1_LABEL, L1_SCALE, lpips_distance, mean_pairwise_distance,
+                                             mean_pairwise_l1)
 from util.run.result_files import find_numbered_images, images_dir
-from util.weights import local_weights
+from scripts.eval.weights import local_weights
 
 log = logging.getLogger("diversity")
 

@@ -24,7 +24,7 @@ if not __package__:  # run as `python scripts/eval/eval_cityscapes.py`: import t
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from util.run.atomic import write_json
 from util.run.checkpoint import load_file
-from util.cityscapes import CITYSCAPES_CLASSES, IGNORE_LABEL, ConfusionMatrix, colors_to_train_ids, fcn_scores
+from scripts.eval.cityscapes import CITYSCAPES_CLASSES, IGNORE_LABEL, ConfusionMatrix, colors_to_train_ids, fcn_scores
 from util.process.devices import resolve_device
 from util.run.result_files import find_labelled_images, images_dir
 

@@ -162,7 +162,7 @@ def train_runs(runs, epochs, log_file):
 
 def evaluation_config(args, runs):
     """What study_eval needs, with the optional weights resolved (nothing is downloaded)."""
-    from util.kid import resolve_inception_weights
+    from scripts.eval.kid import resolve_inception_weights
     config = argparse.Namespace(study_dir=args.study_dir, results_dir=os.path.join(args.study_dir, "results"),
                                 test_dataroot=args.test_dataroot, test_phase=args.test_phase, gpu_ids=args.gpu_ids,
                                 n_draws=args.n_draws, n_codes=args.n_codes, diversity_inputs=args.diversity_inputs,

@@ -21,7 +21,8 @@ import torch
 
 from scripts.experiments.run_records import write_rows
 from scripts.experiments.study_eval import is_current, open_test_model
-from util.diversity import L1_LABEL, L1_SCALE, as_saved_pixels, l1_distance, lpips_distance, mean_pairwise_distance
+from scripts.eval.pairwise_distances import (L1_LABEL, L1_SCALE, as_saved_pixels, l1_distance, lpips_distance,
+                                             mean_pairwise_distance)
 
 log = logging.getLogger("convergence_study")
 

@@ -108,7 +108,7 @@ def evaluate_kid(run, epoch, config, path, keep_logging):
     if is_current(path, epoch, phase=config.test_phase):
         return
     import test as test_cli
-    from util.kid import DEFAULT_SUBSET_SIZE, compute_kid
+    from scripts.eval.kid import DEFAULT_SUBSET_SIZE, compute_kid
     with keep_logging():
         code = test_cli.main(["--dataroot", config.test_dataroot, "--checkpoints_dir", os.path.dirname(run.run_dir),
                               "--name", run.name, "--phase", config.test_phase, *gpu_args(config.gpu_ids),

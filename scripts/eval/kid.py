@@ -14,10 +14,10 @@ from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
-from util.run.checkpoint import load_file
+from scripts.eval.weights import local_weights
 from util.process.devices import resolve_device
+from util.run.checkpoint import load_file
 from util.run.result_files import list_images
-from util.weights import local_weights
 
 log = logging.getLogger(__name__)
 
