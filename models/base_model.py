@@ -14,13 +14,13 @@ from collections import OrderedDict
 import torch
 
 from models import inference, schedulers
-from models.checkpointing import ModelCheckpoints
-from models.networks.generators import generator_size_rule
-from models.networks.layers import unwrap
-from util.process import distributed
-from util.run import convergence
-from util.process.devices import amp_dtype, autocast, resolve_device
 from models.image_pool import ImagePool
+from models.networks.generators import generator_size_rule
+from util.process import distributed
+from util.process.devices import amp_dtype, autocast, resolve_device
+from util.process.distributed import unwrap
+from util.run import convergence
+from util.run.checkpoint import ModelCheckpoints
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +282,11 @@ class BaseModel(ModelCheckpoints, ABC):
         new = self.optimizers[0].param_groups[0]["lr"]
         (log.info if new != old else log.debug)("learning rate %.7f -> %.7f%s", old, new,
                  f" (validation L1 {val_l1:.4f})" if val_l1 is not None and self.opt.lr_policy == "plateau" else "")
+
+    def replan_schedulers(self, stored, epoch):
+        """After a resume loaded the schedulers' states (util.run.checkpoint): this run's schedule options from
+        `epoch` on; `stored` are the options the checkpoint was trained with. Returns what changed, or None."""
+        return schedulers.replan(self.schedulers, self.optimizers, self.opt, stored, epoch)
 
     # ------------------------------------------------------------------ divergence
     def note_position(self, epoch, images):

@@ -21,7 +21,7 @@ from torch import nn
 from models.atme.pool import test_time_maps
 from models.networks.discriminators import patch_output_size
 from models.networks.generators import generator_size_rule
-from models.networks.layers import unwrap
+from util.process.distributed import unwrap
 
 log = logging.getLogger(__name__)
 
