@@ -132,7 +132,7 @@ def test_release_converter_refuses_a_malicious_checkpoint(tmp_path, marker):
 
 
 def test_study_tools_refuse_a_malicious_training_state(tmp_path, marker):
-    from scripts.experiments import study_plan
+    from scripts.experiments.study import plan as study_plan
     target = write_malicious(tmp_path / study_plan.STATE_FILE, marker, {"epoch": 3, "epoch_iter": 0})
     with pytest.raises(RuntimeError, match=f"{target} was refused"):
         study_plan.saved_progress(str(tmp_path))

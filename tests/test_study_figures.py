@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from matplotlib.collections import PolyCollection
 
-from scripts.experiments.study_report import band_note, convergence_plot, smooth, validation_plot
+from scripts.experiments.study.report import band_note, convergence_plot, smooth, validation_plot
 from util.run import convergence
 
 

@@ -1,5 +1,5 @@
 """The study's figures and tables, computed from CSV files only: each run folder's `convergence.csv` and
-`val_log.csv` (train.py) and its `<study_dir>/eval/<run>/*.csv` (study_eval), so every number can be recomputed.
+`val_log.csv` (train.py) and its `<study_dir>/eval/<run>/*.csv` (evaluation), so every number can be recomputed.
 
 - `convergence.png`: per model, the mean over seeds of the smoothed convergence quantity of the runs' --gan_mode
   (util.run.convergence) per epoch with the raw mean as dots, a band of +- one standard deviation over seeds (more
@@ -23,8 +23,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from scripts.experiments.run_records import read_convergence, read_rows, read_validation, write_rows
-from scripts.experiments.study_eval import eval_dir
+from scripts.experiments.study.records import read_convergence, read_rows, read_validation, write_rows
+from scripts.experiments.study.evaluation import eval_dir
 from util.run.atomic import atomic_write_text
 from util.views.figures import new_figure, save_figure
 
