@@ -1,4 +1,4 @@
-"""util/devices: the hardware facts that decide which speed flags pay off, and the bf16 warning."""
+"""util/process/devices: the hardware facts that decide which speed flags pay off, and the bf16 warning."""
 import logging
 
 import pytest

@@ -157,7 +157,7 @@ def profile_rows(run_step, steps):
 
 def release_freed_memory():
     """Give the memory this process has freed back to the OS, where the C library is glibc. (The glibc test is
-    written here, not taken from util/cpu_allocator: a baseline checkout need not have that module.)"""
+    written here, not taken from util/process/cpu_allocator: a baseline checkout need not have that module.)"""
     import ctypes
     try:
         glibc = os.confstr("CS_GNU_LIBC_VERSION")
