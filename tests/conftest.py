@@ -104,8 +104,8 @@ class InProcessResult:
 
 
 def run_main(main, *args, check=True):
-    """Call a CLI's `main(args)` in this process through util.command_line.cli.run_main, as its `__main__` would: the exit
-    code, the log lines and the one-line error a user sees, without starting a Python process."""
+    """Call a CLI's `main(args)` in this process through util.command_line.cli.run_main, as its `__main__`
+    would: the exit code, the log lines and the one-line error a user sees, without starting a Python process."""
     from util.command_line import cli
     out, err = io.StringIO(), io.StringIO()
     argv = [str(a) for a in args]

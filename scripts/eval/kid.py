@@ -1,8 +1,8 @@
 """KID (and FID) through torch-fidelity, computed on lists of image files.
 
 Nothing is moved or copied: a result folder that mixes `*_real_B.png` and `*_fake_B.png` is read through two
-file lists (util.run.result_files) wrapped in a Dataset that torch-fidelity accepts as an input. The Inception-v3 weights are the ones
-torch-fidelity uses ("inception-v3-compat"); offline machines pass a local copy.
+file lists (util.run.result_files) wrapped in a Dataset that torch-fidelity accepts as an input. The Inception-v3
+weights are the ones torch-fidelity uses ("inception-v3-compat"); offline machines pass a local copy.
 """
 import logging
 import os

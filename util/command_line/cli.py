@@ -51,7 +51,7 @@ def _shows_traceback_hint(err):
     """Whether an error may be a fault of the program rather than of the command: refusals (a flag, a run folder,
     a missing file, a bad value) are not."""
     from util.run.run_folder import RunFolderError
-    if getattr(err, "refusal", False):  # a file that failed a check (util.run.integrity, util.run.checkpoint): it says why
+    if getattr(err, "refusal", False):  # a file that failed a check (util.run.integrity, .checkpoint): it says why
         return False
     return not isinstance(err, (UsageError, RunFolderError, FileNotFoundError, ValueError))
 
