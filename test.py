@@ -19,13 +19,13 @@ from data.transforms import test_size_note
 from models import create_model
 from models.export_graph import open_backend, runtime_translator
 from options.test_options import TestOptions
-from util import cpu_allocator
-from util.devices import seed_everything
-from util.html import HTML, replacing_images, save_images
-from util.result_files import ResultNames
-from util.cli import run_main
-from util.run_logs import setup_logging
-from util.run_lookup import check_trained
+from util.process import cpu_allocator
+from util.process.devices import seed_everything
+from util.views.html import HTML, replacing_images, save_images
+from util.run.result_files import ResultNames
+from util.command_line.cli import run_main
+from util.run.run_logs import setup_logging
+from util.run.run_lookup import check_trained
 
 log = logging.getLogger("test")
 

@@ -26,15 +26,16 @@ from models import create_model
 from models.base_model import TrainingDiverged
 from options.resume import shown
 from options.train_options import TrainOptions
-from util import convergence, cpu_allocator, distributed
-from util.cli import run_main
+from util.process import cpu_allocator, distributed
+from util.run import convergence
+from util.command_line.cli import run_main
 from util.dashboard import Dashboard
-from util.devices import seed_everything
-from util.launch import launch_local_workers, local_processes, stop_with_parent, under_torchrun
-from util.run_folder import RunFolder, RunFolderError, holds_a_run
-from util.run_lookup import check_resumable
-from util.run_logs import CsvLog, attach_log_file, setup_logging
-from util import run_outcome
+from util.process.devices import seed_everything
+from util.process.launch import launch_local_workers, local_processes, stop_with_parent, under_torchrun
+from util.run.run_folder import RunFolder, RunFolderError, holds_a_run
+from util.run.run_lookup import check_resumable
+from util.run.run_logs import CsvLog, attach_log_file, setup_logging
+from util.run import run_outcome
 
 log = logging.getLogger("train")
 

@@ -13,8 +13,8 @@ import torch.utils.data
 from PIL import Image
 
 from data.base_dataset import BaseDataset
-from util import cpu_allocator, distributed
-from util.registry import find_class
+from util.process import cpu_allocator, distributed
+from util.command_line.registry import find_class
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class EpochSamples(torch.utils.data.Dataset):
 
 
 def start_worker(worker_id):
-    """A loader worker's start: the system's allocator (util.cpu_allocator.reset_in_worker)."""
+    """A loader worker's start: the system's allocator (util.process.cpu_allocator.reset_in_worker)."""
     cpu_allocator.reset_in_worker(worker_id)
 
 

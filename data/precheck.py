@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from data.image_folder import load_image, read_header
-from util.atomic import atomic_write_text
+from util.run.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 if not __package__:  # run as `python datasets/combine_A_and_B.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from util.atomic import atomic_write
+from util.run.atomic import atomic_write
 
 log = logging.getLogger("combine_A_and_B")
 
@@ -150,5 +150,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from util.cli import run_main
+    from util.command_line.cli import run_main
     run_main(lambda: 1 if main()[1] else 0)  # non-zero when any file could not be paired

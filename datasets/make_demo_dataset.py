@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 if not __package__:  # run as `python datasets/make_demo_dataset.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from util.atomic import atomic_write_text
+from util.run.atomic import atomic_write_text
 
 log = logging.getLogger("make_demo_dataset")
 

@@ -4,7 +4,7 @@ Adding a model is adding one file; see `template_model.py` for the contract.
 """
 import logging
 
-from util.registry import available_names, find_class
+from util.command_line.registry import available_names, find_class
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,13 @@ from models.atme.pool_check import check_run_pool
 from models.base_model import BaseModel
 from models.inference import SizeRule
 from models.networks.discriminators import define_D, patch_output_size
-from models.networks.layers import init_weights, unwrap
+from models.networks.layers import init_weights
 from models.networks.losses import GANLoss, conditional_d_losses, conditional_g_losses
-from util import distributed
-from util.arg_types import add_bool_flag, int_tuple
-from util.checkpoint import strip_module_prefix
-from util.image_utils import save_image, tensor2im
+from util.command_line.arg_types import add_bool_flag, int_tuple
+from util.process import distributed
+from util.process.distributed import unwrap
+from util.run.checkpoint import strip_module_prefix
+from util.views.image_utils import save_image, tensor2im
 
 log = logging.getLogger(__name__)
 

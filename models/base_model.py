@@ -14,12 +14,13 @@ from collections import OrderedDict
 import torch
 
 from models import inference, schedulers
-from models.checkpointing import ModelCheckpoints
+from models.image_pool import ImagePool
 from models.networks.generators import generator_size_rule
-from models.networks.layers import unwrap
-from util import convergence, distributed
-from util.devices import amp_dtype, autocast, fused_adam_devices, resolve_device
-from util.image_pool import ImagePool
+from util.process import distributed
+from util.process.devices import amp_dtype, autocast, fused_adam_devices, resolve_device
+from util.process.distributed import unwrap
+from util.run import convergence
+from util.run.checkpoint import ModelCheckpoints
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +285,11 @@ class BaseModel(ModelCheckpoints, ABC):
         (log.info if new != old else log.debug)("learning rate %.7f -> %.7f%s", old, new,
                  f" (validation L1 {val_l1:.4f})" if val_l1 is not None and self.opt.lr_policy == "plateau" else "")
 
+    def replan_schedulers(self, stored, epoch):
+        """After a resume loaded the schedulers' states (util.run.checkpoint): this run's schedule options from
+        `epoch` on; `stored` are the options the checkpoint was trained with. Returns what changed, or None."""
+        return schedulers.replan(self.schedulers, self.optimizers, self.opt, stored, epoch)
+
     # ------------------------------------------------------------------ divergence
     def note_position(self, epoch, images):
         """Where training is (epoch, images in all), recorded with the first non-finite loss."""
@@ -346,7 +352,7 @@ class BaseModel(ModelCheckpoints, ABC):
 
     def pop_convergence(self):
         """The epoch's convergence.csv row: the means of D_real and D_fake and what they measure for this run's
-        --gan_mode (util.convergence); None when no D step ran."""
+        --gan_mode (util.run.convergence); None when no D step ran."""
         if self._conv_sum is None:
             return None
         totals = distributed.all_reduce_sum(self._conv_sum)

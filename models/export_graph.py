@@ -21,7 +21,7 @@ from torch import nn
 from models.atme.pool import test_time_maps
 from models.networks.discriminators import patch_output_size
 from models.networks.generators import generator_size_rule
-from models.networks.layers import unwrap
+from util.process.distributed import unwrap
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +237,8 @@ def open_runtime(model, tag, backend, precision="fp32"):
     Refused when the export is missing or stale (with the command that makes it), and when the generator has
     dropout or batch norm but the networks are in train mode (the graph is the eval-mode network).
     """
-    from util.onnx_export import load_export
-    from util.runtimes import open_runner
+    from util.export.onnx_export import load_export
+    from util.export.runtimes import open_runner
     command = export_command(model.opt, tag)
     path, _ = load_export(model.save_dir, tag, checkpoint_files(model, tag), command)
     changing = mode_dependent_layers(unwrap(model.netG))

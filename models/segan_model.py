@@ -17,11 +17,12 @@ from einops import rearrange, repeat
 
 from models.base_model import BaseModel
 from models.inference import SizeRule
-from models.networks.layers import get_norm_layer, init_weights, unwrap
+from models.networks.layers import get_norm_layer, init_weights
 from models.networks.losses import GANLoss, discriminator_losses
 from models.segan.mi_estimators import ESTIMATORS, mi_estimate
 from models.segan.networks import MultiscaleDiscriminator, NoiseUnetGenerator, StatisticsNetwork, unet_depth
-from util.arg_types import add_bool_flag
+from util.command_line.arg_types import add_bool_flag
+from util.process.distributed import unwrap
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ import data
 import models
 from options.flag_parser import FlagParser
 from options.help_format import HelpFormatter
-from util import cpu_allocator
-from util.arg_types import BOOL_WORDS, add_bool_flag, gpu_ids
-from util.cli import UsageError
-from util.devices import missing_gpus, usable_cores
-from util.atomic import WriteError, atomic_write_text
-from util.registry import available_names
-from util.run_names import run_path
+from util.process import cpu_allocator
+from util.command_line.arg_types import BOOL_WORDS, add_bool_flag, gpu_ids
+from util.command_line.cli import UsageError
+from util.process.devices import missing_gpus, usable_cores
+from util.run.atomic import WriteError, atomic_write_text
+from util.command_line.registry import available_names
+from util.run.run_names import run_path
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class BaseOptions:
         g.add_argument("--cpu_allocator", default="auto", choices=cpu_allocator.MODES,
                        help="auto/reuse: freed memory stays with the process for the next step (glibc; ATME trains "
                             "1.8x faster at 256x256 on the CPU, at about a third more peak resident memory); "
-                            "system: malloc as it is. See util/cpu_allocator.py")
+                            "system: malloc as it is. See util/process/cpu_allocator.py")
         g.add_argument("--checkpoints_dir", default="./checkpoints", help="where run directories live")
         g.add_argument("--seed", type=int, default=None, help="seed Python, NumPy, torch and data order")
         add_bool_flag(g, "--verbose", help="print network architectures and debug logs")
@@ -218,7 +218,7 @@ class BaseOptions:
 
 # -------------------------------------------------------------------------- the run directory's option files
 def run_dir(opt):
-    """`<checkpoints_dir>/<name>`; a name that would leave --checkpoints_dir is refused (util.run_names)."""
+    """`<checkpoints_dir>/<name>`; a name that would leave --checkpoints_dir is refused (util.run.run_names)."""
     return run_path(opt.checkpoints_dir, opt.name, "--checkpoints_dir")
 
 

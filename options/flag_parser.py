@@ -4,7 +4,7 @@ models it belongs to, instead of being accepted and ignored."""
 import argparse
 import difflib
 
-from util.cli import UsageError
+from util.command_line.cli import UsageError
 
 
 class FlagParser(argparse.ArgumentParser):

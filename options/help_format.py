@@ -3,7 +3,7 @@ way it is typed (`1,2,4,8`, not `(1, 2, 4, 8)`), and nothing for flags whose def
 import argparse
 import shutil
 
-from util.arg_types import str2bool
+from util.command_line.arg_types import str2bool
 
 WIDTH = 100
 

@@ -2,7 +2,7 @@
 run's `train_opt.json`. A typed flag may change what can change (schedule, learning rate, display, batch size,
 ...), and each change is logged as one WARNING, old -> new; a flag that defines the networks or the loss (the
 model's `architecture_flags` and `loss_flags`) is refused with the run's value in the message."""
-from util.cli import UsageError
+from util.command_line.cli import UsageError
 
 # Properties of this invocation, never taken from the stored run.
 OWN_FLAGS = ("name", "checkpoints_dir", "suffix", "continue_train", "start_over", "epoch", "load_iter", "verbose",

@@ -4,8 +4,8 @@ import logging
 from options.base_options import (INVOCATION_FLAGS, BaseOptions, load_stored_options,
                                   run_dir, save_options)
 from models.inference import PAD_MODES
-from util.arg_types import add_bool_flag
-from util.run_names import run_path
+from util.command_line.arg_types import add_bool_flag
+from util.run.run_names import run_path
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from models.networks.losses import GAN_MODES
 from models.schedulers import LR_POLICIES
 from options.base_options import BaseOptions, load_stored_options, run_dir, save_options
 from options.resume import continue_run
-from util.arg_types import add_bool_flag
-from util.run_folder import LOCK_MODES
-from util.run_lookup import training_state_tags
+from util.command_line.arg_types import add_bool_flag
+from util.run.run_folder import LOCK_MODES
+from util.run.run_lookup import training_state_tags
 
 log = logging.getLogger("train")
 

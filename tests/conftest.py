@@ -104,9 +104,9 @@ class InProcessResult:
 
 
 def run_main(main, *args, check=True):
-    """Call a CLI's `main(args)` in this process through util.cli.run_main, as its `__main__` would: the exit
-    code, the log lines and the one-line error a user sees, without starting a Python process."""
-    from util import cli
+    """Call a CLI's `main(args)` in this process through util.command_line.cli.run_main, as its `__main__`
+    would: the exit code, the log lines and the one-line error a user sees, without starting a Python process."""
+    from util.command_line import cli
     out, err = io.StringIO(), io.StringIO()
     argv = [str(a) for a in args]
     old_argv = sys.argv

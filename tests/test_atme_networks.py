@@ -6,7 +6,7 @@ import torch
 
 from models.atme.blocks import WBlock
 from models.atme.release import convert_release, release_layouts
-from util.checkpoint import describe_mismatch, layout_mismatch, layout_of
+from util.run.checkpoint import describe_mismatch, layout_mismatch, layout_of
 from models.atme.diffusion_unet import DiffusionUNet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

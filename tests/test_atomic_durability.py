@@ -1,4 +1,4 @@
-"""Crash consistency of util.atomic: a folder replaced in one step (no moment where a reader or a restart finds
+"""Crash consistency of util.run.atomic: a folder replaced in one step (no moment where a reader or a restart finds
 neither the old folder nor the new one), and the fsync order that makes a save survive a power loss."""
 import errno
 import json
@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from util import atomic
+from util.run import atomic
 
 
 def contents(folder):
@@ -97,7 +97,7 @@ def test_a_swap_that_fails_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
 
 
 class Trace:
-    """The order of fsyncs, renames and removals that util.atomic performs."""
+    """The order of fsyncs, renames and removals that util.run.atomic performs."""
 
     def __init__(self, monkeypatch):
         self.events = []
@@ -184,7 +184,7 @@ def test_a_single_file_and_a_folder_swap_are_durable_when_they_return(tmp_path, 
 class PowerLoss:
     """A file system that forgets: records the folder's name operations (create, rename, remove) and its fsyncs,
     and lists every state a power loss can leave: the names as of the folder's last fsync, plus any subset of the
-    operations after it. File data is fsynced before every rename in util.atomic, so only names are at stake."""
+    operations after it. File data is fsynced before every rename in util.run.atomic, so only names are at stake."""
 
     def __init__(self, monkeypatch, folder):
         self.folder, self.events, self.journal_text = folder, [], {}

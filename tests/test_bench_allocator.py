@@ -4,7 +4,7 @@ import json
 import pytest
 
 from scripts.bench import allocator
-from util import cpu_allocator
+from util.process import cpu_allocator
 
 
 def test_a_malformed_setting_is_refused_with_the_forms_it_takes(capsys):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scripts.bench import common, loop, models, pool
-from util.devices import cpu_has_native_bf16
+from util.process.devices import cpu_has_native_bf16
 
 
 def test_model_benchmark_rows_and_ratios(tmp_path, capsys):

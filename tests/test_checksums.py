@@ -6,7 +6,7 @@ import os
 import torch
 
 from conftest import test_main, train_main
-from util import integrity
+from util.run import integrity
 
 ARGS = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance", "--load_size", "36",
         "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0", "--gpu_ids", "-1",

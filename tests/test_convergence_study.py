@@ -20,9 +20,12 @@ from data import create_dataset
 from models import create_model
 from models.networks.discriminators import patch_output_size
 from options.train_options import TrainOptions
-from scripts.experiments import convergence_study, run_records, study_diversity, study_plan
-from util import convergence
-from util.diversity import L1_SCALE, l1_distance
+from scripts.eval.pairwise_distances import L1_SCALE, l1_distance
+from scripts.experiments.study import cli as convergence_study
+from scripts.experiments.study import diversity as study_diversity
+from scripts.experiments.study import plan as study_plan
+from scripts.experiments.study import records as run_records
+from util.run import convergence
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY_FLAGS = {"atme": "atme=--dim 8 --init_dim 8 --dim_mults 1,2 --groups 4",
@@ -215,7 +218,7 @@ def test_bad_study_arguments_get_clear_errors(demo_root, tmp_path):
 
 
 def test_report_smoothing_and_last_k_statistics():
-    from scripts.experiments.study_report import last_k_stats, mean_std, smooth
+    from scripts.experiments.study.report import last_k_stats, mean_std, smooth
     assert smooth([1, 2, 3, 4], 2).tolist() == pytest.approx([1, 2, 3, 4])  # a line stays a line
     assert smooth([1, 2, 3, 4], 1).tolist() == [1, 2, 3, 4]
     mean, slope = last_k_stats(np.arange(1, 6), np.array([9.0, 9.0, 3.0, 2.0, 1.0]), 3)

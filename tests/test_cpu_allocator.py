@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from options.train_options import TrainOptions
-from util import cpu_allocator
-from util.cli import UsageError
+from util.process import cpu_allocator
+from util.command_line.cli import UsageError
 from conftest import ROOT, stored_train_options
 
 glibc_only = pytest.mark.skipif(cpu_allocator.glibc_version() is None, reason="the C library is not glibc")
@@ -35,7 +35,7 @@ def faults_of_three_64mb_tensors(megabytes=64):
 # Inside `applied(mode, "cpu")`, then after it.
 APPLIED = MEASURE + r"""
 import json, sys
-from util import cpu_allocator
+from util.process import cpu_allocator
 with cpu_allocator.applied(sys.argv[1], "cpu") as mode:
     inside = faults_of_three_64mb_tensors()
 # Blocks larger than any the heap kept: malloc must decide afresh where they come from.
@@ -47,7 +47,7 @@ WORKER = MEASURE + r"""
 import json, types
 import torch
 from data import create_dataloader
-from util import cpu_allocator
+from util.process import cpu_allocator
 
 class Faults(torch.utils.data.Dataset):
     def __len__(self):

@@ -231,7 +231,7 @@ def test_resumed_run_keeps_earlier_steps_and_line_plots_pad_missing(tmp_path):
 
 def test_points_redone_after_a_resume_replace_the_ones_logged_past_the_checkpoint(tmp_path):
     # loss_log.csv holds epochs 1 and 2, but the run resumes from a checkpoint in the middle of epoch 2
-    from util.run_logs import CsvLog
+    from util.run.run_logs import CsvLog
     log = CsvLog(str(tmp_path / "loss_log.csv"))
     for epoch, iters in [(1, 4), (1, 8), (2, 4), (2, 8)]:
         log.append(dict(epoch=epoch, iters=iters, total_iters=(epoch - 1) * 8 + iters, G_GAN=float(epoch * 10 + iters)))

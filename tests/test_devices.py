@@ -1,16 +1,16 @@
-"""util/devices: the hardware facts that decide which speed flags pay off, and the bf16 warning."""
+"""util/process/devices: the hardware facts that decide which speed flags pay off, and the bf16 warning."""
 import logging
 
 import pytest
 import torch
 
-from util import devices
+from util.process import devices
 
 
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_on_a_cpu_without_native_bf16_warns(native, monkeypatch, caplog):
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
-    with caplog.at_level(logging.WARNING, logger="util.devices"):
+    with caplog.at_level(logging.WARNING, logger="util.process.devices"):
         dtype = devices.amp_dtype("bf16", torch.device("cpu"))
     assert dtype is torch.bfloat16  # the numerics are allowed either way
     warned = [r.getMessage() for r in caplog.records if "--amp bf16" in r.getMessage()]

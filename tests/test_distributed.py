@@ -15,7 +15,7 @@ import torch
 
 from conftest import ROOT, run_cli
 from models.atme.pool import DiscPool
-from util.launch import local_processes, worker_environment
+from util.process.launch import local_processes, worker_environment
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -197,7 +197,7 @@ def test_local_processes_errors_name_the_flags(cuda):
 def test_no_new_processes_under_torchrun(cuda, caplog):
     cuda(2)
     under_torchrun = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
-    with caplog.at_level(logging.DEBUG, logger="util.launch"):
+    with caplog.at_level(logging.DEBUG, logger="util.process.launch"):
         assert local_processes([0, 1], 0, environ=under_torchrun) == 1
         assert local_processes([], 2, environ=under_torchrun) == 1
         assert local_processes([0, 1], 3, environ=under_torchrun) == 1  # no error either: torchrun decided

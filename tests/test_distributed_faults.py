@@ -34,7 +34,7 @@ if os.environ.get("RANK") == "1":
         return step(self, compute_loss, optimizer)
     BaseModel.optimizer_step = poisoned
 import train
-from util.cli import run_main
+from util.command_line.cli import run_main
 run_main(train.main)
 """
 

@@ -12,10 +12,10 @@ from conftest import stored_train_options, train_main
 from models import create_model
 from models.networks.losses import GANLoss, conditional_d_losses
 from options.train_options import TrainOptions
-from util import convergence
-from util.cli import UsageError
-from util.devices import usable_cores
-from util.image_pool import ImagePool
+from util.run import convergence
+from util.command_line.cli import UsageError
+from util.process.devices import usable_cores
+from models.image_pool import ImagePool
 
 PIX2PIX = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance",
            "--load_size", "32", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",

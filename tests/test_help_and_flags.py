@@ -6,7 +6,7 @@ import torch
 from conftest import train_main
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
-from util.cli import UsageError, format_error
+from util.command_line.cli import UsageError, format_error
 
 
 def help_text(options, args, capsys):

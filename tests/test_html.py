@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 
 from util.dashboard import Dashboard
-from util import atomic, html
-from util.atomic import WriteError
-from util.html import HTML, save_images
-from util.image_utils import make_grid, save_image, tensor2im
+from util.views import html
+from util.run import atomic
+from util.run.atomic import WriteError
+from util.views.html import HTML, save_images
+from util.views.image_utils import make_grid, save_image, tensor2im
 
 
 def test_tensor2im_maps_range_channels_and_batch_index():

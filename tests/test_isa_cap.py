@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scripts.bench.common import hardware_line
-from util import devices
+from util.process import devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +31,7 @@ def test_without_a_cap_amx_is_what_the_cpu_has(monkeypatch):
 @pytest.mark.slow
 def test_a_cap_below_avx512_bf16_makes_bf16_not_native():
     """oneDNN reads the cap when it starts, so this runs in a fresh process."""
-    code = "from util.devices import cpu_has_native_bf16 as f; print(f())"
+    code = "from util.process.devices import cpu_has_native_bf16 as f; print(f())"
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -13,8 +13,8 @@ from PIL import Image
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from util import kid
-from util.result_files import result_image_sets
+from scripts.eval import kid
+from util.run.result_files import result_image_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"compute_kid": "scripts.eval.compute_kid", "collect_results": "scripts.eval.collect_results",

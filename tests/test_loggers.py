@@ -16,7 +16,7 @@ import torch
 
 from conftest import train_main
 from util.dashboard import Dashboard
-from util.run_logs import CsvLog, setup_logging
+from util.run.run_logs import CsvLog, setup_logging
 
 pytestmark = pytest.mark.timeout(300)
 

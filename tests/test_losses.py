@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from models.networks.losses import GANLoss, gradient_penalty
-from util.image_pool import ImagePool
+from models.image_pool import ImagePool
 
 
 @pytest.fixture(autouse=True)

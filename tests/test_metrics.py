@@ -11,9 +11,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from util.cityscapes import (CITYSCAPES_TRAIN_COLORS, IGNORE_LABEL, ConfusionMatrix, colors_to_train_ids, fcn_scores,
-                             train_ids_to_colors)
-from util.diversity import mean_pairwise_l1
+from scripts.eval.cityscapes import (CITYSCAPES_TRAIN_COLORS, IGNORE_LABEL, ConfusionMatrix, colors_to_train_ids,
+                                     fcn_scores, train_ids_to_colors)
+from scripts.eval.pairwise_distances import mean_pairwise_l1
 from util.metrics import batch_l1, batch_psnr, evaluate_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -47,7 +47,7 @@ def save():
              index=np.array(reads["index"]), maps=np.concatenate(reads["maps"]), folder=np.array(reads["folder"]))
 atexit.register(save)
 import train
-from util.cli import run_main
+from util.command_line.cli import run_main
 run_main(train.main)
 """
 

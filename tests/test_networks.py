@@ -9,7 +9,7 @@ from models.atme.release import release_layouts
 from models.networks.discriminators import define_D, patch_output_size
 from models.networks.generators import UnetGenerator, UnetSkipConnectionBlock, check_generator_size, define_G
 from models.networks.layers import count_parameters, get_norm_layer, init_weights, uses_bias
-from util.checkpoint import layout_of
+from util.run.checkpoint import layout_of
 
 
 

@@ -15,9 +15,9 @@ from conftest import run_main, stored_train_options, test_main
 from models import create_model
 from models.export_graph import graph_spec, open_runtime, runtime_translator
 from options.test_options import TestOptions
-from util.integrity import sha256_of
-from util.onnx_export import graph_paths
-from util.runtimes import open_runner
+from util.run.integrity import sha256_of
+from util.export.onnx_export import graph_paths
+from util.export.runtimes import open_runner
 
 TOLERANCE = 1e-4
 COMMON = ["--load_size", "32", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",
@@ -129,7 +129,7 @@ def test_backend_gives_torch_results_at_another_size(exported, demo_root, name, 
 
 
 def test_openvino_bf16_is_close_to_fp32(exported, demo_root):
-    from util.devices import cpu_has_native_bf16
+    from util.process.devices import cpu_has_native_bf16
     model, _ = test_model(demo_root, exported, "atme")
     path, _ = graph_paths(os.path.join(exported, "atme"), "latest")
     if not cpu_has_native_bf16():

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from conftest import stored_train_options
-from util.arg_types import gpu_ids, int_tuple, str2bool
-from util.cli import UsageError
+from util.command_line.arg_types import gpu_ids, int_tuple, str2bool
+from util.command_line.cli import UsageError
 from options.test_options import TestOptions
 
 

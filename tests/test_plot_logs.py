@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from util import run_logs
+from util.run import run_logs
 
 
 
@@ -103,7 +103,7 @@ def test_each_run_gets_the_equilibrium_of_its_gan_mode(tmp_path):
 
 
 def test_plot_logs_imports_no_dashboard_sink():
-    """plot_logs draws with util.figures; nothing it imports (transitively, inside the repository) reaches
+    """plot_logs draws with util.views.figures; nothing it imports (transitively, inside the repository) reaches
     util.dashboard or a visdom client."""
     import ast
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,5 +123,5 @@ def test_plot_logs_imports_no_dashboard_sink():
                 todo += [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 todo += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-    assert "util.figures" in seen and "util.run_logs" in seen
+    assert "util.views.figures" in seen and "util.run.run_logs" in seen
     assert not [m for m in seen if m.startswith(("util.dashboard", "visdom"))], sorted(seen)

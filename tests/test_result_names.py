@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import test_main, train_main
-from util.result_files import (ResultNames, find_labelled_images, find_numbered_images, list_images,
+from util.run.result_files import (ResultNames, find_labelled_images, find_numbered_images, list_images,
                                result_image_sets)
 
 TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance",
@@ -87,7 +87,7 @@ def test_metric_readers_find_the_nested_layout(tmp_path):
 
 
 def test_a_folder_above_several_results_is_refused(tmp_path):
-    from util.result_files import images_dir
+    from util.run.result_files import images_dir
     for epoch in ("test_latest", "test_5"):
         (tmp_path / "run" / epoch / "images").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"--results_dir .*run/test_5"):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import test_main, train_main
-from util.integrity import sha256_of
+from util.run.integrity import sha256_of
 
 TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--load_size", "36", "--crop_size", "32",
         "--batch_size", "4", "--num_threads", "0", "--display_id", "0", "--seed", "0", "--print_freq", "4",

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from conftest import train_main
-from util import run_folder
-from util.run_folder import LOCK_FILE, RunFolder, RunFolderError, file_system_of
+from util.run import run_folder
+from util.run.run_folder import LOCK_FILE, RunFolder, RunFolderError, file_system_of
 
 ARGS = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance", "--load_size", "36",
         "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0", "--gpu_ids", "-1",

@@ -5,8 +5,8 @@ import os
 import pytest
 
 from conftest import test_main, train_main
-from util.cli import UsageError
-from util.run_names import name_problem, run_path
+from util.command_line.cli import UsageError
+from util.run.run_names import name_problem, run_path
 
 TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance",
         "--load_size", "36", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import test_main, train_main
-from util import run_outcome
+from util.run import run_outcome
 from util.dashboard import Dashboard
 
 TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--load_size", "36", "--crop_size", "32",

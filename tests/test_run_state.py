@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import ROOT, stored_train_options, test_main, train_main
-from util.run_folder import RunFolder, RunFolderError
+from util.run.run_folder import RunFolder, RunFolderError
 
 PIX2PIX = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance"]
 ATME = ["--model", "atme", "--dim", "8", "--init_dim", "8", "--dim_mults", "1,2", "--groups", "4", "--ndf", "8"]
@@ -42,7 +42,7 @@ def kill_on(owner, name):
     setattr(owner, name, wrapper)
 
 import train
-from util import atomic
+from util.run import atomic
 if fault == "step":          # before the Nth optimiser step
     from models.base_model import BaseModel
     kill_on(BaseModel, "optimizer_step")
@@ -170,7 +170,7 @@ def test_full_disk_keeps_the_previous_set_and_says_what_to_do(tmp_path, monkeypa
     train_main(*args)
     run = tmp_path / "full"
     before = {name: snapshot(run)[name] for name in snapshot(run) if name.startswith("latest_")}
-    from util import atomic
+    from util.run import atomic
     real_stage, calls = atomic.stage, [0]
 
     def full_disk(path, fill):
@@ -207,7 +207,7 @@ def test_file_size_limit_in_a_child_is_a_write_error(tmp_path):
     before = {k: v for k, v in snapshot(run).items() if k.startswith("latest_")}
     limiter = ("import resource, signal, sys, train; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
                "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
-               "from util.cli import run_main; sys.argv = ['train.py'] + sys.argv[1:]; run_main(train.main)")
+               "from util.command_line.cli import run_main; sys.argv = ['train.py'] + sys.argv[1:]; run_main(train.main)")
     more = [a if a != "1" or args[i - 1] != "--n_epochs" else "2" for i, a in enumerate(map(str, args))]
     proc = subprocess.run([sys.executable, "-c", limiter, *more, "--continue_train"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import test_main, train_main
-from util.convergence import LOG4
+from util.run.convergence import LOG4
 from test_dashboard import FakeVisdomServer, free_port
 
 pytestmark = pytest.mark.timeout(600)

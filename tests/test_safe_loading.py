@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import test_main, train_main
-from util.checkpoint import load_file
+from util.run.checkpoint import load_file
 
 TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance",
         "--load_size", "36", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",
@@ -113,7 +113,7 @@ def test_a_training_state_with_numpy_rng_from_earlier_versions_still_loads(tmp_p
 
 
 def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
-    from util.devices import rng_state, set_rng_state
+    from util.process.devices import rng_state, set_rng_state
     torch.save(rng_state(), tmp_path / "rng.pth")
     expected = (np.random.rand(3), torch.rand(3))
     set_rng_state(load_file(str(tmp_path / "rng.pth"), "training state"))
@@ -132,7 +132,7 @@ def test_release_converter_refuses_a_malicious_checkpoint(tmp_path, marker):
 
 
 def test_study_tools_refuse_a_malicious_training_state(tmp_path, marker):
-    from scripts.experiments import study_plan
+    from scripts.experiments.study import plan as study_plan
     target = write_malicious(tmp_path / study_plan.STATE_FILE, marker, {"epoch": 3, "epoch_iter": 0})
     with pytest.raises(RuntimeError, match=f"{target} was refused"):
         study_plan.saved_progress(str(tmp_path))
@@ -160,14 +160,14 @@ def test_lpips_weights_are_refused(tmp_path, marker, which):
 
 
 def test_inception_weights_are_refused_before_torch_fidelity_opens_them(tmp_path, marker):
-    from util import kid
+    from scripts.eval import kid
     target = write_malicious(tmp_path / "inception.pth", marker)
     with pytest.raises(RuntimeError, match=f"--inception_weights {target} was refused"):
         kid.resolve_inception_weights(target, download=False)
 
 
 def test_no_loader_in_the_project_unpickles_without_weights_only():
-    """A new torch.load call must go through util.checkpoint.load_file (or pass weights_only=True)."""
+    """A new torch.load call must go through util.run.checkpoint.load_file (or pass weights_only=True)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     offenders = []
     for folder in ("models", "data", "util", "scripts", "options"):

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from conftest import ROOT
-from scripts.experiments import convergence_study
+from scripts.experiments.study import cli as convergence_study
 
 
 def checked(*argv):

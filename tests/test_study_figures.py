@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from matplotlib.collections import PolyCollection
 
-from scripts.experiments.study_report import band_note, convergence_plot, smooth, validation_plot
-from util import convergence
+from scripts.experiments.study.report import band_note, convergence_plot, smooth, validation_plot
+from util.run import convergence
 
 
 def test_a_straight_line_is_not_bent_at_the_start_or_the_end():

@@ -11,8 +11,8 @@ from conftest import train_main
 from test_loggers import FakeWandb, logged_x
 from util.dashboard.history import RunHistory
 from util.dashboard.visdom_sink import VisdomSink, plotly_figure
-from util.figures import Panel, draw_panels, epoch_range
-from util.image_utils import make_grid
+from util.views.figures import Panel, draw_panels, epoch_range
+from util.views.image_utils import make_grid
 
 ATME_VISUALS = ["real_A", "noisy_A", "Disc_B", "fake_B", "real_B"]
 

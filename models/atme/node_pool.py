@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from models.atme.pool import EpochPool
-from util import distributed
+from util.process import distributed
 
 log = logging.getLogger(__name__)
 

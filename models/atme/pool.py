@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import torch
 
-from util.atomic import atomic_path, write_json
+from util.run.atomic import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from util.checkpoint import atomic_save, describe_mismatch, layout_mismatch, load_file, strip_module_prefix
+from util.run.checkpoint import atomic_save, describe_mismatch, layout_mismatch, load_file, strip_module_prefix
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ import functools
 import torch
 from torch import nn
 
-from models.networks.layers import get_norm_layer, init_weights, unwrap, uses_bias
+from models.networks.layers import get_norm_layer, init_weights, uses_bias
+from util.process.distributed import unwrap
 
 GENERATOR_NAMES = ("unet_128", "unet_256", "unet", "resnet_6blocks", "resnet_9blocks")
 PADDING_TYPES = ("reflect", "replicate", "zero")

@@ -83,14 +83,3 @@ def init_weights(net, init_type="normal", init_gain=0.02):
 def count_parameters(net, trainable_only=False):
     """Number of scalar parameters in `net` (only those with requires_grad if `trainable_only`)."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
-
-
-def unwrap(net):
-    """The plain module under DistributedDataParallel / torch.compile wrappers."""
-    while True:
-        if hasattr(net, "_orig_mod"):
-            net = net._orig_mod
-        elif isinstance(net, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            net = net.module
-        else:
-            return net

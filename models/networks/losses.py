@@ -94,7 +94,7 @@ def gradient_penalty(netD, real, fake, kind="mixed", constant=1.0, lambda_gp=10.
 
 def discriminator_losses(netD, criterion, real, fake, *, fake_pool=None, lambda_gp=10.0, penalty_real=None):
     """D's step on its inputs `real` and `fake` (detached, so it does not reach into G): (loss_D, loss_D_real,
-    loss_D_fake, loss_D_gp). `fake_pool` (util.image_pool) swaps fakes for earlier ones; with --gan_mode wgangp
+    loss_D_fake, loss_D_gp). `fake_pool` (models.image_pool) swaps fakes for earlier ones; with --gan_mode wgangp
     the gradient penalty on random interpolates of `real` (or `penalty_real`, when the reals are fewer than the
     fakes) and `fake` is added (loss_D_gp, else None). loss_D is half the sum, as in pix2pix, so the penalty
     keeps its weight relative to the critic's loss."""

@@ -22,7 +22,7 @@ from scipy import stats
 
 if not __package__:  # run as `python scripts/analysis/analyze_dw.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from util.atomic import write_json
+from util.run.atomic import write_json
 
 log = logging.getLogger("analyze_dw")
 
@@ -192,5 +192,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from util.cli import run_main
+    from util.command_line.cli import run_main
     run_main(lambda: main() and 0)  # one-line errors for users; main() returns its results for tests

@@ -6,7 +6,7 @@
 `fig.png` gets the convergence quantity per epoch of every run (from `convergence.csv`: -L_GAN for vanilla and
 least-squares runs, the critic's Wasserstein estimate for wgangp) with the equilibrium line of each run's
 --gan_mode (log 4 for vanilla, as in Fig. 3 of the ATME paper); `fig_losses.png` (or --loss_out) gets one panel
-per loss from `loss_log.csv`, x in epochs. The panels are the ones the dashboard shows (util/figures.py).
+per loss from `loss_log.csv`, x in epochs. The panels are the ones the dashboard shows (util/views/figures.py).
 """
 import argparse
 import logging
@@ -16,8 +16,8 @@ from collections import OrderedDict
 
 if not __package__:  # run as `python scripts/analysis/plot_logs.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from util.figures import convergence_figure, loss_figure
-from util.run_logs import read_convergence, read_losses
+from util.views.figures import convergence_figure, loss_figure
+from util.run.run_logs import read_convergence, read_losses
 
 log = logging.getLogger("plot_logs")
 

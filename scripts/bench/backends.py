@@ -35,9 +35,9 @@ from options.test_options import TestOptions
 from options.train_options import TrainOptions
 from scripts.bench.common import log, report, start, train_flags
 from scripts.bench.models import synthetic_batch
-from util.devices import cpu_has_native_bf16
-from util.onnx_export import graph_paths
-from util.runtimes import OnnxRuntimeRunner, OpenVinoRunner
+from util.process.devices import cpu_has_native_bf16
+from util.export.onnx_export import graph_paths
+from util.export.runtimes import OnnxRuntimeRunner, OpenVinoRunner
 
 BACKENDS = ("torch", "torch_bf16", "ort", "ov", "ov_bf16")
 DESCRIPTIONS = {"torch": "torch eager fp32", "torch_bf16": "torch bf16 autocast + channels_last",

@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from util.atomic import write_json
-from util.devices import cpu_has_native_bf16, hardware_info
+from util.run.atomic import write_json
+from util.process.devices import cpu_has_native_bf16, hardware_info
 
 log = logging.getLogger("benchmark")
 

@@ -16,7 +16,7 @@ if not __package__:  # run as `python scripts/bench/loop.py`: import the project
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from scripts.bench.common import (MODE_FLAGS, MODEL_FLAGS, ROOT, add_mode_args, log, report, resolve_modes,
                                   selected_modes, start)
-from util.run_logs import CsvLog
+from util.run.run_logs import CsvLog
 
 
 def training_command(args, mode, run_root):

@@ -27,7 +27,7 @@ if not __package__:  # run as `python scripts/bench/models.py`: import the proje
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from models import create_model
 from options.train_options import TrainOptions
-from util import cpu_allocator
+from util.process import cpu_allocator
 from scripts.bench.common import (MODE_FLAGS, PeakRss, add_mode_args, log, report, resolve_modes, selected_modes,
                                   start, train_flags)
 

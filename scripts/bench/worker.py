@@ -69,7 +69,8 @@ class Session:
             self.model.attach_run_state(opt)
         self.device = torch.device(getattr(self.model, "device", "cpu"))
         apply_cpu_allocator(opt, self.device)
-        allocator = sys.modules.get("util.cpu_allocator")  # versions with --cpu_allocator say what is in effect
+        allocator = (sys.modules.get("util.process.cpu_allocator")  # versions with --cpu_allocator say what is in
+                     or sys.modules.get("util.cpu_allocator"))  # effect (util.cpu_allocator before util/process/)
         describe = getattr(allocator, "describe", None)
         return {"models_file": os.path.abspath(models.__file__), "device": str(self.device),
                 "threads": torch.get_num_threads(), "images": len(dataset),
@@ -129,11 +130,15 @@ class Session:
 
 def apply_cpu_allocator(opt, device):
     """The checkout's --cpu_allocator for the rest of this process, as its train.py applies it to a CPU run.
-    Versions without `util.cpu_allocator.applied` set it in the model's constructor, or have no such flag."""
+    Versions without `cpu_allocator.applied` set it in the model's constructor, or have no such flag; before
+    util/process/ the module was util.cpu_allocator."""
     try:
-        from util import cpu_allocator
+        from util.process import cpu_allocator
     except ImportError:
-        return
+        try:
+            from util import cpu_allocator
+        except ImportError:
+            return
     if hasattr(cpu_allocator, "applied") and device.type == "cpu":
         cpu_allocator.configure(getattr(opt, "cpu_allocator", "auto"))
 def profile_rows(run_step, steps):
@@ -152,7 +157,7 @@ def profile_rows(run_step, steps):
 
 def release_freed_memory():
     """Give the memory this process has freed back to the OS, where the C library is glibc. (The glibc test is
-    written here, not taken from util/cpu_allocator: a baseline checkout need not have that module.)"""
+    written here, not taken from util/process/cpu_allocator: a baseline checkout need not have that module.)"""
     import ctypes
     try:
         glibc = os.confstr("CS_GNU_LIBC_VERSION")

@@ -174,5 +174,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from util.cli import run_main
+    from util.command_line.cli import run_main
     run_main(lambda: main() and 0)  # one-line errors for users; main() returns its results for tests

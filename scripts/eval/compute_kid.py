@@ -14,9 +14,9 @@ import sys
 
 if not __package__:  # run as `python scripts/eval/compute_kid.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from util.atomic import write_json
-from util.kid import DEFAULT_SEED, DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, INCEPTION_EXTRACTOR, compute_kid
-from util.result_files import result_image_sets
+from util.run.atomic import write_json
+from scripts.eval.kid import DEFAULT_SEED, DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, INCEPTION_EXTRACTOR, compute_kid
+from util.run.result_files import result_image_sets
 
 log = logging.getLogger("compute_kid")
 
@@ -124,5 +124,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from util.cli import run_main
+    from util.command_line.cli import run_main
     run_main(lambda: main() and 0)  # one-line errors for users; main() returns its results for tests

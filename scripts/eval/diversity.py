@@ -23,12 +23,13 @@ from tqdm import tqdm
 
 if not __package__:  # run as `python scripts/eval/diversity.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from util.atomic import write_json
-from util.checkpoint import describe_mismatch, layout_mismatch, load_file
-from util.devices import resolve_device
-from util.diversity import L1_LABEL, L1_SCALE, lpips_distance, mean_pairwise_distance, mean_pairwise_l1
-from util.result_files import find_numbered_images, images_dir
-from util.weights import local_weights
+from util.run.atomic import write_json
+from util.run.checkpoint import describe_mismatch, layout_mismatch, load_file
+from util.process.devices import resolve_device
+from scripts.eval.pairwise_distances import (L1_LABEL, L1_SCALE, lpips_distance, mean_pairwise_distance,
+                                             mean_pairwise_l1)
+from util.run.result_files import find_numbered_images, images_dir
+from scripts.eval.weights import local_weights
 
 log = logging.getLogger("diversity")
 
@@ -48,7 +49,7 @@ def backbone_weights_path(net="alex", path=None, download=True):
 
 def load_linear_layers(metric, path):
     """The calibrated linear layers (`lin*`) of an `lpips.LPIPS` metric from `path`, loaded without running code
-    from the file (util.checkpoint.load_file)."""
+    from the file (util.run.checkpoint.load_file)."""
     state = load_file(path, "LPIPS linear-layer weights")
     def linear_of(state_dict):  # lin0.model.1.weight, ... (lpips keeps the same layers again under lins.N)
         return {k: v for k, v in state_dict.items() if k.startswith("lin") and not k.startswith("lins.")}
@@ -170,5 +171,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from util.cli import run_main
+    from util.command_line.cli import run_main
     run_main(lambda: main() and 0)  # one-line errors for users; main() returns its results for tests

@@ -22,11 +22,11 @@ from tqdm import tqdm
 
 if not __package__:  # run as `python scripts/eval/eval_cityscapes.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from util.atomic import write_json
-from util.checkpoint import load_file
-from util.cityscapes import CITYSCAPES_CLASSES, IGNORE_LABEL, ConfusionMatrix, colors_to_train_ids, fcn_scores
-from util.devices import resolve_device
-from util.result_files import find_labelled_images, images_dir
+from util.run.atomic import write_json
+from util.run.checkpoint import load_file
+from scripts.eval.cityscapes import CITYSCAPES_CLASSES, IGNORE_LABEL, ConfusionMatrix, colors_to_train_ids, fcn_scores
+from util.process.devices import resolve_device
+from util.run.result_files import find_labelled_images, images_dir
 
 log = logging.getLogger("eval_cityscapes")
 
@@ -202,5 +202,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from util.cli import run_main
+    from util.command_line.cli import run_main
     run_main(lambda: main() and 0)  # one-line errors for users; main() returns its results for tests

@@ -18,9 +18,9 @@ if not __package__:  # run as `python scripts/tools/export.py`: import the proje
 from models import create_model
 from models.export_graph import checkpoint_files, export_command, graph_spec, mode_dependent_layers
 from options.test_options import TestOptions
-from util.cli import run_main
-from util.onnx_export import DEFAULT_TOLERANCE, export_graph
-from util.run_logs import setup_logging
+from util.command_line.cli import run_main
+from util.export.onnx_export import DEFAULT_TOLERANCE, export_graph
+from util.run.run_logs import setup_logging
 
 log = logging.getLogger("export")
 

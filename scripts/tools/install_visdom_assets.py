@@ -29,7 +29,7 @@ from pathlib import Path
 
 if not __package__:  # run as `python scripts/tools/install_visdom_assets.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from util.atomic import atomic_write_bytes
+from util.run.atomic import atomic_write_bytes
 
 log = logging.getLogger("install_visdom_assets")
 

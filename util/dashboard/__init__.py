@@ -12,16 +12,16 @@ then hands each event to its sinks, one module each:
 The training loop only converts tensors to images and hands over events; each sink does its I/O in its own
 background thread. A sink that fails is failure-isolated: one warning, then training goes on without it. A
 logger that was asked for and cannot start at all (package missing, W&B not logged in) is refused at start
-with what to do. The figures' layout comes from util/figures.py, which scripts/analysis/plot_logs.py draws too.
+with what to do. The figures' layout comes from util/views/figures.py, which scripts/analysis/plot_logs.py draws too.
 """
 import atexit
 import logging
 import time
 
 from util.dashboard.history import RunHistory
-from util.html import order_visuals
-from util.image_utils import tensor2im
-from util.run_logs import TIME_FORMAT
+from util.views.html import order_visuals
+from util.views.image_utils import tensor2im
+from util.run.run_logs import TIME_FORMAT
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class Dashboard:
     """The run's views: HTML page, visdom, TensorBoard, W&B.
 
-    `gan_mode` picks the convergence quantity and its equilibrium line (util.convergence; None: the mode the
+    `gan_mode` picks the convergence quantity and its equilibrium line (util.run.convergence; None: the mode the
     run's convergence.csv was written for). `run_options` (the run's resolved options) name the model and the
     planned epochs on the page and go to the loggers' config. `images_per_epoch` is the number of images one
     process sees per epoch (the denominator of train.py's `counter_ratio`), so loss rows read back from
@@ -129,7 +129,7 @@ class Dashboard:
         self._each("lines", self.history, window_name, x, dict(values))
 
     def plot_convergence(self, epoch, value):
-        """The per-epoch convergence quantity of the run's --gan_mode (util.convergence), against its
+        """The per-epoch convergence quantity of the run's --gan_mode (util.run.convergence), against its
         equilibrium."""
         if not self.enabled:
             return
@@ -155,7 +155,7 @@ class Dashboard:
 
     def close(self, timeout=10.0, outcome=None):
         """Write the final page (it stops reloading), send what is pending, stop the threads. `outcome` is how
-        training ended, as util.run_outcome words it ("finished 8 of 8 epochs", "stopped by SIGINT at epoch 3 of
+        training ended, as util.run.run_outcome words it ("finished 8 of 8 epochs", "stopped by SIGINT at epoch 3 of
         6; resumable with ...", "failed: ...")."""
         if self._closed or not self.enabled:
             return

@@ -5,9 +5,9 @@ import json
 import os
 import time
 
-from util.atomic import write_json
+from util.run.atomic import write_json
 from util.dashboard.workers import OrderedWorker
-from util.image_utils import make_grid
+from util.views.image_utils import make_grid
 
 MARK_EVERY_SECONDS = 5.0
 

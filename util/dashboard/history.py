@@ -6,7 +6,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from util import convergence, figures, run_logs
+from util.views import figures
+from util.run import convergence, run_logs
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class RunHistory:
     def __init__(self, gan_mode="vanilla"):
         self.gan_mode = gan_mode
         self.losses = Series()
-        self.convergence = Series()  # one series: the quantity of util.convergence for gan_mode
+        self.convergence = Series()  # one series: the quantity of util.run.convergence for gan_mode
         self.lines = OrderedDict()
 
     def line(self, name):
@@ -108,7 +109,7 @@ class RunHistory:
 
 
 def loss_panels(history, label):
-    """One panel per loss (util.figures), x in epochs."""
+    """One panel per loss (util.views.figures), x in epochs."""
     return figures.metric_panels({label: history.losses.arrays()}) if len(history.losses) else []
 
 

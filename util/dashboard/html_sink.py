@@ -7,10 +7,10 @@ import time
 
 from util.dashboard.history import VALIDATION, convergence_panels, images_seen, line_panels, loss_panels
 from util.dashboard.workers import FileWorker
-from util.figures import draw_panels
-from util.html import HTML
-from util.image_utils import save_image
-from util.run_logs import TIME_FORMAT
+from util.views.figures import draw_panels
+from util.views.html import HTML
+from util.views.image_utils import save_image
+from util.run.run_logs import TIME_FORMAT
 
 
 class HtmlSink:

@@ -7,7 +7,7 @@ own, `<run_dir>/tensorboard/equilibrium_<name>/`, under the quantity's tag: the 
 the run's curve and the equilibrium in two colours, each named in the run list."""
 import os
 
-from util import convergence
+from util.run import convergence
 from util.dashboard.appending import AppendingSink
 
 INSTALL_HINT = "pip install tensorboard==2.21.0 (it is in requirements.txt)"

@@ -1,5 +1,5 @@
 """The live visdom display: a client that times out, owned by one background thread that reconnects while
-the server is away, and the jobs that draw an image grid or a figure of panels (util.figures, as plotly
+the server is away, and the jobs that draw an image grid or a figure of panels (util.views.figures, as plotly
 subplots) into a window."""
 import logging
 import math
@@ -10,8 +10,8 @@ import numpy as np
 
 from util.dashboard.history import convergence_panels, images_seen, line_panels, loss_panels
 from util.dashboard.workers import _NewestJobThread
-from util.figures import epoch_range, epoch_tick_step, panel_columns
-from util.image_utils import make_grid
+from util.views.figures import epoch_range, epoch_tick_step, panel_columns
+from util.views.image_utils import make_grid
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,9 @@ def _finite(values):
 
 
 def plotly_figure(panels, legend=False, xlabel="epoch"):
-    """(data, layout) of plotly subplots laid out like util.figures.draw_panels: one axis pair per panel,
+    """(data, layout) of plotly subplots laid out like util.views.figures.draw_panels: one axis pair per panel,
     markers on every line (so a single point shows), equilibrium lines dashed across the panel, the x axis
-    (epochs) over util.figures.epoch_range with whole-epoch ticks."""
+    (epochs) over util.views.figures.epoch_range with whole-epoch ticks."""
     ncols = panel_columns(len(panels))
     nrows = -(-len(panels) // ncols)
     data, annotations = [], []
@@ -111,7 +111,7 @@ def plotly_figure(panels, legend=False, xlabel="epoch"):
 
 
 def _draw_panels(panels, title, legend=False):
-    """A visdom job drawing `panels` (util.figures.Panel) as one window of plotly subplots."""
+    """A visdom job drawing `panels` (util.views.figures.Panel) as one window of plotly subplots."""
     data, layout = plotly_figure(panels, legend=legend)
     ncols = panel_columns(len(panels))
     nrows = -(-len(panels) // ncols)

@@ -6,7 +6,7 @@ import math
 import os
 import secrets
 
-from util import convergence
+from util.run import convergence
 from util.dashboard.appending import AppendingSink
 from util.dashboard.history import images_seen
 

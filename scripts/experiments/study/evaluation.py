@@ -5,7 +5,7 @@
   networks in eval mode (as train.py's validation);
 - `kid.csv` (when the Inception weights are present): KID x100 of the test outputs, written by test.py --eval
   under `<study_dir>/results/`;
-- `diversity.csv` (SEGAN runs): see study_diversity.
+- `diversity.csv` (SEGAN runs): see diversity.
 
 Every row carries the epoch it evaluates, so a finished run is evaluated once; the table is computed from these
 files and the run folders' logs only.
@@ -14,34 +14,22 @@ import argparse
 import logging
 import os
 
-from data import create_dataloader, create_dataset
 from models import create_model
 from options.base_options import load_stored_options
-from options.test_options import TestOptions
-from scripts.experiments.run_records import read_rows, write_rows
-from scripts.experiments.study_plan import gpu_args
-from util.arg_types import gpu_ids
-from util.checkpoint import stored_value
-from util.devices import resolve_device
+from scripts.experiments.study.diversity import evaluate_diversity
+from scripts.experiments.study.plan import gpu_args
+from scripts.experiments.study.records import is_current, write_rows
+from scripts.experiments.study.trained_model import open_test_model
+from util.command_line.arg_types import gpu_ids
 from util.metrics import evaluate_model
-from util.result_files import result_image_sets
+from util.process.devices import resolve_device
+from util.run.checkpoint import stored_value
+from util.run.result_files import result_image_sets
 
 log = logging.getLogger("convergence_study")
 
-EVAL_BATCH = 8  # test batch: instance norm and eval-mode batch norm make outputs independent of it
-
-
 def eval_dir(study_dir, name):
     return os.path.join(study_dir, "eval", name)
-
-
-def is_current(path, epoch, **settings):
-    """Whether `path` holds an evaluation of `epoch` made with `settings` (all compared as strings)."""
-    if not os.path.isfile(path):
-        return False
-    rows = read_rows(path, "an evaluation file")
-    return bool(rows) and all(row.get("epoch") == str(epoch) and
-                              all(row.get(k) == str(v) for k, v in settings.items()) for row in rows)
 
 
 def options_of(run_dir):
@@ -59,19 +47,6 @@ def parameter_counts(run_dir):
     """{network name: parameters} of the model as trained (e.g. G, W, D for ATME; G, D, T for SEGAN)."""
     model = create_model(options_of(run_dir))
     return {name: sum(p.numel() for p in net.parameters()) for name, net in model.networks()}
-
-
-def open_test_model(run, *, dataroot, phase, gpu_ids, results_dir, extra=()):
-    """(model, loader) of a trained run on `phase`, its networks loaded from `latest` and in eval mode."""
-    args = ["--dataroot", dataroot, "--checkpoints_dir", os.path.dirname(run.run_dir), "--name", run.name,
-            "--phase", phase, *gpu_args(gpu_ids), "--num_threads", "0", "--batch_size", str(EVAL_BATCH),
-            "--results_dir", results_dir, "--epoch", "latest", *extra]
-    opt = TestOptions().parse(args)
-    loader = create_dataloader(create_dataset(opt), opt, shuffle=False)
-    model = create_model(opt)
-    model.setup(opt)
-    model.eval()
-    return model, loader
 
 
 def kid_fake_label(model):
@@ -99,7 +74,6 @@ def evaluate_run(run, epoch, config, keep_logging):
     if config.inception_weights:
         evaluate_kid(run, epoch, config, os.path.join(out, "kid.csv"), keep_logging)
     if run.model == "segan":
-        from scripts.experiments.study_diversity import evaluate_diversity
         evaluate_diversity(run, epoch, config, os.path.join(out, "diversity.csv"))
 
 
@@ -108,7 +82,7 @@ def evaluate_kid(run, epoch, config, path, keep_logging):
     if is_current(path, epoch, phase=config.test_phase):
         return
     import test as test_cli
-    from util.kid import DEFAULT_SUBSET_SIZE, compute_kid
+    from scripts.eval.kid import DEFAULT_SUBSET_SIZE, compute_kid
     with keep_logging():
         code = test_cli.main(["--dataroot", config.test_dataroot, "--checkpoints_dir", os.path.dirname(run.run_dir),
                               "--name", run.name, "--phase", config.test_phase, *gpu_args(config.gpu_ids),

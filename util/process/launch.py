@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from util.run_logs import LAUNCHER_LOG_ENV, kept_lines
+from util.run.run_logs import LAUNCHER_LOG_ENV, kept_lines
 
 log = logging.getLogger(__name__)
 

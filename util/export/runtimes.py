@@ -10,7 +10,7 @@ bf16, where it would run a slow emulation.
 import numpy as np
 import torch
 
-from util.devices import cpu_has_native_bf16
+from util.process.devices import cpu_has_native_bf16
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}

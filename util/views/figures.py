@@ -2,7 +2,7 @@
 
 A curve figure is a list of `Panel`s, each with its own y axis, x in epochs: one panel per loss (G_L1 near 80
 and D_fake near 0.3 never share an axis), one for the convergence quantity of the run's `--gan_mode` with its
-equilibrium line (util.convergence), one per validation score. The dashboard's visdom windows, its HTML page
+equilibrium line (util.run.convergence), one per validation score. The dashboard's visdom windows, its HTML page
 and scripts/analysis/plot_logs.py all draw these same panels. Figures are drawn with matplotlib's object API
 on the Agg canvas (no pyplot state, so they are safe beside training); nothing here talks to a server.
 """
@@ -10,8 +10,8 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from util import convergence
-from util.atomic import atomic_write
+from util.run import convergence
+from util.run.atomic import atomic_write
 
 # lines: {label: (x, y)}; hlines: [(value, label)] drawn across the panel (an equilibrium).
 Panel = namedtuple("Panel", "title ylabel lines hlines")
@@ -131,7 +131,7 @@ def loss_figure(runs, path=None, title="losses"):
 
 def convergence_figure(curves, path=None, title=None, gan_modes="vanilla"):
     """The convergence quantity per epoch, one line per run of `curves` ({label: (epochs, values)}), with the
-    equilibrium line of the runs' `gan_modes` (util.convergence; none for wgangp)."""
+    equilibrium line of the runs' `gan_modes` (util.run.convergence; none for wgangp)."""
     return draw_panels([convergence_panel(curves, gan_modes)], path=path, title=title, ncols=1)
 
 

@@ -14,7 +14,7 @@ from collections import OrderedDict, namedtuple
 import models
 from options.base_options import INVOCATION_FLAGS, BaseOptions, load_stored_options
 from options.train_options import TrainOptions
-from util.checkpoint import load_file, option_differences
+from util.run.checkpoint import load_file, option_differences
 
 log = logging.getLogger("convergence_study")
 

@@ -12,7 +12,7 @@ _CHUNK = 1 << 20
 
 class CorruptFile(RuntimeError):
     """A file does not match the checksum recorded when it was saved; the message names it and what to do."""
-    refusal = True  # util.cli: no traceback hint
+    refusal = True  # util.command_line.cli: no traceback hint
 
 
 def manifest_path(folder, tag):
@@ -28,7 +28,7 @@ def sha256_of(path):
 
 
 def stage_manifest(transaction, path):
-    """Add to `transaction` (util.atomic.Transaction, its files staged) the list of their checksums, at `path`:
+    """Add to `transaction` (util.run.atomic.Transaction, its files staged) the list of their checksums, at `path`:
     {file name relative to the list's folder: SHA-256}. The staged files are complete, so they are hashed as
     they will be read."""
     folder = os.path.dirname(os.path.abspath(path))

@@ -4,7 +4,7 @@ a plain folder name. The check reads only: a refused name has created or moved n
 import os
 import unicodedata
 
-from util.cli import UsageError
+from util.command_line.cli import UsageError
 
 ACCEPTED = ("a folder name such as --name facades_pix2pix (letters, digits, '_', '-', '.'; "
             "group/run for a folder inside a folder)")

@@ -17,7 +17,7 @@ import os
 import socket
 import sys
 
-from util import atomic
+from util.run import atomic
 
 log = logging.getLogger(__name__)
 

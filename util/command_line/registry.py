@@ -2,10 +2,12 @@
 import importlib
 import os
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def available_names(package, suffix):
     """Names of the plugins in `package` (e.g. 'models', '_model'), from the files on disk."""
-    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package)
+    folder = os.path.join(REPO_ROOT, package)
     names = []
     for filename in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(filename)

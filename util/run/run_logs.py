@@ -12,8 +12,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from util import convergence
-from util.atomic import atomic_write_text
+from util.run import convergence
+from util.run.atomic import atomic_write_text
 
 LOSS_LOG, CONVERGENCE_LOG, VALIDATION_LOG = "loss_log.csv", "convergence.csv", "val_log.csv"
 # Columns of loss_log.csv that are bookkeeping, not losses.
@@ -207,7 +207,7 @@ def read_losses(run_dir, images_per_epoch=None):
 
 def read_convergence(run_dir):
     """(epochs, values, gan_mode) from `<run_dir>/convergence.csv`: the per-epoch quantity of the GAN mode the
-    log was written for (util.convergence); the last row wins for a repeated epoch."""
+    log was written for (util.run.convergence); the last row wins for a repeated epoch."""
     path = os.path.join(run_dir, CONVERGENCE_LOG)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: convergence.csv is written once per epoch by runs of "

@@ -19,9 +19,10 @@ import logging
 
 import torch
 
-from scripts.experiments.run_records import write_rows
-from scripts.experiments.study_eval import is_current, open_test_model
-from util.diversity import L1_LABEL, L1_SCALE, as_saved_pixels, l1_distance, lpips_distance, mean_pairwise_distance
+from scripts.experiments.study.records import is_current, write_rows
+from scripts.experiments.study.trained_model import open_test_model
+from scripts.eval.pairwise_distances import (L1_LABEL, L1_SCALE, as_saved_pixels, l1_distance, lpips_distance,
+                                             mean_pairwise_distance)
 
 log = logging.getLogger("convergence_study")
 

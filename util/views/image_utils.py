@@ -5,7 +5,7 @@ import numpy as np
 from einops import rearrange
 from PIL import Image, ImageDraw, ImageFont
 
-from util.atomic import atomic_write
+from util.run.atomic import atomic_write
 
 
 def tensor2im(t, imtype=np.uint8, index=0):
@@ -56,7 +56,7 @@ def resize_for_aspect(image, aspect_ratio=1.0):
 
 
 def save_image(array, path, aspect_ratio=1.0):
-    """Write an HWC uint8 array as an image file, atomically (util.atomic)."""
+    """Write an HWC uint8 array as an image file, atomically (util.run.atomic)."""
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise ValueError(f"save_image expects an HW or HWC uint8 array for {path}, "

@@ -5,7 +5,7 @@ import argparse
 import shlex
 import signal
 
-from util.arg_types import str2bool
+from util.command_line.arg_types import str2bool
 
 FAILURE_CHARS = 300  # a traceback's message can be long; the page shows its start, train.log has all of it
 

@@ -50,8 +50,8 @@ def format_error(prog, message, width=WIDTH):
 def _shows_traceback_hint(err):
     """Whether an error may be a fault of the program rather than of the command: refusals (a flag, a run folder,
     a missing file, a bad value) are not."""
-    from util.run_folder import RunFolderError
-    if getattr(err, "refusal", False):  # a file that failed a check (util.integrity, util.checkpoint): it says why
+    from util.run.run_folder import RunFolderError
+    if getattr(err, "refusal", False):  # a file that failed a check (util.run.integrity, .checkpoint): it says why
         return False
     return not isinstance(err, (UsageError, RunFolderError, FileNotFoundError, ValueError))
 

@@ -1,8 +1,8 @@
 """KID (and FID) through torch-fidelity, computed on lists of image files.
 
 Nothing is moved or copied: a result folder that mixes `*_real_B.png` and `*_fake_B.png` is read through two
-file lists (util.result_files) wrapped in a Dataset that torch-fidelity accepts as an input. The Inception-v3 weights are the ones
-torch-fidelity uses ("inception-v3-compat"); offline machines pass a local copy.
+file lists (util.run.result_files) wrapped in a Dataset that torch-fidelity accepts as an input. The Inception-v3
+weights are the ones torch-fidelity uses ("inception-v3-compat"); offline machines pass a local copy.
 """
 import logging
 import os
@@ -14,10 +14,10 @@ from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
-from util.checkpoint import load_file
-from util.devices import resolve_device
-from util.result_files import list_images
-from util.weights import local_weights
+from scripts.eval.weights import local_weights
+from util.process.devices import resolve_device
+from util.run.checkpoint import load_file
+from util.run.result_files import list_images
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from urllib.parse import quote
 import dominate
 from dominate.tags import a, br, code, h2, h3, img, meta, p, pre, style, table, td, tr
 
-from util.atomic import atomic_directory, atomic_write_text, remove_stale_temporaries
-from util.image_utils import save_image, tensor2im
+from util.run.atomic import atomic_directory, atomic_write_text, remove_stale_temporaries
+from util.views.image_utils import save_image, tensor2im
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def replacing_images(web_dir):
 def save_images(webpage, visuals, image_path, aspect_ratio=1.0, width=256, names=None):
     """Save the visuals of one test batch and add one page row per input image.
 
-    Files are `images/<name>_<label>.png`. `names` (a `util.result_files.ResultNames` of the data set) gives
+    Files are `images/<name>_<label>.png`. `names` (a `util.run.result_files.ResultNames` of the data set) gives
     `<name>`: the input's path relative to the data folder without extension, subfolders mirrored, colliding
     stems told apart by their extension; without it `<name>` is the input file's name without extension.
     `image_path` is the batch's list of input paths (or one path for a batch of one). Each row holds
@@ -161,7 +161,7 @@ def save_images(webpage, visuals, image_path, aspect_ratio=1.0, width=256, names
             save_path = os.path.join(webpage.get_image_dir(), *name.split("/"))
             if save_path in webpage.written:
                 raise ValueError(f"{save_path} was already written for another input of this page "
-                                 f"({paths[i]}): name results with util.result_files.ResultNames")
+                                 f"({paths[i]}): name results with util.run.result_files.ResultNames")
             os.makedirs(os.path.dirname(save_path), exist_ok=True)
             save_image(image, save_path, aspect_ratio=aspect_ratio)
             webpage.written.add(save_path)

@@ -145,3 +145,14 @@ def lost_peer(err):
     it is about something else."""
     match = PEER_LOST.search(str(err)) if is_distributed() and isinstance(err, RuntimeError) else None
     return match.group(0) if match else None
+
+
+def unwrap(net):
+    """The plain module under DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(net, "_orig_mod"):
+            net = net._orig_mod
+        elif isinstance(net, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            net = net.module
+        else:
+            return net

@@ -1,8 +1,8 @@
 """The study's figures and tables, computed from CSV files only: each run folder's `convergence.csv` and
-`val_log.csv` (train.py) and its `<study_dir>/eval/<run>/*.csv` (study_eval), so every number can be recomputed.
+`val_log.csv` (train.py) and its `<study_dir>/eval/<run>/*.csv` (evaluation), so every number can be recomputed.
 
 - `convergence.png`: per model, the mean over seeds of the smoothed convergence quantity of the runs' --gan_mode
-  (util.convergence) per epoch with the raw mean as dots, a band of +- one standard deviation over seeds (more
+  (util.run.convergence) per epoch with the raw mean as dots, a band of +- one standard deviation over seeds (more
   than one seed), and the equilibrium line;
 - `validation.png`: the same for L1 and PSNR on the val split;
 - `summary.md` / `summary.csv`: per model, mean and spread over seeds of |quantity - equilibrium| over the last k
@@ -23,10 +23,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-from scripts.experiments.run_records import read_convergence, read_rows, read_validation, write_rows
-from scripts.experiments.study_eval import eval_dir
-from util.atomic import atomic_write_text
-from util.figures import new_figure, save_figure
+from scripts.experiments.study.records import read_convergence, read_rows, read_validation, write_rows
+from scripts.experiments.study.evaluation import eval_dir
+from util.run.atomic import atomic_write_text
+from util.views.figures import new_figure, save_figure
 
 GENERATOR_SIDE = ("G", "W")  # networks on the generator's side: ATME's W learns with G and is part of it
 NETWORK_ORDER = ("G", "W", "D", "T")

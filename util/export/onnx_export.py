@@ -18,13 +18,13 @@ import warnings
 
 import torch
 
-from util import atomic
+from util.run import atomic
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DEFAULT_TOLERANCE = 1e-4  # fp32, on outputs in [-1, 1]
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ExportError(ValueError):
@@ -118,7 +118,7 @@ def export_graph(spec, run_dir, tag, metadata, *, sources, tolerance=DEFAULT_TOL
     `sources` are the checkpoint files the weights came from, `metadata` goes into the JSON as it is, and
     `export_size` is the (H, W) the example input has. Returns (ONNX path, JSON path, payload).
     """
-    from util.runtimes import OnnxRuntimeRunner
+    from util.export.runtimes import OnnxRuntimeRunner
     onnx_path, json_path = graph_paths(run_dir, tag)
     output_names = [o.name for o in spec.outputs]
     height, width = export_size

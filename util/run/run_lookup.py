@@ -4,8 +4,8 @@ what does exist and ends with a command that works."""
 import glob
 import os
 
-from util import atomic
-from util.run_folder import RunFolderError, holds_a_run
+from util.run import atomic
+from util.run.run_folder import RunFolderError, holds_a_run
 
 SHOWN = 8  # runs or tags listed in a message
 

@@ -1,0 +1,1 @@
+"""Exporting a trained generator (ONNX, TorchScript) and running the exported graph (ONNX Runtime, OpenVINO)."""
