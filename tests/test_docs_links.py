@@ -12,7 +12,6 @@ from conftest import ROOT
 README_MAX_LINES = 260
 # Pages written on another branch at the same time; a link to one is allowed while it does not exist yet and is
 # checked like any other once it does.
-PENDING = {"docs/architecture.md"}
 
 LINK = re.compile(r"!?\[(?:[^\]\\]|\\.)*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -79,8 +78,7 @@ def broken_links(page, root):
         if relative.startswith(".."):
             problems.append((target, "leads outside the repository"))
         elif not os.path.exists(resolved):
-            if relative.replace(os.sep, "/") not in PENDING:
-                problems.append((target, f"no file {relative}"))
+            problems.append((target, f"no file {relative}"))
         elif anchor and resolved.endswith(".md") and anchor not in anchors(open(resolved, encoding="utf-8").read()):
             problems.append((target, f"no heading #{anchor} in {relative}"))
     return problems
@@ -107,15 +105,6 @@ def test_every_docs_page_is_linked_from_the_readme():
     pages = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
     assert pages, "no docs/*.md pages"
     assert [os.path.relpath(p, ROOT) for p in pages if p not in linked] == []
-
-
-def test_pending_pages_are_linked_and_exist_after_the_merge():
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    for page in PENDING:
-        assert page in links(readme), f"README.md does not link {page}"
-    missing = [page for page in PENDING if not os.path.exists(os.path.join(ROOT, page))]
-    if missing:
-        pytest.skip(f"written on another branch, not here yet: {', '.join(missing)}")
 
 
 def test_the_checker_finds_a_broken_link_image_and_anchor(tmp_path):
