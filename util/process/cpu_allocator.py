@@ -3,14 +3,14 @@
 glibc's malloc serves every block over 32 MB (most activations of a 256x256 network) with a fresh mmap and
 unmaps it when freed. Each training step then asks the kernel for gigabytes of new pages, and zeroing them in
 page faults costs about as much as the convolutions (ATME at 256x256, batch 4: the training step took 1.8 times
-as long; README, speed section). With `reuse`, malloc takes large blocks from its heap and keeps freed memory
+as long; docs/speed.md). With `reuse`, malloc takes large blocks from its heap and keeps freed memory
 for the next step (mallopt: no mmap, no trimming below 2 GB); the process's peak resident memory is then higher,
 as freed blocks are kept and posix_memalign's remainders split some of them. ATME, 256x256, batch 2, fp32, on a
 2-core Xeon with AVX-512 and AMX (`python -m scripts.bench.allocator --size 256 --batch_size 2 --steps 3`):
 reuse peaked at 6.13 GB with 0.16 M page faults per step, system at 4.63 GB with 2.8 M. Bounded settings that
 map only the largest blocks afresh (its bounded:128:128 and bounded:512:256) peaked at 6.21 and 6.06 GB with
 0.57 M and 0.40 M faults: the extra memory is the heap's holes between medium blocks, so reuse is kept whole.
-With ATME's fused blocks (models/atme/fused.py) its peak is no higher than the release's (README, speed section).
+With ATME's fused blocks (models/atme/fused.py) its peak is no higher than the release's (docs/speed.md).
 
     auto    reuse where the C library is glibc, else the system's allocator as it is
     reuse   as above; refused where the C library is not glibc
