@@ -3,6 +3,7 @@ page faults, not in seconds); the entry points set it for CPU runs only and put 
 loader workers leave it alone."""
 import ctypes
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -27,32 +28,48 @@ class Mallinfo2(ctypes.Structure):
                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-BLOCK = 64 * 2 ** 20  # above glibc's largest mmap threshold (32 MB): the system's malloc always maps it afresh
+BLOCK = 64 * 2 ** 20  # above glibc's largest mmap threshold (32 MB)
 
 
-def malloc_of_one_block():
-    """Allocate and free one 64 MB block with the C library's malloc; return what malloc's statistics say:
-    `mapped` (bytes the block added to mmapped memory while held) and `kept` (bytes the heap kept free after it)."""
-    libc = ctypes.CDLL(None)
-    if not hasattr(libc, "mallinfo2"):
+def libc():
+    """The C library, with malloc's statistics (mallinfo2, glibc 2.33 and later) typed."""
+    c = ctypes.CDLL(None)
+    if not hasattr(c, "mallinfo2"):
         pytest.skip("glibc before 2.33 has no mallinfo2")
-    libc.mallinfo2.restype = Mallinfo2
-    libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
-    before = libc.mallinfo2()
-    block = libc.malloc(BLOCK)
-    assert block, "malloc of 64 MB failed"
-    during = libc.mallinfo2()
-    libc.free(block)
-    after = libc.mallinfo2()
-    return {"mapped": during.hblkhd - before.hblkhd, "kept": after.fordblks - before.fordblks}
+    c.mallinfo2.restype = Mallinfo2
+    c.malloc.restype, c.malloc.argtypes, c.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+    return c
 
 
-def heap_keeps_freed_blocks():
-    """Whether malloc, as it is set now, serves a large block from its heap and keeps it when freed."""
-    seen = malloc_of_one_block()
-    if seen["mapped"] >= BLOCK:
+def resident_bytes():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def one_block(fill=False):
+    """Allocate and free one block with the C library's malloc, 64 MB larger than all the free memory its heap holds
+    (glibc serves a block from free heap memory before it considers a mapping); return what malloc's statistics say
+    about it while it was held: its `size`, bytes `mapped` afresh for it and bytes it took `from_heap`. `fill`
+    writes it, so that it is resident."""
+    c = libc()
+    before = c.mallinfo2()
+    size = before.fordblks + BLOCK
+    block = c.malloc(size)
+    assert block, f"malloc of {size} bytes failed"
+    if fill:
+        ctypes.memset(block, 1, size)
+    during = c.mallinfo2()
+    c.free(block)
+    return {"size": size, "mapped": during.hblkhd - before.hblkhd, "from_heap": during.uordblks - before.uordblks}
+
+
+def heap_keeps_freed_blocks(fill=False):
+    """Whether malloc, as it is set now, serves a large block from its heap (where freed memory stays for the next
+    block) instead of a fresh mapping that is unmapped when freed."""
+    seen = one_block(fill)
+    if seen["mapped"] >= seen["size"]:
         return False
-    assert seen["kept"] >= BLOCK // 2, f"a 64 MB block was neither mapped afresh nor kept: {seen}"
+    assert seen["from_heap"] >= seen["size"], f"a large block was neither mapped afresh nor taken from the heap: {seen}"
     return True
 
 
@@ -63,7 +80,7 @@ def test_auto_reuses_freed_memory_exactly_where_the_c_library_is_glibc():
         kept_inside = heap_keeps_freed_blocks() if ON_GLIBC else None
     if ON_GLIBC:
         assert kept_inside, "--cpu_allocator auto reported reuse, but malloc still maps large blocks afresh"
-        assert not heap_keeps_freed_blocks(), "after `applied`, malloc still keeps freed large blocks"
+        assert not heap_keeps_freed_blocks(), "after `applied`, malloc still serves large blocks from its heap"
     assert cpu_allocator.in_effect() == "system"
 
 
@@ -76,69 +93,10 @@ def test_system_leaves_malloc_mapping_large_blocks_afresh():
 
 @glibc_only
 def test_restore_gives_the_kept_memory_back():
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = Mallinfo2
     with cpu_allocator.applied("reuse", "cpu"):
-        assert heap_keeps_freed_blocks()
-        kept = libc.mallinfo2().fordblks
-    assert libc.mallinfo2().fordblks <= kept - BLOCK // 2, "restore did not trim the heap's kept 64 MB"
-
-# Page faults of allocating and freeing a 64 MB tensor three times after twelve others (glibc's heap settles after
-# a few blocks: posix_memalign's remainders pin some).
-MEASURE = r"""
-import resource
-import torch
-def faults_of_three_64mb_tensors(megabytes=64):
-    def faults():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(12):
-        x = torch.ones(megabytes // 4 * 2 ** 20)
-        del x
-    before = faults()
-    for _ in range(3):
-        x = torch.ones(megabytes // 4 * 2 ** 20)
-        del x
-    return faults() - before
-"""
-
-# Inside `applied(mode, "cpu")`, then after it.
-APPLIED = MEASURE + r"""
-import json, sys
-from util import cpu_allocator
-with cpu_allocator.applied(sys.argv[1], "cpu") as mode:
-    inside = faults_of_three_64mb_tensors()
-# Blocks larger than any the heap kept: malloc must decide afresh where they come from.
-print(json.dumps({"mode": mode, "inside": inside, "after": faults_of_three_64mb_tensors(megabytes=96)}))
-"""
-
-# A loader worker of a process that reuses freed memory measures its own faults.
-WORKER = MEASURE + r"""
-import json, types
-import torch
-from data import create_dataloader
-from util import cpu_allocator
-
-class Faults(torch.utils.data.Dataset):
-    def __len__(self):
-        return 1
-    def __getitem__(self, index):
-        return torch.tensor(faults_of_three_64mb_tensors(megabytes=96))  # larger than the parent's blocks
-
-opt = types.SimpleNamespace(num_threads=1, batch_size=1, serial_batches=True, seed=None)
-with cpu_allocator.applied("reuse", "cpu"):
-    parent = faults_of_three_64mb_tensors()
-    worker = int(next(iter(create_dataloader(Faults(), opt)))[0])
-print(json.dumps({"parent": parent, "worker": worker}))
-"""
-
-PAGES = 3 * 64 * 2 ** 20 // 4096  # what three fresh 64 MB mappings fault in, with 4 KB pages
-
-
-def run_json(script, *args):
-    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        assert heap_keeps_freed_blocks(fill=True)  # the freed block stays resident in the heap
+        kept = resident_bytes()
+    assert resident_bytes() <= kept - BLOCK // 2, "restore did not give the heap's kept memory back"
 
 
 @pytest.mark.slow
