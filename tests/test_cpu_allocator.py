@@ -99,6 +99,64 @@ def test_restore_gives_the_kept_memory_back():
     assert resident_bytes() <= kept - BLOCK // 2, "restore did not give the heap's kept memory back"
 
 
+# Page faults of allocating and freeing a 64 MB tensor three times after twelve others (glibc's heap settles after
+# a few blocks: posix_memalign's remainders pin some).
+MEASURE = r"""
+import resource
+import torch
+def faults_of_three_64mb_tensors(megabytes=64):
+    def faults():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(12):
+        x = torch.ones(megabytes // 4 * 2 ** 20)
+        del x
+    before = faults()
+    for _ in range(3):
+        x = torch.ones(megabytes // 4 * 2 ** 20)
+        del x
+    return faults() - before
+"""
+
+# Inside `applied(mode, "cpu")`, then after it.
+APPLIED = MEASURE + r"""
+import json, sys
+from util import cpu_allocator
+with cpu_allocator.applied(sys.argv[1], "cpu") as mode:
+    inside = faults_of_three_64mb_tensors()
+# Blocks larger than any the heap kept: malloc must decide afresh where they come from.
+print(json.dumps({"mode": mode, "inside": inside, "after": faults_of_three_64mb_tensors(megabytes=96)}))
+"""
+
+# A loader worker of a process that reuses freed memory measures its own faults.
+WORKER = MEASURE + r"""
+import json, types
+import torch
+from data import create_dataloader
+from util import cpu_allocator
+
+class Faults(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+    def __getitem__(self, index):
+        return torch.tensor(faults_of_three_64mb_tensors(megabytes=96))  # larger than the parent's blocks
+
+opt = types.SimpleNamespace(num_threads=1, batch_size=1, serial_batches=True, seed=None)
+with cpu_allocator.applied("reuse", "cpu"):
+    parent = faults_of_three_64mb_tensors()
+    worker = int(next(iter(create_dataloader(Faults(), opt)))[0])
+print(json.dumps({"parent": parent, "worker": worker}))
+"""
+
+PAGES = 3 * 64 * 2 ** 20 // 4096  # what three fresh 64 MB mappings fault in, with 4 KB pages
+
+
+def run_json(script, *args):
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 @glibc_only
 def test_the_default_allocator_reuses_freed_memory_and_is_put_back():
