@@ -57,11 +57,11 @@ def restore_logging():
     root = logging.getLogger()
     root_level, root_handlers = root.level, list(root.handlers)
     yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    for name, logger in logging.Logger.manager.loggerDict.items():
-        if isinstance(logger, logging.Logger) and name not in levels:
-            logger.setLevel(logging.NOTSET)
+    # Only the levels that changed: each setLevel clears the cache of every logger (hundreds, with torch loaded), and
+    # setting them all after each test cost 14 s of a 139 s profile of the fast tier.
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and logger.level != levels.get(name, logging.NOTSET):
+            logger.setLevel(levels.get(name, logging.NOTSET))
     root.setLevel(root_level)
     for handler in list(root.handlers):
         if handler not in root_handlers:
