@@ -6,12 +6,12 @@
 #                                       signals, Chromium, torch.compile, ONNX/OpenVINO export, long trainings)
 # Other arguments go to pytest (e.g. -k atme).
 # The fast tier's time, on a 2-core Intel Xeon with AVX-512, AVX512-BF16 and AMX, 24 GiB, no GPU, torch 2.14.1, shared
-# with a training study and other jobs (load average about 4), with
-#   OMP_NUM_THREADS=2 /usr/bin/time .venv/bin/python -m pytest -q -p no:cacheprovider --timeout 600 -m "not slow" \
-#       --ignore=tests/test_onnx_export.py --durations=30
-# measured at commit 64588ce: 464 tests in 105 s wall (pytest: 104 s; the tests' phases by --durations sum to 97 s, the
-# slowest 5.9 s) and 74.5 s of CPU time (67.9 user + 6.7 sys). The tests run torch on one thread (tests/conftest.py);
-# the wall time of an idle machine was not measured (the machine was never idle).
+# with a training study and other jobs (load average 6.5), at commit dbd10eb, with
+#   OMP_NUM_THREADS=2 /usr/bin/time .venv/bin/python -m pytest -q -p no:cacheprovider -m "not slow" --timeout 600 \
+#       --durations=5
+# 464 tests in 108 s wall (pytest's count: 102 s; the slowest test 5.5 s) and 72 s of CPU time (64.6 user + 7.6 sys).
+# The tests run torch on one thread (tests/conftest.py); an idle machine's wall time was not measured (it was never
+# idle).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
