@@ -1,7 +1,7 @@
 """Shared fixtures: a tiny demo data set, and helpers that run the CLIs in this process or as subprocesses.
 
 Tests that start a process, a browser or a compiler are marked `slow` (pytest.ini): the README's test command
-runs the rest by default and everything with `--full`.
+runs the rest by default and everything with `--full`. tier_guard.py fails a test of the fast tier that does.
 """
 import contextlib
 import io
@@ -12,19 +12,31 @@ import sys
 import pytest
 
 from datasets.make_demo_dataset import make_demo_dataset
+from tier_guard import pytest_runtest_setup, pytest_runtest_teardown, pytest_sessionstart  # noqa: F401  (the fast tier's guard)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks or hundreds of tiny steps: one torch thread avoids thread start-up and contention costs on a
-    busy machine (restored afterwards)."""
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """torch runs on one thread in the test process, from before the first module fixture (restored at the end):
+    the tests' networks are tiny, and on a busy 2-core machine a second OpenMP thread waiting at each barrier made
+    an ATME forward of a 32x32 batch 10-20 times slower (a test took 0.6-1.2 s against 13-14 s, OMP_NUM_THREADS=1
+    against 2, side by side). Subprocesses of the slow tier take OMP_NUM_THREADS from `run_cli`."""
     import torch
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def one_thread(one_torch_thread):
+    """Each test starts and ends on one torch thread, whatever the one before set."""
+    import torch
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +57,11 @@ def restore_logging():
     root = logging.getLogger()
     root_level, root_handlers = root.level, list(root.handlers)
     yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    for name, logger in logging.Logger.manager.loggerDict.items():
-        if isinstance(logger, logging.Logger) and name not in levels:
-            logger.setLevel(logging.NOTSET)
+    # Only the levels that changed: each setLevel clears the cache of every logger (hundreds, with torch loaded), and
+    # setting them all after each test cost 14 s of a 139 s profile of the fast tier.
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and logger.level != levels.get(name, logging.NOTSET):
+            logger.setLevel(levels.get(name, logging.NOTSET))
     root.setLevel(root_level)
     for handler in list(root.handlers):
         if handler not in root_handlers:
@@ -81,16 +93,22 @@ def stored_train_options(args):
     return opt
 
 
+def in_process_loading(args):
+    """`args` with `--num_threads 0` unless they set it: the data then loads in this process, as loader workers are
+    processes (the slow tier's; tier_guard.py)."""
+    return args if any(str(a).split("=")[0] == "--num_threads" for a in args) else (*args, "--num_threads", "0")
+
+
 def train_main(*args, **kwargs):
-    """train.py in this process (see `run_main`)."""
+    """train.py in this process (see `run_main`), loading data in this process unless `args` set --num_threads."""
     import train
-    return run_main(train.main, *args, **kwargs)
+    return run_main(train.main, *in_process_loading(args), **kwargs)
 
 
 def test_main(*args, **kwargs):
-    """test.py in this process (see `run_main`)."""
+    """test.py in this process (see `run_main`), loading data in this process unless `args` set --num_threads."""
     import test
-    return run_main(test.main, *args, **kwargs)
+    return run_main(test.main, *in_process_loading(args), **kwargs)
 
 
 test_main.__test__ = False  # a helper, not a test

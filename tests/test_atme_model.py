@@ -147,9 +147,10 @@ def test_release_checkpoints_load_by_their_names(dataroot, tmp_path):
         assert all(torch.equal(state[k], v) for k, v in released[net].items())
 
 
-def test_two_epochs_end_to_end_then_test(dataroot, tmp_path):
+@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.slow)])  # 1: a loader worker process
+def test_two_epochs_end_to_end_then_test(dataroot, tmp_path, workers):
     common = ["--dataroot", dataroot, "--checkpoints_dir", str(tmp_path), "--name", "e2e"]
-    train_args = common + TINY + ["--num_threads", "1", "--n_epochs", "1", "--n_epochs_decay", "1",
+    train_args = common + TINY + ["--num_threads", str(workers), "--n_epochs", "1", "--n_epochs_decay", "1",
                                   "--n_save_noisy", "2", "--print_freq", "2"]
     assert train_cli.main(train_args) == 0
     run = tmp_path / "e2e"

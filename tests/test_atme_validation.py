@@ -28,16 +28,21 @@ def test_a_resumed_run_validates_like_an_uninterrupted_one(tmp_path, demo_root, 
     common = ["--dataroot", demo_root, "--checkpoints_dir", tmp_path, *ARGS]
     train_main(*common, "--name", "whole")
 
+    import train
     from models.base_model import BaseModel
-    real, calls = BaseModel.optimizer_step, [0]
+    real, real_agreed, calls = BaseModel.optimizer_step, train.StopRequest.agreed, [0]
 
-    def interrupted(self, *a, **k):  # Ctrl-C in epoch 2 (4 steps of 2 optimiser steps each per epoch)
+    def counted(self, *a, **k):
         calls[0] += 1
-        if calls[0] == 11:
-            os.kill(os.getpid(), signal.SIGINT)
         return real(self, *a, **k)
 
-    monkeypatch.setattr(BaseModel, "optimizer_step", interrupted)
+    def interrupted(self):  # Ctrl-C in epoch 2 (4 steps of 2 optimiser steps each per epoch)
+        if calls[0] >= 11 and self.signum is None:
+            self.signum = signal.SIGINT  # what the handler sets on a Ctrl-C (a real one: test_train_signals.py)
+        return real_agreed(self)
+
+    monkeypatch.setattr(BaseModel, "optimizer_step", counted)
+    monkeypatch.setattr(train.StopRequest, "agreed", interrupted)
     stopped = train_main(*common, "--name", "resumed", check=False)
     monkeypatch.undo()
     assert stopped.returncode == 128 + signal.SIGINT

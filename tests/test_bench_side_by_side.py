@@ -95,6 +95,7 @@ def test_scaling_lists_refuse_zero(capsys):
     assert "--scale_batches" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # runs git
 def test_git_commit_names_a_folder_outside_git(tmp_path):
     assert side_by_side.git_commit(str(tmp_path)) == "not a git checkout"
     assert side_by_side.git_commit(ROOT).split()[0].isalnum()

@@ -239,6 +239,7 @@ def test_last_epoch_line_names_the_quantity_its_distance_and_the_plot(small_stud
 
 
 # ------------------------------------------------------------------------------------------- SEGAN
+@pytest.mark.slow  # trains and evaluates four SEGAN runs
 def test_segan_study_reports_diversity_with_mi_on_and_off(demo_root, tmp_path):
     study_dir = tmp_path / "segan"
     study(*study_args(demo_root, study_dir, ("segan", "segan_no_mi"), (0, 1), (1, 0), "--n_draws", "2",

@@ -1,6 +1,10 @@
-"""--cpu_allocator: freed memory is reused instead of mapped afresh (counted in page faults, not in seconds); the
-entry points set it for CPU runs only and put it back on return; constructors and loader workers leave it alone."""
+"""--cpu_allocator: freed memory is reused instead of mapped afresh (seen in glibc's own malloc statistics and in
+page faults, not in seconds); the entry points set it for CPU runs only and put it back on return; constructors and
+loader workers leave it alone."""
+import ctypes
 import json
+import os
+import platform
 import subprocess
 import sys
 
@@ -12,7 +16,88 @@ from util.process import cpu_allocator
 from util.command_line.cli import UsageError
 from conftest import ROOT, stored_train_options
 
-glibc_only = pytest.mark.skipif(cpu_allocator.glibc_version() is None, reason="the C library is not glibc")
+# What the platform allows, read independently of util.cpu_allocator (which asks os.confstr): the C library the
+# Python executable was linked against.
+ON_GLIBC = platform.libc_ver()[0] == "glibc"
+glibc_only = pytest.mark.skipif(not ON_GLIBC, reason="the C library is not glibc")
+
+
+class Mallinfo2(ctypes.Structure):
+    """glibc's malloc statistics (mallinfo(3)), in bytes."""
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+BLOCK = 64 * 2 ** 20  # above glibc's largest mmap threshold (32 MB)
+
+
+def libc():
+    """The C library, with malloc's statistics (mallinfo2, glibc 2.33 and later) typed."""
+    c = ctypes.CDLL(None)
+    if not hasattr(c, "mallinfo2"):
+        pytest.skip("glibc before 2.33 has no mallinfo2")
+    c.mallinfo2.restype = Mallinfo2
+    c.malloc.restype, c.malloc.argtypes, c.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+    return c
+
+
+def resident_bytes():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def one_block(fill=False):
+    """Allocate and free one block with the C library's malloc, 64 MB larger than all the free memory its heap holds
+    (glibc serves a block from free heap memory before it considers a mapping); return what malloc's statistics say
+    about it while it was held: its `size`, bytes `mapped` afresh for it and bytes it took `from_heap`. `fill`
+    writes it, so that it is resident."""
+    c = libc()
+    before = c.mallinfo2()
+    size = before.fordblks + BLOCK
+    block = c.malloc(size)
+    assert block, f"malloc of {size} bytes failed"
+    if fill:
+        ctypes.memset(block, 1, size)
+    during = c.mallinfo2()
+    c.free(block)
+    return {"size": size, "mapped": during.hblkhd - before.hblkhd, "from_heap": during.uordblks - before.uordblks}
+
+
+def heap_keeps_freed_blocks(fill=False):
+    """Whether malloc, as it is set now, serves a large block from its heap (where freed memory stays for the next
+    block) instead of a fresh mapping that is unmapped when freed."""
+    seen = one_block(fill)
+    if seen["mapped"] >= seen["size"]:
+        return False
+    assert seen["from_heap"] >= seen["size"], f"a large block was neither mapped afresh nor taken from the heap: {seen}"
+    return True
+
+
+def test_auto_reuses_freed_memory_exactly_where_the_c_library_is_glibc():
+    assert cpu_allocator.in_effect() == "system"
+    with cpu_allocator.applied("auto", "cpu") as mode:
+        assert mode == ("reuse" if ON_GLIBC else "system")
+        kept_inside = heap_keeps_freed_blocks() if ON_GLIBC else None
+    if ON_GLIBC:
+        assert kept_inside, "--cpu_allocator auto reported reuse, but malloc still maps large blocks afresh"
+        assert not heap_keeps_freed_blocks(), "after `applied`, malloc still serves large blocks from its heap"
+    assert cpu_allocator.in_effect() == "system"
+
+
+@glibc_only
+def test_system_leaves_malloc_mapping_large_blocks_afresh():
+    assert not heap_keeps_freed_blocks()  # the process's own malloc, untouched
+    with cpu_allocator.applied("system", "cpu") as mode:
+        assert mode == "system" and not heap_keeps_freed_blocks()
+
+
+@glibc_only
+def test_restore_gives_the_kept_memory_back():
+    with cpu_allocator.applied("reuse", "cpu"):
+        assert heap_keeps_freed_blocks(fill=True)  # the freed block stays resident in the heap
+        kept = resident_bytes()
+    assert resident_bytes() <= kept - BLOCK // 2, "restore did not give the heap's kept memory back"
+
 
 # Page faults of allocating and freeing a 64 MB tensor three times after twelve others (glibc's heap settles after
 # a few blocks: posix_memalign's remainders pin some).
@@ -72,6 +157,7 @@ def run_json(script, *args):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @glibc_only
 def test_the_default_allocator_reuses_freed_memory_and_is_put_back():
     system, default = run_json(APPLIED, "system"), run_json(APPLIED, "auto")
@@ -82,6 +168,7 @@ def test_the_default_allocator_reuses_freed_memory_and_is_put_back():
     assert default["after"] > PAGES // 2, f"after `applied`, malloc still reused memory: {default}"
 
 
+@pytest.mark.slow
 @glibc_only
 def test_loader_workers_keep_the_system_allocator():
     faults = run_json(WORKER)
@@ -106,15 +193,15 @@ def test_the_entry_point_applies_it_on_the_cpu_only_and_restores_it(monkeypatch,
     import importlib
     module = importlib.import_module(script)
     seen = []
-    monkeypatch.setattr(module, f"{script}_process", lambda *args: seen.append(cpu_allocator.in_effect()) or 0)
+    monkeypatch.setattr(module, f"{script}_process", lambda *args: seen.append(heap_keeps_freed_blocks()) or 0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     args = ["--model", "pix2pix", "--dataroot", demo_root, "--checkpoints_dir", str(tmp_path), "--name", "run"]
     if script == "test":
         stored_train_options(args)  # test.py reads the run's options
         (tmp_path / "run" / "latest_net_G.pth").touch()  # and checks that the run has weights before anything else
     code = module.main([*args, "--cpu_allocator", "auto", *(["--display_id", "0"] if script == "train" else [])])
-    assert code == 0 and seen == ["system" if cuda else "reuse"]
-    assert cpu_allocator.in_effect() == "system"
+    assert code == 0 and seen == [not cuda]  # malloc keeps freed blocks in a CPU run only
+    assert not heap_keeps_freed_blocks() and cpu_allocator.in_effect() == "system"
 
 
 def test_restore_uses_the_values_the_process_started_with():

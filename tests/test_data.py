@@ -280,6 +280,7 @@ def _pool_entry(index, epoch, scale):
     return torch.tensor([float(index) * scale, float(epoch), float(os.getpid())])
 
 
+@pytest.mark.slow  # loader worker processes
 def test_extras_are_merged_in_worker_processes(tmp_path):
     dataset = AlignedDataset(make_opt(dataroot=aligned_root(tmp_path, n=6)))
     opt = make_opt(num_threads=2, batch_size=3)
@@ -318,11 +319,17 @@ def _batches(dataset, opt):
     return [(b["index"].tolist(), b["A"]) for b in data.create_dataloader(dataset, opt)]
 
 
-def test_same_seed_gives_same_batches(tmp_path):
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: loader worker processes
+def test_same_seed_gives_same_batches(tmp_path, workers):
+    from util.process.devices import seed_everything
     dataset = AlignedDataset(make_opt(dataroot=aligned_root(tmp_path, n=8)))
-    first = _batches(dataset, make_opt(num_threads=2, seed=3))
-    again = _batches(dataset, make_opt(num_threads=2, seed=3))
-    other = _batches(dataset, make_opt(num_threads=2, seed=4))
+
+    def batches(seed):
+        if not workers:
+            seed_everything(seed)  # without workers the augmentation draws from this process, which train.py seeds
+        return _batches(dataset, make_opt(num_threads=workers, seed=seed))
+
+    first, again, other = batches(3), batches(3), batches(4)
     assert [i for i, _ in first] == [i for i, _ in again]
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(first, again))
     assert [i for i, _ in first] != [i for i, _ in other]

@@ -51,21 +51,31 @@ def test_combine_pairs_images_side_by_side_and_reports_every_mismatch(tmp_path):
     assert "big.png is 8x8 but" in text and "is 16x8" in text
     assert "broken.png: unreadable" in text
     assert "test does not exist" in text
-    # the CLI's exit status is non-zero when anything was reported, zero when all pairs worked
+
+
+@pytest.mark.slow
+def test_combine_exits_non_zero_when_anything_could_not_be_paired(tmp_path):
+    A, B = tmp_path / "A", tmp_path / "B"
+    save(A / "train" / "0.png", 10)
+    save(B / "train" / "0.png", 20)
+    save(A / "train" / "onlyA.png", 1)
     cli = [sys.executable, "-m", "datasets.combine_A_and_B", "--fold_A", str(A), "--fold_B", str(B),
-           "--fold_AB", str(tmp_path / "AB2"), "--no_multiprocessing"]
+           "--fold_AB", str(tmp_path / "AB"), "--no_multiprocessing"]
     run = subprocess.run(cli, capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 1 and "5 files could not be paired" in run.stderr and "onlyB.png" in run.stderr
+    assert run.returncode == 1 and "1 files could not be paired" in run.stderr and "onlyA.png" in run.stderr
+    (A / "train" / "onlyA.png").unlink()
+    assert subprocess.run(cli, capture_output=True, text=True, cwd=ROOT).returncode == 0
 
 
-def test_combine_use_AB_names_num_imgs_and_clean_exit(tmp_path):
+@pytest.mark.parametrize("in_processes", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_combine_use_AB_names_num_imgs_and_clean_exit(tmp_path, in_processes):
     folder = tmp_path / "both"
     for i in range(4):
         save(folder / "train" / f"x{i}_A.jpg", 30)
         save(folder / "train" / f"x{i}_B.jpg", 90)
     tool = load_tool("combine_A_and_B")
     written, problems = tool.combine(str(folder), str(folder), str(tmp_path / "AB"), use_AB=True, num_imgs=3,
-                                     multiprocessing_ok=True)
+                                     multiprocessing_ok=in_processes)
     assert problems == [] and written == 3
     assert sorted(p.name for p in (tmp_path / "AB" / "train").iterdir()) == ["x0.jpg", "x1.jpg", "x2.jpg"]
     with pytest.raises(FileNotFoundError, match="--fold_B .* is not a folder"):
@@ -109,6 +119,7 @@ def run_download(name, tmp_path, url):
     return subprocess.run(["bash", str(DOWNLOAD), name], capture_output=True, text=True, env=env, timeout=60)
 
 
+@pytest.mark.slow  # bash
 def test_download_unknown_name_lists_valid_names(tmp_path):
     run = run_download("facade", tmp_path, "http://127.0.0.1:9")
     assert run.returncode != 0
@@ -118,6 +129,7 @@ def test_download_unknown_name_lists_valid_names(tmp_path):
     assert "Downloading" not in run.stdout
 
 
+@pytest.mark.slow  # bash
 def test_download_failure_says_what_to_do(tmp_path):
     run = run_download("maps", tmp_path, "http://127.0.0.1:9")  # a closed local port: fails at once
     assert run.returncode != 0
@@ -127,6 +139,7 @@ def test_download_failure_says_what_to_do(tmp_path):
     assert [p.name for p in (tmp_path / "data").iterdir()] == []  # the temporary folder is cleaned up
 
 
+@pytest.mark.slow  # bash
 def test_download_unpacks_an_archive(tmp_path):
     source = tmp_path / "mirror_src" / "facades"
     save(source / "train" / "1.jpg", 1, size=(16, 8))
@@ -154,6 +167,7 @@ def commands(run, program):
     return [line for line in run.stdout.splitlines() if line.startswith("+ ") and program in line]
 
 
+@pytest.mark.slow  # bash
 def test_every_model_dataset_script_exists_and_runs_the_papers_settings():
     for model in ("atme", "pix2pix"):
         for dataset in ("facades", "maps", "cityscapes", "night2day"):
@@ -175,6 +189,7 @@ def test_every_model_dataset_script_exists_and_runs_the_papers_settings():
     assert any("train.py --dataroot /nonexistent/data/night2day_5k" in line for line in night)
 
 
+@pytest.mark.slow  # bash
 def test_segan_scripts_follow_the_supervised_and_unsupervised_settings():
     facades = dry_run("segan/facades.sh")
     train = commands(facades, "train.py")[0]
@@ -190,6 +205,7 @@ def test_segan_scripts_follow_the_supervised_and_unsupervised_settings():
     assert "--dataset_mode aligned" in commands(shoes, "test.py")[0]
 
 
+@pytest.mark.slow  # bash
 def test_experiment_script_rejects_bad_arguments():
     run = dry_run("experiment.sh", "atme", "facades", "sideways")
     assert run.returncode == 2 and "unknown stage 'sideways'" in run.stderr

@@ -1,4 +1,5 @@
-"""Fast paths (--amp bf16, --channels_last, both) train a step with finite losses, close to fp32 from the same seed."""
+"""Fast paths (--amp bf16, --channels_last, both) train a step with finite losses, and the gradients of G and D
+close to fp32's from the same seed."""
 import math
 
 import pytest
@@ -20,7 +21,8 @@ FAST = {"bf16": ["--amp", "bf16"], "channels_last": ["--channels_last"],
 
 
 def one_step(model_name, flags, tmp_path):
-    """Build a model from seed 0, train one step on a fixed batch; return (fake_B, losses, G's state)."""
+    """Build a model from seed 0, train one step on a fixed batch; return (fake_B, losses, gradients, model), with
+    the gradients each optimiser stepped on ({"D.<param>" or "G.<param>": fp32 tensor})."""
     args = ["--dataroot", str(tmp_path), "--checkpoints_dir", str(tmp_path / "ck"), *COMMON, *MODELS[model_name],
             *flags]
     opt = TrainOptions().parse(args)
@@ -35,10 +37,20 @@ def one_step(model_name, flags, tmp_path):
              "A_paths": ["a.png", "b.png"], "B_paths": ["a.png", "b.png"], "index": torch.arange(BATCH)}
     if model_name == "atme":
         batch["disc_prev"] = model.disc_pool.read(range(BATCH))
+    gradients, step = {}, model.step
+
+    def record_then_step(optimizer):  # the step zeroes the gradients: keep them first
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        for net in ("D", "G"):
+            for name, param in getattr(model, f"net{net}").named_parameters():
+                if id(param) in stepped and param.grad is not None:
+                    gradients[f"{net}.{name}"] = param.grad.detach().float().contiguous().clone()
+        step(optimizer)
+
+    model.step = record_then_step
     model.set_input(batch)
     model.optimize_parameters()
-    state = {k: v.detach().float().clone() for k, v in model.netG.state_dict().items()}
-    return model.fake_B.detach().float().contiguous(), model.get_current_losses(), state, model
+    return model.fake_B.detach().float().contiguous(), model.get_current_losses(), gradients, model
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +61,8 @@ def reference(tmp_path_factory):
 @pytest.mark.parametrize("model_name", sorted(MODELS))
 @pytest.mark.parametrize("fast", sorted(FAST))
 def test_fast_path_step_is_close_to_fp32(model_name, fast, reference, tmp_path):
-    fake, losses, state, model = one_step(model_name, FAST[fast], tmp_path)
-    ref_fake, ref_losses, ref_state, _ = reference[model_name]
+    fake, losses, gradients, model = one_step(model_name, FAST[fast], tmp_path)
+    ref_fake, ref_losses, ref_gradients, _ = reference[model_name]
     assert "bf16" not in fast or model.amp_dtype is torch.bfloat16
     if "channels_last" in fast:
         weight = next(p for p in model.netG.parameters() if p.dim() == 4)
@@ -63,7 +75,14 @@ def test_fast_path_step_is_close_to_fp32(model_name, fast, reference, tmp_path):
     assert (fake - ref_fake).abs().max().item() < out_tol
     for name, value in ref_losses.items():
         assert losses[name] == pytest.approx(value, rel=loss_rtol, abs=loss_rtol), name
-    # One Adam step moves each weight by at most about lr, whatever the precision; the weights stay close.
-    lr = model.opt.lr
-    for key, value in ref_state.items():
-        assert (state[key] - value).abs().max().item() <= 2.5 * lr + (1e-6 if not bf16 else 1e-3), key
+    # The gradients each optimiser stepped on: the same tensors, close to fp32's as a whole (a tensor whose true
+    # gradient is about zero, a bias before a norm, has a relative error of order one in any precision). Adam moves
+    # each weight by about lr whatever the gradient's scale, so the weights after the step would not tell.
+    assert sorted(gradients) == sorted(ref_gradients) and any(k.startswith("G.") for k in gradients)
+    grad_rtol = 0.3 if bf16 else 1e-4  # bf16 measured 0.05-0.15 here; a gradient off by 2x is 1.0 off
+    for net in ("D", "G"):
+        keys = [k for k in ref_gradients if k.startswith(net + ".")]
+        difference = torch.cat([(gradients[k] - ref_gradients[k]).flatten() for k in keys]).norm()
+        error = float(difference / torch.cat([ref_gradients[k].flatten() for k in keys]).norm())
+        worst = max(keys, key=lambda k: (gradients[k] - ref_gradients[k]).norm())
+        assert error < grad_rtol, f"|grad - fp32 grad| / |fp32 grad| of {net} = {error:.2e} (most in {worst})"

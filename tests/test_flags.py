@@ -14,7 +14,6 @@ from models.networks.losses import GANLoss, conditional_d_losses
 from options.train_options import TrainOptions
 from util.run import convergence
 from util.command_line.cli import UsageError
-from util.process.devices import usable_cores
 from models.image_pool import ImagePool
 
 PIX2PIX = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance",
@@ -67,14 +66,37 @@ def test_each_gan_mode_records_its_own_equilibrium():
     assert convergence.quantity("wgangp").equilibrium is None
 
 
-def test_wgangp_run_logs_the_penalty_and_the_wasserstein_estimate(demo_root, tmp_path):
-    train_main(*args_for(demo_root, tmp_path, "w", "--gan_mode", "wgangp", "--n_epochs", "1",
-                         "--n_epochs_decay", "0"))
-    losses = read(tmp_path / "w" / "loss_log.csv")
-    assert "D_gp" in losses[0] and all(float(r["D_gp"]) >= 0 for r in losses)
-    row = read(tmp_path / "w" / "convergence.csv")[0]
-    assert float(row["wasserstein_estimate"]) == pytest.approx(-(float(row["D_real"]) + float(row["D_fake"])),
-                                                               abs=1e-4)
+def test_a_wgangp_step_penalises_its_critic_and_records_the_wasserstein_estimate(tmp_path):
+    """pix2pix's D step with --gan_mode wgangp and a linear critic D(x) = <w, x> + b (one score per 32x32 pair):
+    its input gradient is w everywhere, so the penalty is lambda_gp * (|w| - 1)^2 whatever the interpolates, and
+    E[D(real)] - E[D(fake)] is known from w, b and the pairs."""
+    opt = stored_train_options(args_for(str(tmp_path), tmp_path, "w", "--gan_mode", "wgangp", "--lambda_gp", "3"))
+    opt.dataset_size = 2
+    torch.manual_seed(0)
+    model = create_model(opt)
+    model.setup(opt)
+    critic = torch.nn.Conv2d(6, 1, kernel_size=32)
+    with torch.no_grad():
+        critic.weight.mul_(2 / critic.weight.norm())  # |w| = 2: the penalty is lambda_gp * (2 - 1)^2 = 3
+    model.netD = critic
+    model.optimizer_D.param_groups[0]["params"] = list(critic.parameters())
+    w, b = critic.weight.detach().clone(), critic.bias.detach().clone()
+    real_A, real_B = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    model.set_input({"A": real_A, "B": real_B, "A_paths": ["a.png", "b.png"], "B_paths": ["a.png", "b.png"]})
+    model.optimize_parameters()
+
+    def score(pair):
+        return (pair * w).sum(dim=(1, 2, 3)) + b
+
+    d_real = score(torch.cat((real_A, real_B), 1)).mean()
+    d_fake = score(torch.cat((real_A, model.fake_B.detach()), 1)).mean()  # the fakes D was shown
+    losses = model.get_current_losses()
+    assert losses["D_gp"] == pytest.approx(3.0, rel=1e-4)
+    assert losses["D_real"] == pytest.approx(float(-d_real), rel=1e-4, abs=1e-5)
+    assert losses["D_fake"] == pytest.approx(float(d_fake), rel=1e-4, abs=1e-5)
+    row = model.pop_convergence()
+    assert row["wasserstein_estimate"] == pytest.approx(float(d_real - d_fake), rel=1e-4, abs=1e-5)
+    assert not torch.equal(critic.weight, w)  # and the critic took its step
 
 
 # ------------------------------------------------------------------------------------------- schedules
@@ -99,7 +121,7 @@ def test_plateau_needs_validation(tmp_path):
 
 
 def test_extending_a_finished_run_continues_the_new_schedule(demo_root, tmp_path):
-    args = args_for(demo_root, tmp_path, "ext", "--n_epochs", "1", "--n_epochs_decay", "1")
+    args = args_for(demo_root, tmp_path, "ext", "--save_epoch_freq", "1", "--n_epochs", "1", "--n_epochs_decay", "1")
     train_main(*args)
     finished = torch.load(tmp_path / "ext" / "latest_train_state.pth", weights_only=True)
     assert finished["optimizers"][0]["param_groups"][0]["lr"] == 0.0  # the old plan ended at zero
@@ -110,13 +132,17 @@ def test_extending_a_finished_run_continues_the_new_schedule(demo_root, tmp_path
     result = train_main(*args[:-4], "--n_epochs", "2", "--n_epochs_decay", "2", "--continue_train")
     assert "re-planned" in result.stdout and "--n_epochs 1 -> 2" in result.stdout
     losses = [r for r in read(tmp_path / "ext" / "loss_log.csv") if int(r["epoch"]) == 3]
-    state = torch.load(tmp_path / "ext" / "3_train_state.pth" if os.path.isfile(tmp_path / "ext" / "3_train_state.pth")
-                       else tmp_path / "ext" / "latest_train_state.pth", weights_only=True)
     assert losses, "epoch 3 trained"
     # epoch 3 of 2 + 2 runs at 2e-4 * (1 - 1/3); the schedule's next value follows the new plan too
     log_lines = [line for line in result.stdout.splitlines() if "learning rate" in line]
     assert any("0.0001333 -> 0.0000667" in line for line in log_lines), log_lines
-    assert state["epoch"] == 5
+    # The states saved after epochs 3 and 4 (--save_epoch_freq 1) carry the new plan: 2e-4 * (1 - 2/3), then 0.
+    for epoch, lr in ((3, 2e-4 / 3), (4, 0.0)):
+        state = torch.load(tmp_path / "ext" / f"{epoch}_train_state.pth", weights_only=True)
+        assert state["epoch"] == epoch + 1
+        assert state["optimizers"][0]["param_groups"][0]["lr"] == pytest.approx(lr, abs=1e-12), epoch
+    latest = torch.load(tmp_path / "ext" / "latest_train_state.pth", weights_only=True)
+    assert latest["epoch"] == 5
 
 
 # ------------------------------------------------------------------------------------------- the sample pool
@@ -171,7 +197,7 @@ def test_a_typo_gets_a_suggestion_in_one_line(demo_root, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_gpu_ids_naming_a_missing_gpu_is_refused(tmp_path):
-    with pytest.raises(UsageError, match=r"--gpu_ids 3: this machine has no CUDA device \(devices found: cpu\)"):
+    with pytest.raises(UsageError, match=r"--gpu_ids 3\b.*no CUDA.*--gpu_ids -1"):  # the flag, why, and the fix
         TrainOptions().parse(["--dataroot", str(tmp_path), "--gpu_ids", "3"])
     assert TrainOptions().parse(["--dataroot", str(tmp_path)]).gpu_ids == []  # the default fits the machine
     assert TrainOptions().parse(["--dataroot", str(tmp_path), "--gpu_ids", "-1"]).gpu_ids == []
@@ -187,6 +213,14 @@ def test_epoch_count_numbers_a_fresh_run_and_is_refused_on_resume(demo_root, tmp
     assert refused.returncode == 2 and "--epoch_count" in refused.stderr and "drop --epoch_count" in refused.stderr
 
 
-def test_num_threads_defaults_to_the_machines_cores(tmp_path):
-    opt = TrainOptions().parse(["--dataroot", str(tmp_path)])
-    assert opt.num_threads == usable_cores() == min(8, len(os.sched_getaffinity(0)))
+def test_num_threads_defaults_to_the_cores_the_process_may_use(tmp_path, monkeypatch):
+    cores = sorted(os.sched_getaffinity(0))
+    try:
+        os.sched_setaffinity(0, cores[:1])  # this thread may run on one core only
+        assert TrainOptions().parse(["--dataroot", str(tmp_path)]).num_threads == 1
+    finally:
+        os.sched_setaffinity(0, cores)
+    if len(cores) >= 2:
+        assert TrainOptions().parse(["--dataroot", str(tmp_path)]).num_threads >= 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert TrainOptions().parse(["--dataroot", str(tmp_path)]).num_threads == 8  # at most 8 loader workers

@@ -213,6 +213,7 @@ def test_every_dataset_reads_16_bit_at_full_scale(tmp_path, mode):
         assert torch.allclose(sample["B"][0, 0], expected(65535 - RAMP16, 65535), atol=1e-6)
 
 
+@pytest.mark.slow  # a loader worker process
 def test_loader_in_worker_processes(tmp_path):
     Image.fromarray(ramp_image()).save(folder(tmp_path) / "g.png")
     opt = make_opt(tmp_path, input_nc=1, num_threads=1)

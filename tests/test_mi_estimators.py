@@ -105,6 +105,7 @@ def independent_vectors(batch):
     return torch.randn(batch, 2), torch.randn(batch, 2)
 
 
+@pytest.mark.slow  # trains two critics for 300 steps each
 @pytest.mark.parametrize("estimator,margin", [("jsd", 0.8), ("dv", 2.0)])
 def test_estimator_separates_dependent_from_independent(estimator, margin, one_thread):
     torch.manual_seed(0)
@@ -118,6 +119,7 @@ def test_estimator_separates_dependent_from_independent(estimator, margin, one_t
         assert abs(independent) < 0.3 and dependent < math.log(101) + 0.5  # DV is a lower bound
 
 
+@pytest.mark.slow  # trains two statistics networks for 60 steps each
 def test_statistics_network_learns_image_code_dependence(one_thread):
     # Images whose two channels are constant planes tanh(z): the critic must find the code in the image.
     def images_from_codes(batch):

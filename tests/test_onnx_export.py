@@ -19,6 +19,10 @@ from util.run.integrity import sha256_of
 from util.export.onnx_export import graph_paths
 from util.export.runtimes import open_runner
 
+# torch.export traces each network, OpenVINO compiles it, and the export records the checkout's commit with git: the
+# slow tier's (run_tests.sh --full runs this file in a process of its own).
+pytestmark = pytest.mark.slow
+
 TOLERANCE = 1e-4
 COMMON = ["--load_size", "32", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",
           "--gpu_ids", "-1", "--display_id", "0", "--no_html", "--ndf", "8"]

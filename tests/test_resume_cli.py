@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 
 import pytest
 import torch
@@ -45,10 +46,8 @@ def make_epoch_one_the_latest(run):
     manifest.write_text(json.dumps(sums))
 
 
-@pytest.fixture
-def stopped_run(demo_root, tmp_path):
-    """A run of 1 + 1 epochs stopped after its first epoch (its epoch-1 state made the latest)."""
-    ck = tmp_path / "ck"
+def train_stopped_run(demo_root, ck):
+    """A run of 1 + 1 epochs in `ck`/run stopped after its first epoch (its epoch-1 state made the latest)."""
     train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "run", *TINY, "--n_epochs", "1",
                "--n_epochs_decay", "1", "--save_epoch_freq", "1", "--lr", "0.0003", "--gan_mode", "lsgan")
     make_epoch_one_the_latest(ck / "run")
@@ -56,8 +55,22 @@ def stopped_run(demo_root, tmp_path):
     return ck
 
 
-def test_a_plain_resume_continues_with_the_runs_own_options(stopped_run, monkeypatch, tmp_path):
-    ck = stopped_run
+@pytest.fixture(scope="module")
+def stopped_run_template(demo_root, tmp_path_factory):
+    return train_stopped_run(demo_root, tmp_path_factory.mktemp("stopped") / "ck")
+
+
+@pytest.fixture
+def stopped_run(stopped_run_template, tmp_path):
+    """The stopped run, trained once per module and copied into this test's own folder (the copy records the
+    template's --checkpoints_dir; a test of what a resume changes trains its own: `train_stopped_run`)."""
+    ck = tmp_path / "ck"
+    shutil.copytree(stopped_run_template, ck)
+    return ck
+
+
+def test_a_plain_resume_continues_with_the_runs_own_options(demo_root, monkeypatch, tmp_path):
+    ck = train_stopped_run(demo_root, tmp_path / "ck")
     before = json.load(open(ck / "run" / "train_opt.json"))
     monkeypatch.chdir(tmp_path)  # nothing may depend on being typed from the repository with its defaults
     result = train_main("--checkpoints_dir", ck, "--name", "run", "--continue_train")

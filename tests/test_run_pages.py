@@ -57,14 +57,16 @@ def test_the_page_heading_names_run_model_and_planned_epochs_and_the_status_the_
     dash.epoch_snapshot(visuals(), 2, 1200)
     assert dash.flush(timeout=30)
     page = page_of(tmp_path)
-    assert heading(page) == ["run facades_atme · model atme · 8 epochs planned"]
-    assert "<title>run facades_atme · model atme · 8 epochs planned</title>" in page
-    assert "Training is running: epoch 2 of 8, 1,200 images seen." in page
-    assert "<h3>epoch 2, 1,200 images seen</h3>" in page and "step" not in page.replace("_step", "")
+    title = re.search(r"<title>(.*?)</title>", page).group(1)
+    assert len(heading(page)) == 1 and heading(page)[0] == title
+    assert all(fact in title for fact in ("facades_atme", "atme", "8 epochs"))  # 5 + 3 planned
+    status = [line for line in page.splitlines() if "running" in line]
+    assert status and "epoch 2 of 8" in status[0] and "1,200 images" in status[0]
+    assert "step" not in page.replace("_step", "")  # the views count images, never steps
     dash.close(outcome=run_outcome.finished(8, 8))
     page = page_of(tmp_path)
-    assert "Training finished 8 of 8 epochs." in page and "Last view: epoch 2 of 8, 1,200 images seen." in page
-    assert 'http-equiv="refresh"' not in page
+    assert "finished 8 of 8" in page and "epoch 2 of 8, 1,200 images" in page
+    assert 'http-equiv="refresh"' not in page  # a finished run's page stops reloading
 
 
 def test_a_resumed_page_starts_from_its_newest_snapshot(tmp_path):
@@ -85,12 +87,12 @@ def test_the_test_page_has_a_heading(tmp_path, demo_root):
     trained = train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "head", *TINY, "--n_epochs", "1")
     # the progress bar counts batches, and says so; the views count images seen
     assert "4/4" in trained.stderr and "batch/s" in trained.stderr and "step" not in trained.stderr
-    assert heading(page_of(ck / "head")) == ["run head · model pix2pix · 1 epoch planned"]
+    assert all(fact in heading(page_of(ck / "head"))[0] for fact in ("head", "pix2pix", "1 epoch"))
     assert "Training finished 1 of 1 epochs." in page_of(ck / "head")
     test_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--results_dir", tmp_path / "res", "--name", "head",
-              "--model", "pix2pix", "--num_test", "2", "--gpu_ids", "-1")
+              "--model", "pix2pix", "--num_test", "2", "--gpu_ids", "-1", "--num_threads", "0")
     page = (tmp_path / "res" / "head" / "test_latest" / "index.html").read_text()
-    assert heading(page)[0] == "run head · model pix2pix · test split, checkpoint latest"
+    assert all(fact in heading(page)[0] for fact in ("head", "pix2pix", "test split", "latest"))
 
 
 def test_a_failure_is_on_the_page(tmp_path, demo_root, monkeypatch):

@@ -284,6 +284,7 @@ def test_only_the_process_that_takes_the_lock_probes_it(tmp_path):
         owner.release()
 
 
+@pytest.mark.slow  # a training subprocess of 500 epochs holds the run while a second one tries it
 def test_two_runs_on_one_name(tmp_path):
     args = run_args("pix2pix", tmp_path, "busy", "--n_epochs", "500", "--n_epochs_decay", "0")
     first = subprocess.Popen([sys.executable, "train.py", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,

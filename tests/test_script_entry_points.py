@@ -28,12 +28,14 @@ def entry_points():
     return sorted(set(found) - INTERNAL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["datasets/combine_A_and_B.py", "datasets/make_subset.py"])
 def test_dataset_tools_run_as_files_from_the_repository(script):
     proc = run_file(script, "--help", cwd=ROOT)
     assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr
 
 
+@pytest.mark.slow
 def test_the_download_scripts_subset_advice_works_as_printed(demo_root, tmp_path):
     advice = [line for line in open(os.path.join(ROOT, "datasets", "download_pix2pix_dataset.sh"))
               if "python datasets/" in line]
@@ -54,6 +56,7 @@ def test_every_script_runs_as_a_file_from_another_folder(script, tmp_path):
     assert proc.returncode == 0 and "usage" in proc.stdout.lower(), proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_demo_script_documents_its_settings_and_how_to_run_it_again():
     proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo.sh"), "--help"], capture_output=True,
                           text=True, timeout=60)
@@ -63,6 +66,7 @@ def test_demo_script_documents_its_settings_and_how_to_run_it_again():
         assert word in proc.stdout, word
 
 
+@pytest.mark.slow
 def test_demo_script_on_an_earlier_run_says_how_to_resume_or_start_over_before_setting_up(tmp_path):
     name = f"demo_check_{os.getpid()}"
     run = os.path.join(ROOT, "checkpoints", name)

@@ -93,9 +93,23 @@ def test_dots_show_the_raw_mean_behind_the_smoothed_line(tmp_path):
     np.testing.assert_allclose(dots[0].get_ydata(), np.where(e < 4, 1.1, 0.6))
 
 
-def test_a_study_shorter_than_the_window_says_its_line_is_one_fit(tmp_path):
+def test_a_study_shorter_than_the_window_draws_one_fit_and_says_so(tmp_path):
     q = convergence.quantity("vanilla")
-    short = convergence_plot(tmp_path / "c.png", {"atme (n=2)": curves(2, epochs=3)}, q, 5, [0, 1])
-    assert "the least-squares line through all 3 epochs (fewer than --smooth 5)" in short.axes[0].get_title()
-    long = convergence_plot(tmp_path / "c.png", {"atme (n=2)": curves(2, epochs=8)}, q, 5, [0, 1])
-    assert "a local linear fit over 5 epochs" in long.axes[0].get_title()
+
+    def bent(epochs):  # two seeds of a curve that is not a line
+        e = np.arange(1.0, epochs + 1)
+        return [(e, np.cos(e) + 0.1 * s) for s in range(2)]
+
+    def drawn(fig):
+        return next(line for line in fig.axes[0].lines if line.get_label() == "atme (n=2)")
+
+    short = convergence_plot(tmp_path / "c.png", {"atme (n=2)": bent(3)}, q, 5, [0, 1])
+    e, mean = np.arange(1.0, 4.0), np.cos(np.arange(1.0, 4.0)) + 0.05
+    slope, intercept = np.polyfit(e, mean, 1)
+    np.testing.assert_allclose(drawn(short).get_ydata(), slope * e + intercept, atol=1e-12)  # one least-squares line
+    title = short.axes[0].get_title()
+    assert "all 3 epochs" in title and "--smooth 5" in title  # the title says why the line is straight
+    long = convergence_plot(tmp_path / "c.png", {"atme (n=2)": bent(8)}, q, 5, [0, 1])
+    y = np.asarray(drawn(long).get_ydata())
+    assert np.abs(np.diff(y, 2)).max() > 0.05  # a local fit follows the bends
+    assert "5 epochs" in long.axes[0].get_title() and "all 8" not in long.axes[0].get_title()

@@ -7,6 +7,8 @@ import pytest
 
 from conftest import train_main
 
+pytestmark = pytest.mark.slow  # real signals to this process
+
 ARGS = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance", "--load_size", "36",
         "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0", "--gpu_ids", "-1",
         "--display_id", "0", "--no_html", "--n_epochs", "1", "--n_epochs_decay", "0"]
