@@ -12,6 +12,7 @@ cost so that it holds on a busy machine; wall seconds are printed too, for a qui
 OMP_NUM_THREADS=1 for CPU seconds free of threads spinning while they wait.
 """
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -45,9 +46,12 @@ def apply_setting(setting):
 def measure_one(setting, model_name, size, batch_size, steps):
     """Run in the fresh process: `steps` training steps; peak RSS, faults and seconds per step after the first."""
     from scripts.bench.models import build_model, synthetic_batch
+    from util.process import cpu_allocator
     flags = apply_setting(setting)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as process_settings:
         model, opt = build_model(model_name, size, batch_size, [], tmp, flags)
+        # This process is the entry point: it sets --cpu_allocator for the steps as train.py does for a CPU run.
+        process_settings.enter_context(cpu_allocator.applied(opt.cpu_allocator, model.device.type))
         batch = synthetic_batch(model, opt, batch_size, size)
         model.train()
         times, cpu, faults = [], [], []
