@@ -77,8 +77,11 @@ def _demo(demo_root):
 
 
 def killed_run(args, fault, count):
+    # The killed run takes this process's torch thread count: the reference and the resume train in this process,
+    # and a different count sums in a different order, which a bit-for-bit comparison would report.
+    threads = str(torch.get_num_threads())
     proc = subprocess.run([sys.executable, "-c", KILLER, fault, str(count), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="2"))
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS=threads))
     assert proc.returncode == -signal.SIGKILL, f"the run was not killed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     return proc
 
