@@ -1,5 +1,5 @@
-"""ONEDNN_MAX_CPU_ISA lets one machine measure a smaller CPU of its family (e.g. AVX512-BF16 without AMX):
-the benchmarks' header says the cap is on and what it leaves (AMX, native bf16)."""
+"""ONEDNN_MAX_CPU_ISA caps oneDNN's kernels (e.g. at AVX512-BF16 without AMX): the benchmarks' header says the
+cap is on and what it leaves (AMX, native bf16)."""
 import os
 import subprocess
 import sys

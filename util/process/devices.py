@@ -89,8 +89,8 @@ def cpu_has_native_bf16():
 def onednn_isa_cap():
     """The instruction-set cap oneDNN was started with (ONEDNN_MAX_CPU_ISA, e.g. AVX512_CORE_BF16), or None.
 
-    With it one machine measures what a smaller CPU of the same family does: AVX512_CORE_BF16 on a CPU with
-    AMX runs bf16 the way a CPU with AVX512-BF16 and no AMX does."""
+    AVX512_CORE_BF16 on a CPU with AMX makes oneDNN run the kernels a CPU with AVX512-BF16 and no AMX gets; the
+    cores stay this machine's, so its speed is not another CPU's (docs/speed.md measures the difference)."""
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
     return cap if cap and cap not in ("ALL", "DEFAULT") else None
 
