@@ -172,7 +172,7 @@ def train_process(options, opt, device_type, given):
     # Everything that can refuse the command runs before anything is written.
     run = RunFolder(opt.run_dir, locking=opt.lock)
     run.check_new_run(opt.continue_train, opt.start_over, probe_lock=rank == 0,  # rank 0 takes the lock
-                      commands=lambda: (options.resume_command(given),
+                      commands=lambda: (options.resume_command(opt, given),
                                         options.retry_command(options.parser, given, (), ["--start_over"])))
     if opt.continue_train:  # the state to resume, before any data or network is built
         check_resumable(opt.run_dir, f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch,

@@ -136,13 +136,11 @@ class TrainOptions(BaseOptions):
         self.parser = parser
         return self.resolve(opt, parser, args)
 
-    def resume_command(self, args):
-        """The shortest command that resumes the run `args` name: its name, its --checkpoints_dir when typed,
-        and --continue_train (every other option comes from the run's train_opt.json)."""
-        explicit = self.explicit_flags(self.parser, args)
-        opt, _ = self.parser.parse_known_args(args)
+    def resume_command(self, opt, args):
+        """The shortest command that resumes the run `opt` names: its name, its --checkpoints_dir when typed in
+        `args`, and --continue_train (every other option comes from the run's train_opt.json)."""
         tokens = ["--name", opt.name]
-        if "checkpoints_dir" in explicit:
+        if "checkpoints_dir" in self.explicit_flags(self.parser, args):
             tokens += ["--checkpoints_dir", opt.checkpoints_dir]
         return shlex.join(["python", self.prog, *tokens, "--continue_train"])
 

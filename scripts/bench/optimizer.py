@@ -7,6 +7,7 @@ turns; the table gives each one's median seconds per step and the ratio. The opt
 on the image size, only on the parameter count, so the networks are built at the model's defaults.
 """
 import argparse
+import shlex
 import statistics
 import sys
 import tempfile
@@ -18,9 +19,8 @@ if __package__ in (None, ""):  # run as a file: python scripts/bench/optimizer.p
 
 import torch
 
-from models import create_model
-from options.train_options import TrainOptions
-from scripts.bench.common import MODEL_FLAGS, report, start, train_flags
+from scripts.bench.common import MODEL_FLAGS, report, start
+from scripts.bench.models import build_model
 
 KERNELS = ("foreach", "fused")
 
@@ -52,9 +52,7 @@ def main(argv=None):
         p.error("--rounds must be at least 1")
     info = start()
     with tempfile.TemporaryDirectory() as tmp:
-        opt = TrainOptions().parse(train_flags(args.model, 256, 1, tmp, tmp, extra=args.extra.split()))
-        opt.dataset_size = 1
-        model = create_model(opt)
+        model, _ = build_model(args.model, 256, 1, [], tmp, shlex.split(args.extra))
     nets = {name: list(getattr(model, "net" + name).parameters()) for name in model.model_names}
     params = [p for group in nets.values() for p in group]
     medians = time_kernels(params, args.rounds)
