@@ -98,3 +98,24 @@ def test_loop_dataroot_relative_to_the_callers_directory(demo_root, monkeypatch)
     monkeypatch.chdir(os.path.dirname(demo_root))  # train.py then runs from the repository root
     args = loop.parse_args(["--dataroot", os.path.basename(demo_root)])
     assert args.dataroot == os.path.abspath(demo_root)
+
+
+def test_the_profiled_steps_run_with_the_allocator_train_py_sets(monkeypatch, tmp_path):
+    """Profiled without it, every large block is mapped afresh and the page faults are blamed on the op that first
+    writes the block; the table must describe the step training runs."""
+    from scripts.bench import profile_step
+    from util.process import cpu_allocator
+    seen = []
+
+    def fake_profile_rows(run_step, steps):
+        run_step()
+        seen.append(cpu_allocator.in_effect())
+        return [["aten::mkldnn_convolution", 1.0, 1]]
+
+    monkeypatch.setattr(profile_step, "profile_rows", fake_profile_rows)
+    before = cpu_allocator.in_effect()
+    profile_step.profile_model("pix2pix", 32, 1, "fp32", steps=1, warmup=0,
+                               extra=["--ngf", "8", "--ndf", "8", "--cpu_allocator", "auto"])
+    expected = "reuse" if cpu_allocator.glibc_version() else "system"
+    assert seen == [expected]
+    assert cpu_allocator.in_effect() == before  # put back when the profile ends

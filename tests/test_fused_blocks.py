@@ -62,7 +62,9 @@ def plain_forwards():
         out = torch.einsum("b h d e, b h d n -> b h e n", torch.einsum("b h d n, b h e n -> b h d e", k, v), q)
         return self.to_out(rearrange(out, "b h c (x y) -> b (h c) x y", x=x.shape[-2], y=x.shape[-1]))
     return {blocks.WeightStandardizedConv2d: conv_forward, blocks.LayerNorm: norm_forward, blocks.Block: block_forward,
-            blocks.LinearAttention: linear_attention_forward}
+            blocks.LinearAttention: linear_attention_forward,
+            # the release's two modules one after the other: rearrange (or upsample), then the convolution
+            blocks.Downsample: torch.nn.Sequential.forward, blocks.Upsample: torch.nn.Sequential.forward}
 
 
 def relative_error(a, b):
@@ -119,6 +121,46 @@ def test_group_norm_silu_gradcheck(gain_batch):
     assert torch.autograd.gradcheck(lambda a, b, c: GroupNormSiLU.apply(a, b, c, 4, 1e-5), (x, gain, offset))
 
 
+@pytest.mark.parametrize("cls, shape", [(blocks.Upsample, (2, 6, 5, 7)), (blocks.Downsample, (2, 6, 6, 8))])
+def test_resampling_convolutions_compute_the_release_modules(cls, shape):
+    """Upsample's low-resolution 2x2 phase convolution and Downsample's stride-2 convolution against the
+    release's nearest-upsample-then-3x3 and space-to-depth-then-1x1, in float64 (equal to rounding) and float32."""
+    torch.manual_seed(0)
+    module = cls(6, 4).double()
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    ours, plain = module(x), torch.nn.Sequential.forward(module, x)
+    assert ours.shape == plain.shape
+    assert relative_error(ours, plain) < 1e-13
+    assert torch.autograd.gradcheck(module, (x,))
+    module32, x32 = module.float(), x.detach().float().requires_grad_()
+    grad = torch.randn(plain.shape)
+    params = list(module32.parameters())
+    got = torch.autograd.grad(module32(x32), [x32, *params], grad)
+    want = torch.autograd.grad(torch.nn.Sequential.forward(module32, x32), [x32, *params], grad)
+    for a, b in zip(got, want):
+        assert relative_error(a, b) < 1e-5
+
+
+def test_channels_last_linear_attention_computes_the_heads_attention():
+    """The channels-last path (all channels' context masked to the heads' blocks) against the release's formula,
+    in float64; and the forward takes it for a channels-last input."""
+    torch.manual_seed(0)
+    attn = blocks.LinearAttention(8, heads=2, dim_head=4).double()
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    plain = plain_forwards()[blocks.LinearAttention](attn, x)
+    inner = attn.attend_channels_last(x)
+    assert inner.is_contiguous(memory_format=torch.channels_last)
+    assert relative_error(attn.to_out(inner), plain) < 1e-13
+    assert torch.autograd.gradcheck(lambda t: attn.to_out(attn.attend_channels_last(t)), (x,))
+    taken = []
+    original = attn.attend_channels_last
+    attn.attend_channels_last = lambda t: taken.append(t) or original(t)
+    attn(x)
+    attn(x.detach().contiguous())
+    assert len(taken) == 1
+
+
 # ---------------------------------------------------------------- a whole training step
 @pytest.fixture(scope="module")
 def dataroot(tmp_path_factory):
@@ -130,14 +172,14 @@ def dataroot(tmp_path_factory):
     return str(root)
 
 
-def step_outputs_and_gradients(dataroot, checkpoints):
+def step_outputs_and_gradients(dataroot, checkpoints, extra=()):
     """One ATME training step's losses, outputs and every gradient of D (its step) and of G and W (theirs),
     from the same seed; no optimiser step, so both steps see the same weights."""
     opt = stored_train_options(["--model", "atme", "--dataroot", dataroot, "--checkpoints_dir", str(checkpoints),
                                 "--name", "run", "--dim", "16", "--init_dim", "16", "--dim_mults", "1,2",
                                 "--groups", "4", "--ndf", "8", "--batch_size", "2", "--load_size", "32",
                                 "--crop_size", "32", "--num_threads", "0", "--seed", "0", "--gpu_ids", "-1",
-                                "--display_id", "0", "--no_html", "--no_flip"])
+                                "--display_id", "0", "--no_html", "--no_flip", *extra])
     dataset = create_dataset(opt)
     opt.dataset_size = len(dataset)
     torch.manual_seed(0)
@@ -157,8 +199,9 @@ def step_outputs_and_gradients(dataroot, checkpoints):
     return out
 
 
-def test_training_step_equals_the_straightforward_implementation(dataroot, tmp_path, monkeypatch):
-    ours = step_outputs_and_gradients(dataroot, tmp_path / "fused")
+@pytest.mark.parametrize("layout", [[], ["--channels_last"]], ids=["channels_first", "channels_last"])
+def test_training_step_equals_the_straightforward_implementation(dataroot, tmp_path, monkeypatch, layout):
+    ours = step_outputs_and_gradients(dataroot, tmp_path / "fused", layout)
     for cls, forward in plain_forwards().items():
         monkeypatch.setattr(cls, "forward", forward)
     plain = step_outputs_and_gradients(dataroot, tmp_path / "plain")

@@ -6,6 +6,7 @@ Shares are the useful figure: they stay meaningful on a busy machine, where abso
 (forward and backward) are summed apart, so the table says how much of the step is not convolution.
 """
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -15,6 +16,7 @@ if not __package__:  # run as `python scripts/bench/profile_step.py`: import the
 from scripts.bench.common import MODE_FLAGS, MODEL_FLAGS, log, report, start
 from scripts.bench.models import build_model, synthetic_batch
 from scripts.bench.worker import profile_rows
+from util.process import cpu_allocator
 
 CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution",
                    "aten::convolution", "aten::conv2d", "aten::thnn_conv2d", "aten::_slow_conv2d_forward",
@@ -44,9 +46,12 @@ def op_table(rows, top, other_rows=None, labels=("share", "baseline's share")):
 
 
 def profile_model(model_name, size, batch_size, mode, steps, warmup, extra=()):
-    """Profile `steps` training steps of a freshly built model (after `warmup` untimed ones)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    """Profile `steps` training steps of a freshly built model (after `warmup` untimed ones), with the C library's
+    allocator set as train.py sets it: without that, every large block is mapped afresh and the page faults land
+    in whichever op first writes it (mostly forward ops), which the table would then blame."""
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as process_settings:
         model, opt = build_model(model_name, size, batch_size, MODE_FLAGS[mode], tmp, list(extra))
+        process_settings.enter_context(cpu_allocator.applied(opt.cpu_allocator, model.device.type))
         batch = synthetic_batch(model, opt, batch_size, size)
         model.train()
 
@@ -65,7 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=int, default=2)
     p.add_argument("--mode", default="fp32", choices=sorted(MODE_FLAGS))
     p.add_argument("--steps", type=int, default=1, help="profiled training steps")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps before the profiled ones")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed steps before the profiled ones (the process's heap grows over the first two)")
     p.add_argument("--top", type=int, default=10, help="ops listed")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
