@@ -3,8 +3,8 @@ from size to size. A step that does the same work per image should keep both fla
 grows faster than the work (memory traffic, page faults, an op that is quadratic in the pixels).
 
 Used by `scripts.bench.side_by_side` (`--scale_batches`, `--scale_sizes`, `--scale_batch`, `--scale_size`): each
-configuration runs in a fresh worker process of this checkout (one warm-up step, then the timed ones) on the
-same kind of random aligned images, one after the other, so only one runs at a time.
+configuration runs in a fresh worker process of this checkout (`--warmup` untimed steps, at least one, then the
+timed ones) on the same kind of random aligned images, one after the other, so only one runs at a time.
 """
 import os
 import shlex

@@ -216,7 +216,7 @@ def side_by_side_table(result):
                       f"times do not):", table]
     if result.get("scaling"):
         lines += ["", f"scaling of this checkout's training step ({result['mode']}; median of {result['steps']} "
-                      f"step(s) after a warm-up step, a fresh worker per row):",
+                      f"step(s) after {max(result['warmup'], 1)} warm-up step(s), a fresh worker per row):",
                   scaling_table(result["scaling"], argparse.Namespace(**result["scaling_args"]))]
     return "\n".join(lines)
 
@@ -243,9 +243,10 @@ def parse_args(argv=None):
                         "compares this checkout's fastest mode with the baseline's fp32")
     p.add_argument("--rounds", type=int, default=5, help="rounds; each times both checkouts, the order alternating")
     p.add_argument("--steps", type=int, default=1, help="timed training (and inference) steps per round and checkout")
-    p.add_argument("--warmup", type=int, default=1,
+    p.add_argument("--warmup", type=int, default=2,
                    help="untimed steps before the timed ones of every request (each worker gives its freed memory "
-                        "back to the OS while the other one runs; these steps take it again)")
+                        "back to the OS while the other one runs; these steps take it again, and after one of them "
+                        "a step still faults part of it in: steady state needs two)")
     p.add_argument("--extra", default="", help="more train.py flags for both checkouts, e.g. '--ngf 32'")
     p.add_argument("--top", type=int, default=10, help="ops listed from the profile of each checkout's step (0: none)")
     p.add_argument("--profile_steps", type=int, default=1, help="training steps profiled per checkout")
