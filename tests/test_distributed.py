@@ -52,6 +52,19 @@ def weights(run_dir, tag, name):
     return torch.load(os.path.join(run_dir, f"{tag}_net_{name}.pth"), map_location="cpu", weights_only=True)
 
 
+def assert_same_up_to_adam_rounding(single, ddp, name, lr=2e-4):
+    """Adam normalises each gradient element: one whose gradient is zero up to rounding (a conv bias in front of a
+    normalisation, a standardised kernel's mean) moves by up to lr per step in the direction the rounding picked,
+    and a batch split over two processes rounds differently. A few such elements in a thousand are allowed, each
+    within 2 lr per step; all others agree to float noise. (A fault in the synchronisation moves most of them.)"""
+    assert single.keys() == ddp.keys()
+    diff = torch.cat([(single[k].float() - ddp[k].float()).abs().reshape(-1) for k in single])
+    scale = torch.cat([single[k].float().abs().reshape(-1) for k in single])
+    off = diff > 1e-5 + 1e-4 * scale
+    assert off.float().mean() < 1e-3 and diff.max() <= 2 * lr * (N_IMAGES // GLOBAL_BATCH), \
+        f"net{name}: {int(off.sum())} of {diff.numel()} weights differ, by up to {diff.max().item():.2e}"
+
+
 def assert_same_weights(a, b, atol=1e-5):
     assert a.keys() == b.keys()
     for key in a:
@@ -117,9 +130,16 @@ def test_atme_pool_written_by_two_ranks_equals_one_process_pool(demo_root, tmp_p
     # Every map was rewritten by the step: none is left as the seeded uniform(0, 1) start.
     start = DiscPool.create(tmp_path / "start.npy", N_IMAGES, single.shape[2:], seed=0).read(range(N_IMAGES))
     assert all(not np.allclose(single[i], start[i].numpy()) for i in range(N_IMAGES))
-    np.testing.assert_allclose(ddp, single, atol=1e-5)
+    # Each rank wrote its own images' maps at their indices: a map written at another image's index would differ
+    # by the spread between images (0.18 here). What remains is the step's rounding after Adam's amplification of
+    # it in the weights (below): up to 6e-5, and a few millionths for half of the values.
+    spread = np.abs(single[:, None] - single[None]).max()
+    assert spread > 0.05
+    np.testing.assert_allclose(ddp, single, atol=1e-3)
+    assert np.median(np.abs(ddp - single)) < 1e-5
     for name in ("G", "W"):
-        assert_same_weights(weights(tmp_path / "single", 1, name), weights(tmp_path / "ddp", 1, name))
+        assert_same_up_to_adam_rounding(weights(tmp_path / "single", 1, name), weights(tmp_path / "ddp", 1, name),
+                                        name)
 
 
 @pytest.mark.slow
@@ -225,15 +245,8 @@ def test_segan_two_processes_match_one_process(demo_root, tmp_path):
     run_cli("train.py", *common, "--name", "single", "--batch_size", GLOBAL_BATCH)
     torchrun(*common, "--name", "ddp", "--batch_size", GLOBAL_BATCH // 2)
     for name in ("G", "D", "T"):
-        single, ddp = weights(tmp_path / "single", 1, name), weights(tmp_path / "ddp", 1, name)
-        assert single.keys() == ddp.keys()
-        diff = torch.cat([(single[k].float() - ddp[k].float()).abs().reshape(-1) for k in single])
-        scale = torch.cat([single[k].float().abs().reshape(-1) for k in single])
-        # Adam normalises each gradient element: one whose gradient is zero up to rounding moves by up to lr per
-        # step in either direction. A few such elements in T's 30k are allowed; all others agree to float noise.
-        off = diff > 1e-5 + 1e-4 * scale
-        assert off.float().mean() < 1e-3 and diff.max() <= 2 * 2e-4 * (N_IMAGES // GLOBAL_BATCH), \
-            f"net{name}: {int(off.sum())} of {diff.numel()} weights differ, by up to {diff.max().item():.2e}"
+        assert_same_up_to_adam_rounding(weights(tmp_path / "single", 1, name), weights(tmp_path / "ddp", 1, name),
+                                        name)
     single, ddp = loss_rows(tmp_path / "single"), loss_rows(tmp_path / "ddp")
     assert len(single) == len(ddp) == N_IMAGES // GLOBAL_BATCH
     for one, two in zip(single, ddp):  # the logged losses are averaged over the ranks
