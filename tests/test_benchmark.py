@@ -20,6 +20,16 @@ def test_model_benchmark_rows_and_ratios(tmp_path, capsys):
     assert "| bf16+cl |" in capsys.readouterr().out
 
 
+def test_ratios_name_the_mode_they_are_taken_against(tmp_path, capsys):
+    """Without fp32 among the modes the ratios are against the first one run, and the table says so."""
+    out = tmp_path / "bench.json"
+    models.main(["--model", "pix2pix", "--size", "32", "--batch_size", "2", "--modes", "cl", "--warmup", "0",
+                 "--repeats", "1", "--extra", "--ngf 8 --ndf 8", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "| mode | train img/s | x cl |" in printed and "x fp32" not in printed
+    assert json.loads(out.read_text())["rows"][0]["reference_mode"] == "cl"
+
+
 def test_pool_benchmark(tmp_path):
     out = tmp_path / "pool.json"
     pool.main(["--pool_sizes", "10,100", "--pool_map", "4", "--pool_batches", "5",
@@ -62,9 +72,9 @@ def test_loop_benchmark_trains_with_train_py_and_reports_data_wait_and_l1(tmp_pa
     for row in (fp32, cl):
         assert 0 <= row["data_wait_share"] < 1 and row["loop_img_s"] > 0
         assert row["final_train_L1"] > 0 and 0 < row["val_L1"] < 2  # the demo data has a val split
-    assert fp32["final_train_L1_vs_fp32"] == 0.0
+    assert fp32["final_train_L1_vs_reference"] == 0.0
     # channels_last only reorders sums: the same seed ends at nearly the same losses
-    assert abs(cl["final_train_L1_vs_fp32"]) < 0.01 and abs(cl["val_L1_vs_fp32"]) < 0.01
+    assert abs(cl["final_train_L1_vs_reference"]) < 0.01 and abs(cl["val_L1_vs_reference"]) < 0.01
 
 
 @pytest.mark.slow

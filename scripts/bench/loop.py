@@ -14,8 +14,8 @@ import tempfile
 
 if not __package__:  # run as `python scripts/bench/loop.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from scripts.bench.common import (MODE_FLAGS, MODEL_FLAGS, ROOT, add_mode_args, log, report, resolve_modes,
-                                  selected_modes, start)
+from scripts.bench.common import (MODE_FLAGS, MODEL_FLAGS, ROOT, add_mode_args, log, reference_row, report,
+                                  resolve_modes, selected_modes, start)
 from util.run.run_logs import CsvLog
 
 
@@ -69,12 +69,13 @@ def bench_loop(args):
             log.info("%s on %s, %d epochs: mode %s", args.model, args.dataroot, args.epochs, mode)
             rows.append(loop_row(mode, run_training(args, mode, tmp)))
             log.info("  %.2f img/s, data wait %.1f%%", rows[-1]["loop_img_s"], 100 * rows[-1]["data_wait_share"])
-    base = next((r for r in rows if r["mode"] == "fp32"), rows[0])
+    base = reference_row(rows)
     for r in rows:
+        r["reference_mode"] = base["mode"]
         r["loop_speedup"] = r["loop_img_s"] / base["loop_img_s"]
         for key in ("final_train_L1", "val_L1"):
             ok = r[key] is not None and base[key]
-            r[key + "_vs_fp32"] = r[key] / base[key] - 1 if ok else None
+            r[key + "_vs_reference"] = r[key] / base[key] - 1 if ok else None
     return rows
 
 
@@ -85,12 +86,13 @@ def loop_table(rows):
     def num(value):
         return "" if value is None else f"{value:.4f}"
 
-    lines = ["| mode | loop img/s | x fp32 | data wait | final G_L1 loss | vs fp32 | val L1 | vs fp32 |",
+    ref = rows[0]["reference_mode"]
+    lines = [f"| mode | loop img/s | x {ref} | data wait | final G_L1 loss | vs {ref} | val L1 | vs {ref} |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['mode']} | {r['loop_img_s']:.2f} | {r['loop_speedup']:.2f} | "
                      f"{100 * r['data_wait_share']:.1f}% | {num(r['final_train_L1'])} | "
-                     f"{pct(r['final_train_L1_vs_fp32'])} | {num(r['val_L1'])} | {pct(r['val_L1_vs_fp32'])} |")
+                     f"{pct(r['final_train_L1_vs_reference'])} | {num(r['val_L1'])} | {pct(r['val_L1_vs_reference'])} |")
     return "\n".join(lines)
 
 

@@ -28,8 +28,8 @@ if not __package__:  # run as `python scripts/bench/models.py`: import the proje
 from models import create_model
 from options.train_options import TrainOptions
 from util.process import cpu_allocator
-from scripts.bench.common import (MODE_FLAGS, PeakRss, add_mode_args, log, report, resolve_modes, selected_modes,
-                                  start, train_flags)
+from scripts.bench.common import (MODE_FLAGS, PeakRss, add_mode_args, log, reference_row, report, resolve_modes,
+                                  selected_modes, start, train_flags)
 
 
 def build_model(name, size, batch_size, mode_flags, checkpoints_dir, extra=()):
@@ -116,15 +116,17 @@ def bench_models(args):
             log.info("%s %dx%d batch %d: mode %s", args.model, args.size, args.size, args.batch_size, mode)
             rows.append(bench_mode(args.model, mode, args, tmp))
             log.info("  train %.3f img/s, inference %.3f img/s", rows[-1]["train_img_s"], rows[-1]["infer_img_s"])
-    base = next((r for r in rows if r["mode"] == "fp32"), rows[0])
+    base = reference_row(rows)
     for r in rows:
+        r["reference_mode"] = base["mode"]
         r["train_speedup"] = r["train_img_s"] / base["train_img_s"]
         r["infer_speedup"] = r["infer_img_s"] / base["infer_img_s"]
     return rows
 
 
 def model_table(rows):
-    lines = ["| mode | train img/s | x fp32 | infer img/s | x fp32 | peak mem MB | compile s |",
+    ref = rows[0]["reference_mode"]
+    lines = [f"| mode | train img/s | x {ref} | infer img/s | x {ref} | peak mem MB | compile s |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         compile_s = "" if r["compile_s"] is None else f"{r['compile_s']:.0f}"
@@ -157,7 +159,7 @@ def main(argv=None):
     for kind in ("train", "infer"):
         best = max(rows, key=lambda r: r[f"{kind}_img_s"])
         result[f"fastest_{kind}"] = best["mode"]
-        table += f"\nfastest {kind} mode here: {best['mode']} ({best[f'{kind}_speedup']:.2f}x fp32 eager)"
+        table += f"\nfastest {kind} mode here: {best['mode']} ({best[f'{kind}_speedup']:.2f}x {best['reference_mode']})"
     return report(result, table, args.out)
 
 
