@@ -141,6 +141,25 @@ def test_resampling_convolutions_compute_the_release_modules(cls, shape):
         assert relative_error(a, b) < 1e-5
 
 
+def test_channels_last_layer_norm_is_the_channel_layer_norm():
+    """A channels-last input takes torch's LayerNorm over the innermost dimension: the same function and
+    gradients as the channel LayerNorm (float64), and within bf16 rounding of it for a bf16 input."""
+    torch.manual_seed(0)
+    norm = blocks.LayerNorm(6).double()
+    norm.g.data.uniform_(0.5, 1.5)
+    x = torch.randn(2, 6, 5, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = norm(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    mean, var = x.mean(dim=1, keepdim=True), x.var(dim=1, unbiased=False, keepdim=True)
+    assert relative_error(out, (x - mean) / torch.sqrt(var + EPS) * norm.g) < 1e-13
+    assert torch.autograd.gradcheck(lambda a, g: blocks.LayerNorm.forward(type("N", (), {"g": g})(), a),
+                                    (x, norm.g.detach().clone().requires_grad_()))
+    x16 = x.detach().bfloat16().contiguous(memory_format=torch.channels_last)
+    out16 = norm.float()(x16)
+    assert out16.dtype == torch.bfloat16
+    assert relative_error(out16, plain_channel_layer_norm(x16.float(), norm.g)) < 0.01
+
+
 def test_channels_last_linear_attention_computes_the_heads_attention():
     """The channels-last path (all channels' context masked to the heads' blocks) against the release's formula,
     in float64; and the forward takes it for a channels-last input."""
