@@ -45,7 +45,8 @@ class LayerNorm(nn.Module):
     def forward(self, x):
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             # The channels are the innermost dimension: torch's fused LayerNorm over the last dimension of the
-            # (B, H, W, C) view, in place, with float32 statistics for a bf16 or fp16 x (its output keeps x's dtype).
+            # (B, H, W, C) view, without a copy, with float32 statistics for a bf16 or fp16 x (its output keeps
+            # x's dtype).
             return F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.g.view(-1), None,
                                 STATS_EPS).permute(0, 3, 1, 2)
         return ChannelLayerNorm.apply(x, self.g, STATS_EPS)
@@ -183,7 +184,7 @@ class LinearAttention(nn.Module):
         """The same attention for a channels-last x, without leaving that layout: q, k and v are read in place as
         (b, pixels, heads * d), where splitting off the heads as a batch dimension would copy each of them (and
         their gradients) at full resolution. The context is the product of all channels with all channels, masked
-        to the heads' diagonal blocks: heads times the products' arithmetic (1.3% of the ATME step's), for
+        to the heads' diagonal blocks: heads times the products' arithmetic, small next to the convolutions', for
         none of the copies."""
         batch, _, height, width = x.shape
         pixels = height * width
@@ -249,7 +250,7 @@ class Upsample(nn.Sequential):
     pixel through a 2x2 window whose taps are sums of the kernel's, one window per output phase (row and column
     parity). One 2x2 convolution at the low resolution with the four phases' kernels as output channels gives
     the same numbers in 16 multiply-adds per low-resolution pixel and channel pair instead of 36, and the
-    upsampled input is never built. The phases are interleaved into the output with one copy."""
+    upsampled input is never built. The phases are then interleaved into the output (a stack and a reshape)."""
 
     def __init__(self, dim, dim_out):
         super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(dim, dim_out, 3, padding=1))

@@ -51,6 +51,7 @@ def reference_row(rows):
     names it, so a run without fp32 does not print ratios labelled as fp32's."""
     return next((r for r in rows if r["mode"] == "fp32"), rows[0])
 
+
 def train_flags(name, size, batch_size, checkpoints_dir, dataroot, mode_flags=(), extra=()):
     """train.py's flags for benchmarking model `name`: a run `bench` in `checkpoints_dir`, square `size` images,
     seed 0, no dashboard, data loaded in the calling process; then the model's defaults, the mode's and `extra`."""

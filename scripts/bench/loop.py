@@ -92,7 +92,8 @@ def loop_table(rows):
     for r in rows:
         lines.append(f"| {r['mode']} | {r['loop_img_s']:.2f} | {r['loop_speedup']:.2f} | "
                      f"{100 * r['data_wait_share']:.1f}% | {num(r['final_train_L1'])} | "
-                     f"{pct(r['final_train_L1_vs_reference'])} | {num(r['val_L1'])} | {pct(r['val_L1_vs_reference'])} |")
+                     f"{pct(r['final_train_L1_vs_reference'])} | {num(r['val_L1'])} | "
+                     f"{pct(r['val_L1_vs_reference'])} |")
     return "\n".join(lines)
 
 
