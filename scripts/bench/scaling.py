@@ -21,6 +21,12 @@ def configurations(args):
     return list(dict.fromkeys(configs))
 
 
+def scaling_warmup(warmup):
+    """Untimed steps before a scaling row's timed ones: `--warmup`, at least one (a fresh worker's first step pays
+    for building its buffers)."""
+    return max(warmup, 1)
+
+
 def run_scaling(args, tmp, worker_class, write_images, root):
     """Rows {size, batch, s_per_img, us_per_pixel, max_rss_mb}, one per configuration, timed in a fresh worker."""
     rows = []
@@ -32,7 +38,7 @@ def run_scaling(args, tmp, worker_class, write_images, root):
             flags = train_flags(args.model, size, batch, os.path.join(folder, "checkpoints"), data,
                                 [*MODE_FLAGS[args.mode], "--no_flip"], shlex.split(args.extra))
             worker.ask("init", flags=flags, seed=SEED)
-            times = worker.ask("train", steps=args.steps, warmup=max(args.warmup, 1))["times"]
+            times = worker.ask("train", steps=args.steps, warmup=scaling_warmup(args.warmup))["times"]
         finally:
             worker.close()
         step = statistics.median(times)

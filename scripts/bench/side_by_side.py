@@ -45,7 +45,7 @@ if not __package__:  # run as `python scripts/bench/side_by_side.py`: import the
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from scripts.bench.common import MODE_FLAGS, MODEL_FLAGS, ROOT, hardware_line, log, report, start, train_flags
 from scripts.bench.profile_step import op_table
-from scripts.bench.scaling import int_list, run_scaling, scaling_table
+from scripts.bench.scaling import int_list, run_scaling, scaling_table, scaling_warmup
 
 WORKER = os.path.join(ROOT, "scripts", "bench", "worker.py")
 SEED = 0
@@ -216,7 +216,7 @@ def side_by_side_table(result):
                       f"times do not):", table]
     if result.get("scaling"):
         lines += ["", f"scaling of this checkout's training step ({result['mode']}; median of {result['steps']} "
-                      f"step(s) after {max(result['warmup'], 1)} warm-up step(s), a fresh worker per row):",
+                      f"step(s) after {scaling_warmup(result['warmup'])} warm-up step(s), a fresh worker per row):",
                   scaling_table(result["scaling"], argparse.Namespace(**result["scaling_args"]))]
     return "\n".join(lines)
 
