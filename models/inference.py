@@ -6,7 +6,9 @@ model's `SizeRule`, to a dict {visual name: (B, C_k, H, W) tensor} of the same H
 output is cropped back, so a result has exactly the input's width and height. Nothing is resized.
 
 With a tile size, the padded image is cut into overlapping tiles that each go through the translator, and the
-outputs are blended: across each overlap one tile's weight ramps down linearly while the next one's ramps up, and
+outputs are blended. Every tile starts at a multiple of the size rule's `multiple` (the overlap grows to the next
+step that allows it), so a strided network (pooling, strided convolutions, a U-Net) sees each tile at the phase it
+sees the whole image at. Across each overlap one tile's weight ramps down linearly while the next one's ramps up, and
 the outer quarter of the overlap on each side is left to the neighbour alone (weight 0). So a network whose
 receptive field reaches at most a quarter of the overlap gives the whole-image result; peak memory follows the
 tile, and only the input and the blended outputs are image-sized.
@@ -78,17 +80,22 @@ def check_tiles(rule, tile, overlap):
         suggestion = padded_side(tile, rule)
         raise ValueError(f"--tile {tile} does not suit {rule.description}, which takes sides that are multiples of "
                          f"{rule.multiple} and at least {rule.min_size}; use e.g. --tile {suggestion}")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"--tile_overlap must be at least 0 and smaller than --tile {tile}, got {overlap}; "
+    if not 0 <= overlap <= tile - rule.multiple:
+        raise ValueError(f"--tile_overlap must be at least 0 and at most --tile {tile} minus {rule.multiple} (tiles "
+                         f"start at multiples of {rule.multiple} for {rule.description}), got {overlap}; "
                          f"e.g. --tile_overlap {tile // 4}")
 
 
-def tile_starts(length, tile, overlap):
-    """Start offsets of tiles of `tile` pixels along `length`, consecutive ones overlapping by at least `overlap`;
-    the last tile ends at `length`. One tile (of the whole length) when it fits."""
+def tile_starts(length, tile, overlap, multiple=1):
+    """Start offsets of tiles of `tile` pixels along `length`, consecutive ones overlapping by at least `overlap`,
+    each a multiple of `multiple` (with `length` and `tile` multiples of it, the last one, which ends at `length`,
+    is too). One tile (of the whole length) when it fits."""
     if length <= tile:
         return [0]
-    return list(range(0, length - tile, tile - overlap)) + [length - tile]
+    step = (tile - overlap) // multiple * multiple
+    if step < 1:
+        raise ValueError(f"tiles of {tile} overlapping by {overlap} cannot start at multiples of {multiple}")
+    return list(range(0, length - tile, step)) + [length - tile]
 
 
 def _ramp(length, overlap, device):
@@ -118,7 +125,7 @@ def run_tiled(translate, x, rule, tile, overlap, pad_mode="reflect"):
     height, width = padded_side(h, rule), padded_side(w, rule)
     padded = pad_to(x, height, width, pad_mode)
     tile_h, tile_w = min(tile, height), min(tile, width)
-    rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    rows, cols = (tile_starts(side, tile, overlap, rule.multiple) for side in (height, width))
     sums, total = {}, torch.zeros((height, width), device=x.device)
     for i, y0 in enumerate(rows):
         weight_y = axis_weights(rows, i, tile_h, x.device)

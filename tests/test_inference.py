@@ -234,6 +234,29 @@ def test_tiled_equals_whole_image_when_the_receptive_field_fits_in_the_overlap()
     assert (too_little - whole).abs().max() > 1e-3
 
 
+def test_tiled_equals_whole_image_on_a_strided_network():
+    """A 2x2 average pool then a nearest 2x upsampling (each output pixel sees its 2x2 block, inside the bound):
+    tiles start at multiples of the rule's 2, so each sees the blocks the whole image has; an overlap of 9 would
+    otherwise start the second tile at 23, one pixel off the blocks (differences up to the size of the input's)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(3, 3, 1), nn.Upsample(scale_factor=2, mode="nearest")).eval()
+    translate = lambda x: {"y": net(x)}
+    rule = inference.SizeRule(2, 2, "a strided net")
+    x = torch.rand(1, 3, 100, 76) * 2 - 1
+    with torch.no_grad():
+        whole = translate(x)["y"]
+        tiled = inference.run(translate, x, rule, tile=32, overlap=9)["y"]
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-5)
+    assert all(start % 2 == 0 for start in inference.tile_starts(100, 32, 9, 2))
+
+
+def test_an_overlap_that_leaves_no_aligned_step_is_refused_naming_the_flag():
+    rule = inference.SizeRule(8, 24, "a test net")
+    with pytest.raises(ValueError, match="--tile_overlap must be .* at most --tile 32 minus 8"):
+        inference.check_tiles(rule, 32, 25)
+    inference.check_tiles(rule, 32, 24)
+
+
 def seam_zones(length, tile, overlap):
     """Masks over the jumps between neighbouring pixels (length - 1): where two tiles meet or blend, and inside
     a single tile (away from the image border)."""
