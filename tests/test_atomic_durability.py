@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from util.run import atomic
+from util.run import atomic, folder_swap
+from util.run import transaction as transactions
 
 
 def contents(folder):
@@ -29,7 +30,7 @@ class Snapshots:
     def __init__(self, monkeypatch, watched, store):
         self.watched, self.store, self.taken, self.busy = watched, store, [], False
         for owner, name in ((os, "rename"), (os, "replace"), (os, "symlink"), (shutil, "rmtree"),
-                            (atomic, "_exchange")):
+                            (folder_swap, "_exchange")):
             monkeypatch.setattr(owner, name, self._after(getattr(owner, name)))
 
     def _after(self, function):
@@ -53,17 +54,17 @@ def test_a_folder_is_replaced_in_one_step_whenever_the_process_dies(tmp_path, mo
     web.mkdir()
     store.mkdir()
     if mode != "exchange":  # a kernel or file system without renameat2(RENAME_EXCHANGE): the symlink idiom
-        monkeypatch.setattr(atomic, "_exchange", lambda first, second: False)
+        monkeypatch.setattr(folder_swap, "_exchange", lambda first, second: False)
     target = str(web / "images")
-    with atomic.atomic_directory(target) as (staging, _):
+    with folder_swap.atomic_directory(target) as (staging, _):
         fill(staging, b"old")
     if mode == "symlink":  # already converted by an earlier replacement
-        with atomic.atomic_directory(target) as (staging, _):
+        with folder_swap.atomic_directory(target) as (staging, _):
             fill(staging, b"old")
         assert os.path.islink(target)
     old = contents(target)
     snapshots = Snapshots(monkeypatch, str(web), str(store))
-    with atomic.atomic_directory(target) as (staging, replaced):
+    with folder_swap.atomic_directory(target) as (staging, replaced):
         fill(staging, b"new", ("a.png", "c.png"))
     monkeypatch.undo()
     new = contents(target)
@@ -73,7 +74,7 @@ def test_a_folder_is_replaced_in_one_step_whenever_the_process_dies(tmp_path, mo
         images = os.path.join(copy, "images")
         if mode != "convert":  # a reader at that moment (converting a real folder has one such moment, see docs)
             assert contents(images) in (old, new), f"a reader after step {os.path.basename(copy)} finds a mix or nothing"
-        atomic.remove_stale_temporaries(copy, recursive=False)  # the next start
+        folder_swap.remove_stale_temporaries(copy, recursive=False)  # the next start
         assert contents(images) in (old, new), f"a restart after step {os.path.basename(copy)} lost the folder"
         left = [n for n in os.listdir(copy) if n != "images" and not (os.path.islink(images)
                                                                      and os.readlink(images) == n)]
@@ -82,15 +83,15 @@ def test_a_folder_is_replaced_in_one_step_whenever_the_process_dies(tmp_path, mo
 
 def test_a_swap_that_fails_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
     target = str(tmp_path / "images")
-    with atomic.atomic_directory(target) as (staging, _):
+    with folder_swap.atomic_directory(target) as (staging, _):
         fill(staging, b"old")
 
     def full(first, second):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(atomic, "_exchange", full)
+    monkeypatch.setattr(folder_swap, "_exchange", full)
     with pytest.raises(atomic.WriteError, match="images: the disk is full"):
-        with atomic.atomic_directory(target) as (staging, _):
+        with folder_swap.atomic_directory(target) as (staging, _):
             fill(staging, b"new")
     assert contents(target) == {"a.png": b"old", "b.png": b"old"}
     assert os.listdir(tmp_path) == ["images"]
@@ -137,7 +138,7 @@ def test_a_committed_set_survives_a_power_loss_at_any_moment(tmp_path, monkeypat
     folder = str(tmp_path)
     finals = [os.path.join(folder, name) for name in ("latest_net_G.pth", "latest_train_state.pth")]
     trace = Trace(monkeypatch)
-    with atomic.Transaction(folder, "latest") as transaction:
+    with transactions.Transaction(folder, "latest") as transaction:
         for final in finals:
             transaction.write(final, lambda handle: handle.write(b"new"))
         journal = transaction.journal
@@ -171,12 +172,12 @@ def test_a_single_file_and_a_folder_swap_are_durable_when_they_return(tmp_path, 
     assert trace.index("fsync", trace.events[renamed][1]) < renamed
     assert trace.index("fsync", str(tmp_path), start=renamed) is not None, "the new name is not fsynced"
     target = str(tmp_path / "images")
-    with atomic.atomic_directory(target) as (staging, _):
+    with folder_swap.atomic_directory(target) as (staging, _):
         fill(staging, b"old")
     swapped = trace.index("rename", None, target)
     assert trace.index("fsync", str(tmp_path), start=swapped) is not None
     start = len(trace.events)
-    with atomic.atomic_directory(target) as (staging, _):
+    with folder_swap.atomic_directory(target) as (staging, _):
         fill(staging, b"new")
     assert trace.index("fsync", str(tmp_path), start=start) is not None, "the replacement is not fsynced"
 
@@ -203,7 +204,7 @@ class PowerLoss:
 
         def moved(real):
             def move(src, dst, *args, **kwargs):
-                if str(dst).endswith(atomic.JOURNAL_SUFFIX):
+                if str(dst).endswith(transactions.JOURNAL_SUFFIX):
                     self.journal_text[os.path.basename(src)] = open(src).read()
                 result = real(src, dst, *args, **kwargs)
                 self._note("rename", src, dst)
@@ -261,7 +262,7 @@ def test_every_state_a_power_loss_leaves_recovers_to_one_whole_set(tmp_path, mon
         with open(os.path.join(folder, name), "wb") as handle:
             handle.write(b"old")
     loss = PowerLoss(monkeypatch, folder)
-    with atomic.Transaction(folder, "latest") as transaction:
+    with transactions.Transaction(folder, "latest") as transaction:
         for name in finals:
             transaction.write(os.path.join(folder, name), lambda handle: handle.write(b"new"))
     monkeypatch.undo()
@@ -279,8 +280,8 @@ def test_every_state_a_power_loss_leaves_recovers_to_one_whole_set(tmp_path, mon
                 content = "old" if label == "old" else "new" if label in staged_as else "other"
             with open(os.path.join(disk, name), "w") as handle:
                 handle.write(content)
-        atomic.recover(disk)  # the next start
-        atomic.remove_stale_temporaries(disk)
+        transactions.recover(disk)  # the next start
+        folder_swap.remove_stale_temporaries(disk)
         found = {name: open(os.path.join(disk, name)).read() for name in finals}
         assert len(set(found.values())) == 1, f"a power loss left a mixed set {found} from names {state}"
         assert sorted(os.listdir(disk)) == sorted(finals)

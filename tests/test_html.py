@@ -11,7 +11,7 @@ from PIL import Image
 
 from util.dashboard import Dashboard
 from util.views import html
-from util.run import atomic
+from util.run import folder_swap
 from util.run.atomic import WriteError
 from util.views.html import HTML, save_images
 from util.views.image_utils import make_grid, save_image, tensor2im
@@ -145,7 +145,7 @@ def test_a_swap_that_fails_keeps_the_earlier_images(tmp_path, monkeypatch):
     def failing_exchange(first, second):  # the one step that puts the new folder in place fails
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(atomic, "_exchange", failing_exchange)
+    monkeypatch.setattr(folder_swap, "_exchange", failing_exchange)
     with pytest.raises(WriteError, match="images: the disk is full"):
         with html.replacing_images(web) as staging:
             (Path(staging) / "b.png").write_bytes(b"new")

@@ -42,21 +42,21 @@ def kill_on(owner, name):
     setattr(owner, name, wrapper)
 
 import train
-from util.run import atomic
+from util.run import atomic, transaction
 if fault == "step":          # before the Nth optimiser step
     from models.base_model import BaseModel
     kill_on(BaseModel, "optimizer_step")
 elif fault == "stage":       # while a checkpoint set is being staged (before its Nth file)
     kill_on(atomic, "stage")
 elif fault == "commit":      # inside the Nth commit, after its first rename
-    apply = atomic._apply
+    apply = transaction._apply
     def partial(folder, names):
         calls[0] += 1
         if calls[0] == count:
             apply(folder, names[:1])
             os.kill(os.getpid(), signal.SIGKILL)
         apply(folder, names)
-    atomic._apply = partial
+    transaction._apply = partial
 elif fault == "flush":       # at the Nth flush of the ATME pool (the end-of-epoch flush among them)
     from models.atme.pool import EpochPool
     kill_on(EpochPool, "flush")

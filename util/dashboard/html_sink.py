@@ -1,6 +1,7 @@
 """The run's HTML page (`<run_dir>/web/index.html`): the curves at a readable size, then the visuals of every
 snapshot, newest first. Written by a background thread (FileWorker), atomically; it reloads itself while a
-training process writes it and stops reloading when that process ends."""
+training process writes it and stops reloading when that process ends. Nothing is written through a symbolic
+link in the run folder (`web/`, `web/images/`, `index.html`, `saved_steps.jsonl`: util.run.links)."""
 import json
 import os
 import time
@@ -10,6 +11,7 @@ from util.dashboard.workers import FileWorker
 from util.views.figures import draw_panels
 from util.views.html import HTML
 from util.views.image_utils import save_image
+from util.run import links
 from util.run.run_logs import TIME_FORMAT
 
 
@@ -31,6 +33,9 @@ class HtmlSink:
         self.plots = {kind: os.path.join(self.img_dir, f"{kind}.png") for kind in ("losses", "convergence",
                                                                                    VALIDATION)}
         self._drawn = {}  # png path -> number of points it shows, so unchanged plots are not redrawn
+        self.run_dir = str(run_dir)
+        for path in (self.img_dir, os.path.join(self.web_dir, "index.html"), self.steps_file):
+            links.check_inside(path, self.run_dir)  # before anything is created
         os.makedirs(self.img_dir, exist_ok=True)
         self.files = FileWorker()
         newest = self.saved_steps()[:1]
@@ -60,7 +65,7 @@ class HtmlSink:
             for file_name, image in zip(names, images):
                 save_image(image, os.path.join(self.img_dir, file_name))
             record = dict(epoch=epoch, step=step, labels=list(labels), files=names)
-            with open(self.steps_file, "a", encoding="utf-8") as handle:
+            with links.open_inside(self.steps_file, self.run_dir, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
         self.files.submit(("step", epoch, step), save_step)
@@ -115,6 +120,7 @@ class HtmlSink:
         first. `ended` (how training ended, e.g. "finished 8 of 8 epochs") writes the page of a run no process
         writes any more."""
         now = time.strftime(TIME_FORMAT)
+        links.check_inside(os.path.join(self.web_dir, "index.html"), self.run_dir)
         page = HTML(self.web_dir, self.heading(), refresh=0 if ended else self.refresh)
         where = self.position()
         if ended:

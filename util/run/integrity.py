@@ -28,7 +28,7 @@ def sha256_of(path):
 
 
 def stage_manifest(transaction, path):
-    """Add to `transaction` (util.run.atomic.Transaction, its files staged) the list of their checksums, at `path`:
+    """Add to `transaction` (util.run.transaction.Transaction, its files staged) the list of their checksums, at `path`:
     {file name relative to the list's folder: SHA-256}. The staged files are complete, so they are hashed as
     they will be read."""
     folder = os.path.dirname(os.path.abspath(path))

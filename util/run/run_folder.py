@@ -7,6 +7,10 @@ not block, and on NFS (where the Linux client turns `flock` into a POSIX lock, w
 descriptor and a regular file) it keeps two machines apart too. A file system without locks gets a message
 that names it and offers `--lock none` (no lock at all: unsafe). While it trains, the owner describes itself in
 `running.json` (process id, host, start time, command), which a refused second `train.py` quotes.
+
+A folder may have come from someone else, so before a run writes into an existing one it is checked read-only:
+a symbolic link anywhere in it, or a save journal that names anything but its own set's files, refuses it
+(util.run.links, util.run.transaction) before anything is written; the lock file is opened with O_NOFOLLOW.
 """
 import datetime
 import fcntl
@@ -17,7 +21,7 @@ import os
 import socket
 import sys
 
-from util.run import atomic
+from util.run import atomic, folder_swap, links, transaction
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +30,8 @@ LOCK_FILE = "running.lock"
 LOCK_MODES = ("file", "none")
 # A folder holding any of these already holds a run (or someone's weights).
 RUN_MARKERS = ("train_opt.json", "loss_log.csv", "convergence.csv", "*_net_*.pth", "*_train_state.pth",
-               "disc_pool*.npy")
+               "disc_pool*.npy", ".*" + transaction.JOURNAL_SUFFIX)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class RunFolderError(RuntimeError):
@@ -122,7 +127,8 @@ class RunFolder:
         if continue_train and start_over:
             raise RunFolderError("--continue_train and --start_over contradict each other: resume the run in "
                                  f"{self.path}, or move it aside and start a new one; pass one of them")
-        if continue_train:
+        if continue_train or not markers:  # a folder this run will write into as it is
+            self.check_received()
             return
         if markers and not start_over:
             found = f"{self.path} already holds a run ({', '.join(markers[:4])}{', ...' if len(markers) > 4 else ''})."
@@ -136,6 +142,16 @@ class RunFolder:
                 f"or move it aside (to {aside}) and start afresh with your command:\n  {start_afresh}\n"
                 f"or start a new run under another --name.")
 
+    def check_received(self):
+        """Refuse (RunFolderError) a folder with a symbolic link in it, or with a save journal that names anything
+        but the files of its own set: a folder received from someone else could make this run write elsewhere.
+        Reads only."""
+        try:
+            links.check_folder(self.path)
+            transaction.check_journals(self.path)
+        except (links.LinkRefused, transaction.JournalError) as err:
+            raise RunFolderError(str(err)) from None
+
     def aside_name(self):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         return f"{self.path}.old-{stamp}"
@@ -148,10 +164,12 @@ class RunFolder:
         if self._held or self.locking == "none" or not os.path.isdir(self.path):
             return
         try:
-            fd = os.open(self.lock_path, os.O_RDWR)  # no O_CREAT: a probe writes nothing
+            fd = os.open(self.lock_path, os.O_RDWR | _NOFOLLOW)  # no O_CREAT: a probe writes nothing
         except FileNotFoundError:
             return  # whoever holds the lock created the file first
         except OSError as err:
+            if os.path.islink(self.lock_path):
+                raise RunFolderError(str(links.refusal(self.lock_path, self.path))) from None
             raise RunFolderError(f"cannot open {self.lock_path}: {err.strerror or err}. Make the run folder "
                                  f"writable, or pass another --checkpoints_dir (or --name)") from None
         try:
@@ -168,11 +186,14 @@ class RunFolder:
     def lock(self, argv=None):
         """Create the folder if needed and take its lock; raise RunFolderError when another process holds it or
         the file system cannot lock."""
-        created = [p for p in (self.path, self.lock_path) if not os.path.exists(p)]
+        created = [p for p in (self.path, self.lock_path) if not os.path.lexists(p)]
         try:
             os.makedirs(self.path, exist_ok=True)
-            fd = None if self.locking == "none" else os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = None if self.locking == "none" else os.open(self.lock_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
         except OSError as err:
+            if os.path.islink(self.lock_path):  # O_NOFOLLOW: a link, even a dangling one, is not followed
+                _remove_created(created)
+                raise RunFolderError(str(links.refusal(self.lock_path, self.path))) from None
             raise RunFolderError(f"cannot create or open the run folder {self.path}: {err.strerror or err}. Pass "
                                  f"another --checkpoints_dir (or --name)") from None
         if fd is None:
@@ -209,11 +230,14 @@ class RunFolder:
 
     def tidy(self):
         """Finish saves that a killed process left half-renamed, then remove its temporary files."""
-        completed = atomic.recover(self.path)
+        try:
+            completed = transaction.recover(self.path)
+        except transaction.JournalError as err:
+            raise RunFolderError(str(err)) from None
         if completed:
             log.warning("completed an interrupted save in %s: %s", self.path,
                         ", ".join(os.path.basename(p) for p in completed))
-        removed = atomic.remove_stale_temporaries(self.path)
+        removed = folder_swap.remove_stale_temporaries(self.path)
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted write in %s", len(removed), self.path)
 

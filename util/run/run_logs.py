@@ -1,6 +1,7 @@
 """Console and file logging (rank 0 only), metrics appended as CSV rows, and a run's curves read back from those
 rows. The CSV logs are the run's history: the dashboard rebuilds every view from them, and
-scripts/analysis/plot_logs.py draws from them."""
+scripts/analysis/plot_logs.py draws from them. A log file that is a symbolic link is never written through
+(util.run.links: the folder may have come from someone else)."""
 import csv
 import io
 import logging
@@ -12,7 +13,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from util.run import convergence
+from util.run import convergence, links
 from util.run.atomic import atomic_write_text
 
 LOSS_LOG, CONVERGENCE_LOG, VALIDATION_LOG = "loss_log.csv", "convergence.csv", "val_log.csv"
@@ -71,12 +72,20 @@ def kept_lines():
                      if isinstance(h, logging.handlers.MemoryHandler) for record in h.buffer)
 
 
+class NoFollowFileHandler(logging.FileHandler):
+    """A FileHandler that refuses (util.run.links.LinkRefused) a log file that is a symbolic link."""
+
+    def _open(self):
+        return links.open_inside(self.baseFilename, os.path.dirname(self.baseFilename), self.mode,
+                                 encoding=self.encoding)
+
+
 def attach_log_file(log_file):
     """Also log to `log_file` (appending), starting with the lines a launching process handed over and the
     records kept since setup_logging."""
     root = logging.getLogger()
     os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-    handler = logging.FileHandler(log_file)
+    handler = NoFollowFileHandler(log_file)
     handler.setFormatter(_FORMAT)
     handed = os.environ.pop(LAUNCHER_LOG_ENV, "")
     if handed:
@@ -108,18 +117,28 @@ class CsvLog:
         row = {k: _fmt(v) for k, v in row.items()}
         if self.fields is None:
             self.fields = list(row)
-            with open(self.path, "w", newline="") as f:
+            with self._open("w") as f:
                 csv.DictWriter(f, self.fields).writeheader()
         elif any(k not in self.fields for k in row):
             self._widen([k for k in row if k not in self.fields])
-        with open(self.path, "a", newline="") as f:
+        with self._open("a") as f:
             csv.DictWriter(f, self.fields, restval="").writerow(row)
+
+    def _refuse_link(self):
+        """A rewrite renames a new file over the log: it would replace a link, not write through it, yet the folder
+        is refused all the same (it came from elsewhere)."""
+        if os.path.islink(self.path):
+            raise links.refusal(self.path, os.path.dirname(os.path.abspath(self.path)))
+
+    def _open(self, mode):
+        return links.open_inside(self.path, os.path.dirname(os.path.abspath(self.path)), mode, newline="")
 
     def _widen(self, new_fields):
         self._rewrite(self.fields + new_fields, self.rows())
 
     def _rewrite(self, fields, rows):
         """Replace the file atomically: a kill never leaves a log without its earlier rows."""
+        self._refuse_link()
         text = io.StringIO()
         writer = csv.DictWriter(text, fields, restval="")
         writer.writeheader()
@@ -139,6 +158,7 @@ class CsvLog:
         returns how many were dropped."""
         if self.fields is None:
             return 0
+        self._refuse_link()
         with open(self.path, newline="") as f:
             lines = sum(1 for _ in f) - 1
         rows = self.rows()

@@ -4,7 +4,7 @@ what does exist and ends with a command that works."""
 import glob
 import os
 
-from util.run import atomic
+from util.run import transaction
 from util.run.run_folder import RunFolderError, holds_a_run
 
 SHOWN = 8  # runs or tags listed in a message
@@ -22,7 +22,7 @@ def _tags(folder, marker):
     """Checkpoint tags of the files `<tag><marker>...` in `folder`, with the ones a killed save left staged;
     epochs in order, then the named tags."""
     names = [os.path.basename(p) for p in glob.glob(os.path.join(folder, f"*{marker}*"))]
-    names += [os.path.basename(final) for final in atomic.pending(folder)]
+    names += [os.path.basename(final) for final in transaction.pending(folder)]
     tags = {name.split(marker)[0] for name in names if marker in name and name.endswith(".pth")}
     return sorted(tags, key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0, t))
 

@@ -9,7 +9,8 @@ from urllib.parse import quote
 import dominate
 from dominate.tags import a, br, code, h2, h3, img, meta, p, pre, style, table, td, tr
 
-from util.run.atomic import atomic_directory, atomic_write_text, remove_stale_temporaries
+from util.run.atomic import atomic_write_text
+from util.run.folder_swap import atomic_directory, remove_stale_temporaries
 from util.views.image_utils import save_image, tensor2im
 
 log = logging.getLogger(__name__)
