@@ -35,12 +35,12 @@ TINY = ["--load_size", "32", "--crop_size", "32", "--batch_size", "4", "--netD",
         "--ndf", "8", "--gpu_ids", "-1", "--num_threads", "0", "--smooth", "2"]
 
 
-def study_args(demo_root, study_dir, models, seeds=(0, 1), epochs=(1, 1), *extra):
+def study_args(demo_root, study_dir, models, seeds=(0, 1), epochs=(1, 1), *extra, executor="debug"):
     families = {study_plan.resolve_entry(m)[0] for m in models}
     flags = [a for f in sorted(families) for a in ("--model_flags", FAMILY_FLAGS[f])]
     return ["--dataroot", demo_root, "--study_dir", str(study_dir), "--models", *models,
             "--seeds", *map(str, seeds), "--n_epochs", str(epochs[0]), "--n_epochs_decay", str(epochs[1]),
-            "--last_k", str(sum(epochs)), *TINY, *flags, *extra, "--", "--no_html"]
+            "--last_k", str(sum(epochs)), "--executor", executor, *TINY, *flags, *extra, "--", "--no_html"]
 
 
 def study(*args, check=True):

@@ -252,3 +252,61 @@ def test_segan_two_processes_match_one_process(demo_root, tmp_path):
     for one, two in zip(single, ddp):  # the logged losses are averaged over the ranks
         for key in ("G_GAN", "G_L1", "MI", "D_real", "D_fake", "T"):
             assert float(one[key]) == pytest.approx(float(two[key]), rel=1e-4, abs=1e-5), key
+
+
+def rank_streams(run_dir, tag="latest"):
+    return torch.load(run_dir / f"{tag}_train_state.pth", weights_only=True)["rng_by_rank"]
+
+
+def same_stream(a, b):
+    return (a["python"] == b["python"] and torch.equal(a["torch"], b["torch"])
+            and torch.equal(a["numpy"][1], b["numpy"][1]) and a["numpy"][2:] == b["numpy"][2:])
+
+
+@pytest.mark.slow
+def test_a_stopped_and_resumed_two_process_run_equals_the_uninterrupted_one(demo_root, tmp_path):
+    """Each rank saves and restores its own random streams: with dropout (a mask per rank), a 2-process run stopped
+    after epoch 1 and resumed ends epoch 2 with the uninterrupted run's weights and with each rank's streams where
+    the uninterrupted run's are. With rank 0's streams on both ranks the second rank's masks would change."""
+    with_dropout = ["--model", "pix2pix", "--netG", "resnet_6blocks", "--ngf", "8", "--ndf", "8", "--norm", "none"]
+    common = ["--dataroot", demo_root, "--checkpoints_dir", tmp_path, *with_dropout, *SAME_DATA[:-8],
+              "--lr_policy", "step", "--batch_size", GLOBAL_BATCH // 2]
+    torchrun(*common, "--name", "whole", "--n_epochs", 2, "--n_epochs_decay", 0, "--print_freq", 1)
+    torchrun(*common, "--name", "resumed", "--n_epochs", 1, "--n_epochs_decay", 0, "--print_freq", 1)
+    after_one = rank_streams(tmp_path / "resumed")
+    assert len(after_one) == 2 and not same_stream(after_one[0], after_one[1])  # each rank has its own
+    torchrun(*common, "--name", "resumed", "--n_epochs", 2, "--n_epochs_decay", 0, "--print_freq", 1,
+             "--continue_train")
+    for name in ("G", "D"):
+        assert_same_weights(weights(tmp_path / "whole", 2, name), weights(tmp_path / "resumed", 2, name))
+    whole, resumed = rank_streams(tmp_path / "whole"), rank_streams(tmp_path / "resumed")
+    assert [same_stream(a, b) for a, b in zip(whole, resumed)] == [True, True]
+
+
+def test_a_resume_with_another_number_of_processes_reseeds_from_rank_0_and_says_so(monkeypatch, caplog):
+    """Two ranks resuming a state of one process (or of an older version, which kept rank 0's streams alone): rank 0
+    continues the stored stream, rank 1 is seeded from it and its rank (the same on every such resume, not rank 0's),
+    and rank 0 says so in one WARNING; with as many ranks as stored, each continues its own stream silently."""
+    from util.process import distributed
+    from util.process.devices import rng_state
+    torch.manual_seed(5)
+    stored = rng_state()
+    expected_rank0 = torch.rand(4)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    draws = {}
+    for here in (0, 1, 1):
+        monkeypatch.setattr(distributed, "rank", lambda here=here: here)
+        with caplog.at_level(logging.WARNING, logger="util.process.distributed"):
+            distributed.restore_rank_rng([stored], "latest_train_state.pth")
+        draws.setdefault(here, []).append(torch.rand(4))
+    assert torch.equal(draws[0][0], expected_rank0)
+    assert torch.equal(draws[1][0], draws[1][1]) and not torch.equal(draws[1][0], expected_rank0)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "latest_train_state.pth holds the random streams of 1 process and this run has 2" \
+        in warnings[0].getMessage()
+    caplog.clear()
+    torch.manual_seed(6)
+    other = rng_state()
+    expected_rank1 = torch.rand(4)
+    distributed.restore_rank_rng([stored, other], "latest_train_state.pth")  # rank 1 of 2
+    assert torch.equal(torch.rand(4), expected_rank1) and not caplog.records

@@ -2,8 +2,14 @@
 import os
 import re
 
+import logging
+
 import torch
 import torch.distributed as dist
+
+from util.process.devices import rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger(__name__)
 
 
 def is_distributed():
@@ -109,6 +115,41 @@ def broadcast_from_main(tensor):
     if is_distributed():
         dist.broadcast(tensor, src=0, group=_control())
     return tensor
+
+
+def gather_objects(value):
+    """Every rank's `value` (picklable), in rank order, on every rank (every rank must call it)."""
+    if not is_distributed():
+        return [value]
+    values = [None] * world_size()
+    dist.all_gather_object(values, value, group=_control())
+    return values
+
+
+def rank_rng_states():
+    """Each rank's random streams (devices.rng_state: Python, NumPy, torch's CPU and CUDA generators), in rank
+    order, for the training state that rank 0 writes (every rank must call it)."""
+    return gather_objects(rng_state())
+
+
+def restore_rank_rng(saved, source="the training state"):
+    """Put back this rank's streams from `saved`, one state per rank of the run that wrote them (a state from an
+    older version holds rank 0's alone: a list of one). With as many processes as then, each rank continues its
+    own streams exactly. With another number, rank 0 continues its stream and every other rank is seeded from
+    rank 0's state and its rank (deterministic, so two such resumes agree), which rank 0 says in one WARNING."""
+    here, world = rank(), world_size()
+    if len(saved) == world:
+        set_rng_state(saved[here])
+        return
+    if here == 0:
+        log.warning("%s holds the random streams of %d process%s and this run has %d: rank 0 continues its stream, "
+                    "the other ranks are seeded from it and their rank (random draws do not continue as they would "
+                    "have with %d)", source, len(saved), "es" if len(saved) > 1 else "", world, len(saved))
+    set_rng_state(saved[0])
+    if here > 0:
+        generator = torch.Generator()
+        generator.set_state(saved[0]["torch"])
+        seed_everything(int(torch.randint(0, 2 ** 62, (1,), generator=generator)), here)
 
 
 def first_report(message):

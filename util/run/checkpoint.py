@@ -5,7 +5,7 @@
 - A model's checkpoints (`ModelCheckpoints`, mixed into BaseModel): one plain state_dict `<tag>_net_<NAME>.pth` per
   network (the pix2pix/ATME convention, so weights interchange) and `<tag>_train_state.pth` with everything an
   exact resume needs. Everything one save writes (the network files, the training state, a model's own files such
-  as ATME's kept pool) is one transaction (util.run.transaction.Transaction): it becomes visible together or not at
+  as ATME's kept pool) is one transaction (util.run.atomic.Transaction): it becomes visible together or not at
   all, so the newest complete set is always consistent, and a failed write (full disk, read-only folder) leaves
   the previous set as it was and raises one `WriteError` that names the folder, the cause and what to do.
 """
@@ -18,10 +18,8 @@ from collections import namedtuple
 import torch
 
 from util.process import distributed
-from util.process.devices import rng_state, set_rng_state
-from util.process.distributed import unwrap
+from util.process.distributed import rank_rng_states, restore_rank_rng, unwrap
 from util.run import atomic, integrity
-from util.run import transaction as transactions
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +168,7 @@ class ModelCheckpoints:
         if not distributed.is_main_process():
             return
         try:
-            with transactions.Transaction(self.save_dir, tag) as transaction:
+            with atomic.Transaction(self.save_dir, tag) as transaction:
                 self._stage_networks(transaction, tag)
                 integrity.stage_manifest(transaction, integrity.manifest_path(self.save_dir, tag))
         except atomic.WriteError as err:
@@ -178,7 +176,8 @@ class ModelCheckpoints:
 
     def save_training_state(self, tag, epoch, epoch_iter, total_iters):
         """The networks and everything a resume needs (optimisers, schedulers, gradient scalers, counters, RNG,
-        the model's extra state and files), as one transaction (rank 0 only)."""
+        the model's extra state and files), as one transaction (rank 0 writes; every rank gives its RNG streams)."""
+        rng_by_rank = rank_rng_states()
         if not distributed.is_main_process():
             return
         state = {
@@ -187,13 +186,13 @@ class ModelCheckpoints:
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedulers": [s.state_dict() for s in self.schedulers],
             "scalers_by_optimizer": self.scaler_states(),
-            "rng": rng_state(), "model": self.extra_state(),
+            "rng": rng_by_rank[0], "rng_by_rank": rng_by_rank, "model": self.extra_state(),
             "convergence": None if self._conv_sum is None else self._conv_sum.detach().cpu(),
             "fake_pool": None if self.fake_pool is None else [t.detach().cpu() for t in self.fake_pool.images],
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.opt).items()},
         }
         try:
-            with transactions.Transaction(self.save_dir, tag) as transaction:
+            with atomic.Transaction(self.save_dir, tag) as transaction:
                 self._stage_networks(transaction, tag)
                 self.stage_extra_files(transaction, tag)
                 transaction.write(os.path.join(self.save_dir, f"{tag}_train_state.pth"),
@@ -223,7 +222,7 @@ class ModelCheckpoints:
     # ------------------------------------------------------------------ loading
     def _readable(self, path):
         """`path`, or the complete file a killed save staged for it (readers never write, so they read it there)."""
-        return transactions.pending(self.save_dir).get(os.path.abspath(path), path)
+        return atomic.pending(self.save_dir).get(os.path.abspath(path), path)
 
     def verify_file(self, tag, path, advice=""):
         """Check the bytes of `path` against the checksums its set `tag` recorded (unless --no_verify); raise
@@ -305,7 +304,7 @@ class ModelCheckpoints:
         if replanned:
             log.info("%s", replanned)
         self.load_scaler_states(state, path)
-        set_rng_state(state["rng"])
+        restore_rank_rng(state.get("rng_by_rank") or [state["rng"]], path)  # "rng" alone: an older version's
         self.load_extra_state(state.get("model", {}))
         if self.fake_pool is not None and state.get("fake_pool"):
             self.fake_pool.images = [t.to(self.device) for t in state["fake_pool"]][:self.fake_pool.pool_size]

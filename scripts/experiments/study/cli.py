@@ -24,10 +24,14 @@ import argparse
 import contextlib
 import logging
 import os
-import signal
 import sys
 
 from options.help_format import HelpFormatter
+from scripts.experiments.jobs.events import events_path
+from scripts.experiments.jobs.flags import add_job_flags, check_job_flags, replaced
+from scripts.experiments.jobs.run_job import RunJob, kept_logging
+from scripts.experiments.jobs.status import status_table
+from scripts.experiments.jobs.submit import dry_run_text, is_done, run_jobs
 from scripts.experiments.study.evaluation import evaluate_run
 from scripts.experiments.study.plan import (DEFAULT_ENTRIES, MATCHED, PRESETS, check_run_settings, parse_model_flags,
                                             parsed_settings, plan_runs, resolve_entry, run_status, total_epochs)
@@ -79,6 +83,7 @@ def build_parser():
     g.add_argument("--n_draws", type=int, default=5, help="SEGAN: draws of codes")
     g.add_argument("--n_codes", type=int, default=8, help="SEGAN: codes per draw")
     g.add_argument("--diversity_inputs", type=int, default=50, help="SEGAN: test inputs translated with every code")
+    add_job_flags(p)
     p.add_argument("--report_only", action="store_true", help="train nothing: report the finished runs")
     p.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
     return p
@@ -124,52 +129,42 @@ def check_inputs(args, matched):
 
 @contextlib.contextmanager
 def study_logging(log_file):
-    """Run a CLI's main in this process, then give the study back its signal handlers and log handlers
-    (train.py and test.py install their own)."""
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    """Run a CLI's main in this process, then give the study back its signal and log handlers (train.py and
+    test.py install their own), the study's log file included."""
+    with kept_logging():
         yield
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        for handler in list(logging.getLogger().handlers):
-            if isinstance(handler, logging.FileHandler):
-                handler.close()
-        setup_logging(log_file)
+    setup_logging(log_file)
 
 
-def train_runs(runs, epochs, log_file):
-    """Train what is missing, run by run; returns train.py's exit code when a run stops early, else 0."""
-    import train
-    for run in runs:
-        status = run_status(run, epochs)
-        if status == "finished":
-            continue
-        args = run.train_args + (["--continue_train"] if status == "partial" else [])
-        log.info("training %s (%s): python train.py %s", run.name, "resuming" if status == "partial" else "new",
-                 " ".join(args))
-        with study_logging(log_file):
-            code = train.main(args)
-        if code:
-            log.warning("%s stopped (exit code %s); call the study again to resume it", run.name, code)
-            return code
-        if run_status(run, epochs) != "finished":
-            raise RuntimeError(f"train.py returned without finishing {run.run_dir}; see its train.log")
-    return 0
+class FollowUp:
+    """What a study's job does once its run is trained: the run's evaluation files (test metrics, parameters, KID,
+    SEGAN's diversity), in the job's process."""
+
+    def __init__(self, run, epochs, config):
+        self.run, self.epochs, self.config = run, epochs, config
+
+    def __call__(self):
+        config = argparse.Namespace(**vars(self.config))
+        if self.run.model == "segan":
+            from scripts.experiments.study.diversity import diversity_metric
+            config.diversity_metric = diversity_metric(config.lpips_backbone_weights)
+        evaluate_run(self.run, self.epochs, config, kept_logging)
 
 
-def evaluation_config(args, runs):
-    """What the evaluation needs, with the optional weights resolved (nothing is downloaded)."""
+def evaluation_config(args, runs, diversity=True):
+    """What the evaluation needs, with the optional weights resolved (nothing is downloaded); without
+    `diversity`, SEGAN's metric is left to whoever evaluates (FollowUp builds it in the job)."""
     from scripts.eval.kid import resolve_inception_weights
     config = argparse.Namespace(study_dir=args.study_dir, results_dir=os.path.join(args.study_dir, "results"),
                                 test_dataroot=args.test_dataroot, test_phase=args.test_phase, gpu_ids=args.gpu_ids,
                                 n_draws=args.n_draws, n_codes=args.n_codes, diversity_inputs=args.diversity_inputs,
-                                inception_weights=None, diversity_metric=None)
+                                inception_weights=None, diversity_metric=None,
+                                lpips_backbone_weights=args.lpips_backbone_weights)
     try:
         config.inception_weights = resolve_inception_weights(args.inception_weights, download=False)
     except RuntimeError as err:
         log.info("no KID: %s", err)
-    if any(run.model == "segan" for run in runs):
+    if diversity and any(run.model == "segan" for run in runs):
         from scripts.experiments.study.diversity import diversity_metric
         config.diversity_metric = diversity_metric(args.lpips_backbone_weights)
     return config
@@ -196,6 +191,17 @@ def main(argv=None):
                              f"against paired targets and needs aligned data")
         check_run_settings(run)
     epochs = total_epochs(matched)
+    jobs_dir = os.path.join(args.study_dir, "jobs")
+    jobs = [RunJob(run.name, run.run_dir, run.train_args, epochs, events_path(jobs_dir, run.name), os.getcwd())
+            for run in runs]
+    check_job_flags(args, lambda flag, value: replaced("python -m scripts.experiments.convergence_study",
+                                                        argv + (["--", *extra] if extra else []), flag, value))
+    if args.status:
+        print(status_table(jobs))
+        return 0
+    if args.dry_run:
+        print(dry_run_text([job for job in jobs if not is_done(job)], args))
+        return 0
     status = {run.name: run_status(run, epochs) for run in runs}
     if args.report_only and any(s != "finished" for s in status.values()):
         raise ValueError("--report_only: these runs are not finished: "
@@ -210,11 +216,26 @@ def main(argv=None):
                dict(models=args.models, seeds=args.seeds, preset=args.preset, matched=matched,
                     model_flags={k: " ".join(v) for k, v in model_flags.items()}, extra_train_flags=extra,
                     runs={run.name: run.train_args for run in runs}))
+    config = evaluation_config(args, runs, diversity=False)
     if not args.report_only:
-        code = train_runs(runs, epochs, log_file)
-        if code:
-            return code
-    config = evaluation_config(args, runs)
+        for job, run in zip(jobs, runs):
+            job.after = FollowUp(run, epochs, config)
+        outcomes = run_jobs(jobs, args, jobs_dir)
+        setup_logging(log_file)
+        stopped = [o for o in outcomes.values() if o["state"] == "stopped"]
+        if stopped:
+            log.warning("%s stopped (%s); call the study again to resume it", stopped[0]["name"],
+                        stopped[0]["detail"])
+            return stopped[0].get("code", 1)
+        failed = [name for name, o in outcomes.items() if o["state"] != "finished"]
+        if failed:
+            log.error("%d of %d runs did not finish (%s): the others are done; call the same command again to "
+                      "submit only these (see their logs above, or --status)", len(failed), len(runs),
+                      ", ".join(failed))
+            return 1
+    if any(run.model == "segan" for run in runs):  # evaluations left from an earlier version's runs
+        from scripts.experiments.study.diversity import diversity_metric
+        config.diversity_metric = diversity_metric(args.lpips_backbone_weights)
     for run in runs:
         evaluate_run(run, epochs, config, lambda: study_logging(log_file))
     write_report(runs, args.study_dir, k=args.last_k, window=args.smooth, test_phase=args.test_phase)
@@ -223,4 +244,3 @@ def main(argv=None):
     log.info("figures: %s, %s; tables: %s, %s, %s", *(os.path.join(args.study_dir, f) for f in (
         "convergence.png", "validation.png", "summary.md", "summary.csv", "per_run.csv")))
     return 0
-

@@ -39,7 +39,7 @@ def options_of(run_dir):
         raise FileNotFoundError(f"{run_dir}/train_opt.json is missing: is {run_dir} a finished run folder?")
     opt = argparse.Namespace(**{k: stored_value(v) for k, v in stored.items()})
     opt.isTrain, opt.gpu_ids = True, []
-    opt.checkpoints_dir = os.path.dirname(os.path.abspath(run_dir))
+    opt.checkpoints_dir, opt.name = os.path.split(os.path.abspath(run_dir))
     return opt
 
 

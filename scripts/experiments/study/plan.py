@@ -12,9 +12,10 @@ from collections import OrderedDict, namedtuple
 
 
 import models
-from options.base_options import INVOCATION_FLAGS, BaseOptions, load_stored_options
+from options.base_options import BaseOptions, load_stored_options
 from options.train_options import TrainOptions
-from util.run.checkpoint import load_file, option_differences
+from scripts.experiments.jobs.run_job import STATE_FILE, saved_progress, training_state  # noqa: F401 (read by tests)
+from util.run.checkpoint import option_differences
 
 log = logging.getLogger("convergence_study")
 
@@ -51,14 +52,17 @@ PRESETS = {
                      "segan": "--netG unet --ngf 24 --samples_per_input 4"}),
 }
 
-# Flags of train.py that do not change what a run computes; a study may pass other values when it resumes.
-NOT_SETTINGS = (set(INVOCATION_FLAGS) - {"seed", "batch_size", "serial_batches", "max_dataset_size", "no_flip"}) | {
+# Flags of train.py that do not change what a run computes (where it is, on which device, how it is shown or
+# saved); a study may pass other values when it resumes.
+NOT_SETTINGS = {
+    "dataroot", "name", "checkpoints_dir", "gpu_ids", "phase", "num_threads", "display_winsize", "verbose", "suffix",
+    "skip_bad_images", "amp", "channels_last", "compile", "cpu_allocator", "epoch", "load_iter", "isTrain",
+    "results_dir", "num_test", "eval", "aspect_ratio", "nproc_per_node", "lock", "no_verify", "reset_pool",
     "display_id", "display_freq", "display_ncols", "display_server", "display_env", "display_port",
     "update_html_freq", "print_freq", "no_html", "save_latest_freq", "save_epoch_freq", "save_by_iter",
     "continue_train"}
 
 Run = namedtuple("Run", "entry seed name model run_dir train_args")
-STATE_FILE = "latest_train_state.pth"
 
 
 def resolve_entry(name):
@@ -141,27 +145,10 @@ def check_run_settings(run):
                          f"them), or give a new --study_dir.")
 
 
-def saved_progress(run_dir):
-    """(next epoch, images already trained in it) of the run's latest saved training state; None without one."""
-    path = os.path.join(run_dir, STATE_FILE)
-    if not os.path.isfile(path):
-        return None
-    try:  # memory-mapped: only the counters are read, not the networks and optimisers
-        state = load_file(path, "training state", mmap=True, numpy_arrays=True)
-        return int(state["epoch"]), int(state["epoch_iter"])
-    except Exception as err:  # truncated file, foreign file, missing keys
-        raise RuntimeError(f"the training state {path} is unreadable ({type(err).__name__}: {err}); move {run_dir} "
-                           f"aside to train that run again") from err
-
-
 def total_epochs(matched):
     return int(matched["n_epochs"]) + int(matched["n_epochs_decay"])
 
 
 def run_status(run, epochs):
     """'new' (nothing saved), 'partial' (a saved state with epochs left) or 'finished' (every epoch trained)."""
-    progress = saved_progress(run.run_dir)
-    if progress is None:
-        return "new"
-    epoch, epoch_iter = progress
-    return "finished" if epoch > epochs and epoch_iter == 0 else "partial"
+    return training_state(run.run_dir, epochs)
