@@ -5,7 +5,7 @@
 - A model's checkpoints (`ModelCheckpoints`, mixed into BaseModel): one plain state_dict `<tag>_net_<NAME>.pth` per
   network (the pix2pix/ATME convention, so weights interchange) and `<tag>_train_state.pth` with everything an
   exact resume needs. Everything one save writes (the network files, the training state, a model's own files such
-  as ATME's kept pool) is one transaction (util.run.atomic.Transaction): it becomes visible together or not at
+  as ATME's kept pool) is one transaction (util.run.transaction.Transaction): it becomes visible together or not at
   all, so the newest complete set is always consistent, and a failed write (full disk, read-only folder) leaves
   the previous set as it was and raises one `WriteError` that names the folder, the cause and what to do.
 """
@@ -20,6 +20,7 @@ import torch
 from util.process import distributed
 from util.process.distributed import rank_rng_states, restore_rank_rng, unwrap
 from util.run import atomic, integrity
+from util.run import transaction as transactions
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class ModelCheckpoints:
         if not distributed.is_main_process():
             return
         try:
-            with atomic.Transaction(self.save_dir, tag) as transaction:
+            with transactions.Transaction(self.save_dir, tag) as transaction:
                 self._stage_networks(transaction, tag)
                 integrity.stage_manifest(transaction, integrity.manifest_path(self.save_dir, tag))
         except atomic.WriteError as err:
@@ -192,7 +193,7 @@ class ModelCheckpoints:
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.opt).items()},
         }
         try:
-            with atomic.Transaction(self.save_dir, tag) as transaction:
+            with transactions.Transaction(self.save_dir, tag) as transaction:
                 self._stage_networks(transaction, tag)
                 self.stage_extra_files(transaction, tag)
                 transaction.write(os.path.join(self.save_dir, f"{tag}_train_state.pth"),
@@ -222,7 +223,7 @@ class ModelCheckpoints:
     # ------------------------------------------------------------------ loading
     def _readable(self, path):
         """`path`, or the complete file a killed save staged for it (readers never write, so they read it there)."""
-        return atomic.pending(self.save_dir).get(os.path.abspath(path), path)
+        return transactions.pending(self.save_dir).get(os.path.abspath(path), path)
 
     def verify_file(self, tag, path, advice=""):
         """Check the bytes of `path` against the checksums its set `tag` recorded (unless --no_verify); raise
