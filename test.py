@@ -17,7 +17,6 @@ from tqdm import tqdm
 from data import create_dataloader, create_dataset
 from data.transforms import test_size_note
 from models import create_model
-from models.export_graph import open_backend, runtime_translator
 from options.test_options import TestOptions
 from util.process import cpu_allocator
 from util.process.devices import seed_everything
@@ -58,9 +57,8 @@ def test_process(options, opt):
         model.eval()
     tag = f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch
     # --backend onnxruntime/openvino: the run's exported graph replaces the torch generator in the test step.
-    runtime, opt.backend = open_backend(model, tag, opt.backend, opt.precision, opt.crop_size)
-    if runtime is not None:  # padding, tiling and visuals stay the torch path's
-        model.runtime_translator = runtime_translator(model, runtime)
+    # Padding, tiling and visuals stay the torch path's.
+    opt.backend = model.open_backend(tag, opt.backend, opt.precision, opt.crop_size)
     web_dir = os.path.join(opt.results_dir, opt.name, f"{opt.phase}_{tag}")
     limit = len(dataset) if opt.num_test is None else min(opt.num_test, len(dataset))
     done = 0

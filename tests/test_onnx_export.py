@@ -5,6 +5,7 @@ needed: the export and the runtimes see the same weights as the torch path), the
 """
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,10 +14,10 @@ from PIL import Image
 
 from conftest import run_main, stored_train_options, test_main
 from models import create_model
-from models.export_graph import graph_spec, open_runtime, runtime_translator
 from options.test_options import TestOptions
 from util.run.integrity import sha256_of
 from util.export.onnx_export import graph_paths
+from util.command_line.registry import REPO_ROOT
 from util.export.runtimes import open_runner
 
 # torch.export traces each network, OpenVINO compiles it, and the export records the checkout's commit with git: the
@@ -34,6 +35,14 @@ RUNS = {
     "segan": ["--model", "segan", "--ngf", "8", "--netD", "n_layers", "--n_layers_D", "2", "--nz", "4"],
 }
 EVAL = {"pix2pix_unet": ["--eval"]}
+
+
+def plain_env():
+    """The environment of a shell where the virtual environment is not activated: no venv on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
 
 
 def export(checkpoints, name, *extra, check=True):
@@ -88,7 +97,7 @@ def visuals_after(model, batch, run=None):
     if hasattr(model, "test_generator"):
         model.test_generator.manual_seed(0)  # both paths draw the same D_{t-1}
     model.set_input(batch)
-    model.runtime_translator = None if run is None else runtime_translator(model, run)
+    model.runtime_translator = None if run is None else model.graph_translator(run)
     model.test()
     return {k: v.clone() for k, v in model.get_current_visuals().items()}
 
@@ -119,8 +128,8 @@ def test_export_writes_graph_and_json_with_what_a_runtime_needs(exported, name):
 def test_backend_gives_torch_results_at_another_size(exported, demo_root, name, backend):
     """The test step through the runtime equals torch's, on images of a size the export never saw."""
     model, _ = test_model(demo_root, exported, name)
-    run = open_runtime(model, "latest", backend)
-    multiple = graph_spec(model).size_multiple
+    run = model.open_runtime("latest", backend)
+    multiple = model.export_graph().size_rule.multiple
     batch = a_batch(demo_root, 32 + multiple * max(1, 16 // multiple), 32 + 2 * multiple * max(1, 16 // multiple))
     expected, got = visuals_after(model, batch), visuals_after(model, batch, run)
     assert set(got) == set(expected)
@@ -193,12 +202,11 @@ def test_missing_export_is_refused_with_the_command_that_works(demo_root, tmp_pa
     args = ["--dataroot", demo_root, "--checkpoints_dir", checkpoints, "--name", "pix2pix_resnet", "--num_threads",
             "0", "--results_dir", tmp_path / "res", "--backend", "onnxruntime"]
     proc = test_main(*args, check=False)
-    assert proc.returncode == 2 and "python -m scripts.tools.export" in proc.stderr
+    assert proc.returncode == 2 and "-m scripts.tools.export" in proc.stderr
     assert not (tmp_path / "res").exists()
-    command = proc.stderr.split("Export it first:\n")[1].split("\n")[0].split()  # the command on its own line
-    assert command[:3] == ["python", "-m", "scripts.tools.export"]
-    from scripts.tools import export as export_cli
-    run_main(export_cli.main, *command[3:])  # the advice, typed as shown
+    command = proc.stderr.split("Export it first:\n")[1].split("\n")[0].strip()  # the command on its own line
+    typed = subprocess.run(["bash", "-c", command], cwd=REPO_ROOT, env=plain_env(), capture_output=True, text=True)
+    assert typed.returncode == 0, typed.stderr  # the advice, typed as shown
     test_main(*args)
     assert (tmp_path / "res" / "pix2pix_resnet" / "test_latest" / "index.html").exists()
     # weights that changed after the export: the export is stale and refused, naming the checkpoint
@@ -256,21 +264,21 @@ def test_paper_size_atme_exports_and_matches_torch(demo_root, tmp_path):
     batch = a_batch(demo_root, 128, 192)  # neither the exported size nor square
     expected = visuals_after(test, batch)
     for backend in ("onnxruntime", "openvino"):
-        got = visuals_after(test, batch, open_runtime(test, "latest", backend))
+        got = visuals_after(test, batch, test.open_runtime("latest", backend))
         for key in ("fake_B", "W", "noisy_A"):
             assert float((got[key] - expected[key]).abs().max()) <= TOLERANCE, (backend, key)
 
 
 @pytest.mark.parametrize("name", ["atme", "segan", "pix2pix_resnet"])
-def test_runtime_translator_is_the_padded_image_contract(exported, demo_root, name):
-    """runtime_translator(model, run): a padded (B, C, H, W) image in [-1, 1] -> the visuals test() gives."""
+def test_graph_translator_is_the_padded_image_contract(exported, demo_root, name):
+    """model.graph_translator(run): a padded (B, C, H, W) image in [-1, 1] -> the visuals test() gives."""
     model, _ = test_model(demo_root, exported, name)
     batch = a_batch(demo_root, 64, 96)
     visuals_after(model, batch)
     expected = model.fake_B.clone()  # SEGAN: the first code's output
     if hasattr(model, "test_generator"):
         model.test_generator.manual_seed(0)
-    got = runtime_translator(model, open_runtime(model, "latest", "onnxruntime"))(batch["A"])
+    got = model.graph_translator(model.open_runtime("latest", "onnxruntime"))(batch["A"])
     got = got["fake_B"] if "fake_B" in got else got[f"{model.sample_prefix}_0"]
     assert got.shape == expected.shape and float((got - expected).abs().max()) <= TOLERANCE
 

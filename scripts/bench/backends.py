@@ -5,8 +5,10 @@
 
 A run folder with the model's initial weights is made in a temporary directory and exported with
 `scripts.tools.export` (the parity check included), so every backend runs the file a user would get. Backends:
-torch eager fp32 (`torch`), torch bf16 autocast + channels_last (`torch_bf16`), ONNX Runtime fp32 (`ort`),
-OpenVINO fp32 (`ov`) and bf16 (`ov_bf16`; only on CPUs with native bf16). Every backend gets the same threads
+each of util.export.backends at each of its precisions, named `<backend>_<precision>`: torch eager fp32
+(`torch_fp32`), torch bf16 autocast + channels_last (`torch_bf16`, its --amp), ONNX Runtime fp32
+(`onnxruntime_fp32`), OpenVINO fp32 (`openvino_fp32`) and bf16 (`openvino_bf16`); the bf16 ones only on CPUs with
+native bf16. Every backend gets the same threads
 (torch's, i.e. OMP_NUM_THREADS). After one warm-up call each, every round times one call of each backend, the
 order rotating from round to round; the table gives seconds per image (median over rounds), the speed-up over
 torch fp32 as the median (min..max) of the per-round ratios, which a shared machine disturbs least, and the
@@ -30,18 +32,22 @@ import torch
 if not __package__:  # run as `python scripts/bench/backends.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from models import create_model
-from models.export_graph import graph_spec
 from options.test_options import TestOptions
 from options.train_options import TrainOptions
 from scripts.bench.common import log, report, start, train_flags
 from scripts.bench.models import synthetic_batch
 from util.process.devices import cpu_has_native_bf16
+from util.export.backends import BACKENDS as BACKEND_LIST
 from util.export.onnx_export import graph_paths
 from util.export.runtimes import OnnxRuntimeRunner, OpenVinoRunner
 
-BACKENDS = ("torch", "torch_bf16", "ort", "ov", "ov_bf16")
-DESCRIPTIONS = {"torch": "torch eager fp32", "torch_bf16": "torch bf16 autocast + channels_last",
-                "ort": "ONNX Runtime fp32", "ov": "OpenVINO fp32", "ov_bf16": "OpenVINO bf16"}
+# {name: (backend, precision, description)}: every backend of the one list at each precision it runs (torch's
+# mixed precisions as autocast + channels_last).
+VARIANTS = {f"{b.name}_{p}": (b.name, p, f"{b.description} {p}" + (" autocast + channels_last" if p in b.mixed else ""))
+            for b in BACKEND_LIST.values() for p in b.precisions + tuple(m for m in b.mixed if m == "bf16")}
+BACKENDS = tuple(VARIANTS)
+REFERENCE = "torch_fp32"
+DESCRIPTIONS = {name: description for name, (_, _, description) in VARIANTS.items()}
 
 
 def exported_model(name, size, folder, extra=()):
@@ -61,7 +67,7 @@ def exported_model(name, size, folder, extra=()):
     model = create_model(test_opt)
     model.setup(test_opt)
     model.eval()
-    return model, graph_spec(model), graph_paths(os.path.join(folder, "bench"), "latest")[0]
+    return model, model.export_graph(), graph_paths(os.path.join(folder, "bench"), "latest")[0]
 
 
 @torch.no_grad()
@@ -99,16 +105,17 @@ def torch_runner(module, bf16_channels_last=False):
 
 def make_runners(spec, path, backends, profile_dir=None):
     runners = {}
-    for backend in backends:
-        if backend in ("torch", "torch_bf16"):
-            runners[backend] = torch_runner(spec.module, backend == "torch_bf16")
-        elif backend == "ort":
+    for name in backends:
+        backend, precision, _ = VARIANTS[name]
+        if backend == "torch":
+            runners[name] = torch_runner(spec.module, precision == "bf16")
+        elif backend == "onnxruntime":
             prefix = os.path.join(profile_dir, "ort") if profile_dir else None
             # Without spinning: ORT's idle threads would otherwise busy-wait through the next backend's turn.
-            runners[backend] = OnnxRuntimeRunner(path, profile_prefix=prefix, spinning=False)
+            runners[name] = OnnxRuntimeRunner(path, profile_prefix=prefix, spinning=False)
         else:
             config = {"PERF_COUNT": True} if profile_dir else None
-            runners[backend] = OpenVinoRunner(path, "bf16" if backend == "ov_bf16" else "fp32", config=config)
+            runners[name] = OpenVinoRunner(path, precision, config=config)
     return runners
 
 
@@ -118,7 +125,7 @@ def as_list(outputs):
 
 def bench_batch(runners, feeds, rounds):
     """{backend: (times, max abs difference to torch fp32)} for one input batch."""
-    reference = as_list(runners["torch"](feeds)) if "torch" in runners else None
+    reference = as_list(runners[REFERENCE](feeds)) if REFERENCE in runners else None
     differences = {}
     for backend, run in runners.items():  # the warm-up call (OpenVINO compiles for the shape here)
         outputs = as_list(run(feeds))
@@ -137,7 +144,7 @@ def bench_batch(runners, feeds, rounds):
 
 def summarise(times, differences, batch):
     rows = {}
-    base = times.get("torch")
+    base = times.get(REFERENCE)
     for backend, values in times.items():
         row = {"seconds_per_image": statistics.median(values) / batch, "times": values,
                "max_abs_difference": differences.get(backend)}
@@ -184,11 +191,12 @@ def ov_profile(runner, top):
 
 def print_profiles(runners, profile_dir, top=15):
     found = {}
-    if "ort" in runners:
-        found["ort"] = ort_profile(runners["ort"].end_profiling(), top)
-    for backend in ("ov", "ov_bf16"):
-        if backend in runners:
-            found[backend] = ov_profile(runners[backend], top)
+    for name, runner in runners.items():
+        backend = VARIANTS[name][0]
+        if backend == "onnxruntime":
+            found[name] = ort_profile(runner.end_profiling(), top)
+        elif backend == "openvino":
+            found[name] = ov_profile(runner, top)
     for backend, rows in found.items():
         print(f"\n{DESCRIPTIONS[backend]}: time per operator type (all profiled calls)")
         for op, ms, share in rows:
@@ -200,18 +208,18 @@ def print_profiles(runners, profile_dir, top=15):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="pix2pix", choices=["pix2pix", "atme", "segan"])
+    parser.add_argument("--model", default="pix2pix", choices=["pix2pix", "atme", "segan"], help="model family")
     parser.add_argument("--size", type=int, default=256, help="square image side")
     parser.add_argument("--batch_sizes", default="1,8", help="comma-separated")
     parser.add_argument("--rounds", type=int, default=5, help="timed calls per backend and batch size")
     parser.add_argument("--backends", default=None, help=f"comma-separated from {', '.join(BACKENDS)} (default: "
-                                                         f"all; ov_bf16 and torch_bf16 only with native bf16)")
+                                                         f"all; the bf16 ones only with native bf16)")
     parser.add_argument("--extra", default="", help="more train.py flags for the model, e.g. '--netG resnet_9blocks'")
     parser.add_argument("--profile", default=None, metavar="DIR", help="write and summarise per-operator profiles")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     backends = args.backends.split(",") if args.backends else [
-        b for b in BACKENDS if cpu_has_native_bf16() or b not in ("torch_bf16", "ov_bf16")]
+        b for b in BACKENDS if cpu_has_native_bf16() or VARIANTS[b][1] != "bf16"]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         parser.error(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")

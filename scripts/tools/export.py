@@ -3,10 +3,11 @@
     python -m scripts.tools.export --name facades_atme [--epoch latest] [--checkpoints_dir ./checkpoints]
 
 Writes `<checkpoints_dir>/<name>/<epoch>_test_graph.onnx` and `<epoch>_test_graph.json` (inputs, layouts,
-value ranges, the size multiple, options, commit, parity figures). The architecture comes from the run's
-train_opt.json, as for test.py; the other test.py flags that pick the checkpoint (--epoch, --load_iter) apply.
-The export is refused, leaving nothing behind, when ONNX Runtime's outputs differ from PyTorch's by more than
---tolerance on inputs of the exported size and of another size.
+value ranges, the size multiple, options, commit, parity figures, the graph's SHA-256). The architecture comes
+from the run's train_opt.json, as for test.py; the other test.py flags that pick the checkpoint (--epoch,
+--load_iter) apply. The export is refused, leaving nothing behind, when ONNX Runtime's outputs differ from
+PyTorch's by more than --tolerance on inputs of the exported size and of another size. It writes into the run
+folder, so it takes the run's lock: while a training runs there, it is refused, naming the training.
 """
 import argparse
 import logging
@@ -16,18 +17,22 @@ import sys
 if not __package__:  # run as `python scripts/tools/export.py`: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from models import create_model
-from models.export_graph import checkpoint_files, export_command, graph_spec, mode_dependent_layers
+from models.inference import padded_side
 from options.test_options import TestOptions
-from util.command_line.cli import run_main
-from util.export.onnx_export import DEFAULT_TOLERANCE, export_graph
+from util.command_line import commands
+from util.command_line.cli import UsageError, run_main
+from util.export.graph_spec import mode_dependent_layers
+from util.export.onnx_export import DEFAULT_TOLERANCE
+from util.run.run_folder import RunFolder, RunFolderError
 from util.run.run_logs import setup_logging
+from util.run.transaction import is_plain_name
 
 log = logging.getLogger("export")
 
 
 def export_parser():
     parser = argparse.ArgumentParser(prog="python -m scripts.tools.export", description=__doc__, add_help=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="file format")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
@@ -37,6 +42,24 @@ def export_parser():
                              "generator's size multiple); the file takes any size")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     return parser
+
+
+def checkpoint_tag(opt):
+    """The tag of the checkpoint to export, refused (naming the flag) unless it is a plain file-name part: the
+    graph is written as `<tag>_test_graph.onnx` inside the run folder, never elsewhere."""
+    if opt.load_iter:
+        return f"iter_{opt.load_iter}"
+    if not is_plain_name(str(opt.epoch)) or str(opt.epoch).startswith("~"):
+        raise UsageError(f"--epoch {opt.epoch!r} is not a checkpoint name: it names a file of the run folder, so it "
+                         f"is a plain name such as latest, best or an epoch number (no '/', no '..', not absolute)")
+    return str(opt.epoch)
+
+
+def run_command(model, tag):
+    """test.py on the export, as it has to be typed: --eval when the generator has layers that act differently in
+    train mode (the graph is the eval-mode network)."""
+    extra = ["--backend", "onnxruntime"] + (["--eval"] if mode_dependent_layers(model.export_graph().module) else [])
+    return commands.test_command(model.opt.name, model.opt.checkpoints_dir, tag, extra)
 
 
 def main(args=None):
@@ -53,26 +76,29 @@ def main(args=None):
     if "--gpu_ids" not in rest:
         rest += ["--gpu_ids", "-1"]  # the parity check compares with PyTorch on the CPU, as ONNX Runtime runs there
     opt = TestOptions().parse(rest)
+    tag = checkpoint_tag(opt)  # before anything is read or written
     opt.num_threads = 0
-    model = create_model(opt)
-    model.setup(opt)
-    model.eval()
-    tag = f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch
-    spec = graph_spec(model)
-    side = own.export_size or opt.crop_size
-    side = max(spec.min_size, -(-side // spec.size_multiple) * spec.size_multiple)
-    metadata = {"model": opt.model, "checkpoint": tag, "mode": "eval",
-                "mode_dependent_layers": mode_dependent_layers(spec.module),
-                "options": {k: getattr(opt, k) for k in model.architecture_flags if hasattr(opt, k)},
-                "export_command": export_command(opt, tag)}
-    onnx_path, json_path, payload = export_graph(
-        spec, model.save_dir, tag, metadata, sources=checkpoint_files(model, tag), tolerance=own.tolerance,
-        export_size=(side, side), opset=own.opset)
+    folder = RunFolder(opt.run_dir)
+    if not os.path.isdir(folder.path):
+        raise FileNotFoundError(f"no run folder {folder.path}: check --name and --checkpoints_dir")
+    command = commands.export_command(opt.name, opt.checkpoints_dir, tag)
+    try:  # the export writes into the run folder: no training may start, save or tidy there meanwhile
+        folder.lock([*commands.script_tokens("export"), *args])
+    except RunFolderError as err:
+        raise RunFolderError(f"{err}\nAn export writes into the run folder and takes its lock; export when the "
+                             f"training has ended:\n  {command}") from None
+    try:
+        model = create_model(opt)
+        model.setup(opt)
+        model.eval()
+        side = padded_side(own.export_size or opt.crop_size, model.size_rule())
+        onnx_path, json_path, payload = model.export(tag, (side, side), tolerance=own.tolerance, opset=own.opset)
+    finally:
+        folder.release()
     worst = max(max(p["max_abs_difference"].values()) for p in payload["parity"])
     log.info("exported %s (opset %s; max |torch - onnxruntime| %.2e <= %.0e) and %s", onnx_path, payload["opset"],
              worst, own.tolerance, json_path)
-    log.info("run it: python test.py --checkpoints_dir %s --name %s --epoch %s --backend onnxruntime (or openvino)",
-             opt.checkpoints_dir, opt.name, opt.epoch)
+    log.info("run it (or with --backend openvino):\n  %s", run_command(model, tag))
     return 0
 
 

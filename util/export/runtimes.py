@@ -10,10 +10,13 @@ bf16, where it would run a slow emulation.
 import numpy as np
 import torch
 
+from util.export.backends import RUNTIMES, precision_problem
 from util.process.devices import cpu_has_native_bf16
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
-PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
+
+class RuntimeUnavailable(ValueError):
+    """A backend or precision this machine or graph cannot run as asked; the message says what to pass instead."""
+    refusal = True
 
 
 def _to_numpy(tensor):
@@ -54,7 +57,7 @@ class OpenVinoRunner:
     def __init__(self, path, precision="fp32", threads=None, config=None):
         import openvino as ov
         if precision == "bf16" and not cpu_has_native_bf16():
-            raise ValueError("--precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this one has none, "
+            raise RuntimeUnavailable("--precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this one has none, "
                              "and an emulated bf16 is slower than fp32. Use --precision fp32")
         core = ov.Core()
         settings = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
@@ -72,12 +75,12 @@ class OpenVinoRunner:
 
 
 def open_runner(path, backend, precision="fp32", threads=None):
-    """The runner of `backend` ("onnxruntime" or "openvino") for the ONNX file `path`."""
-    if backend not in PRECISIONS:
-        raise ValueError(f"unknown runtime backend {backend!r}; choose one of: {', '.join(PRECISIONS)}")
-    if precision not in PRECISIONS[backend]:
-        raise ValueError(f"--backend {backend} runs {', '.join(PRECISIONS[backend])}, not {precision}; "
-                         f"bf16 needs --backend openvino")
+    """The runner of `backend` (one of util.export.backends.RUNTIMES) for the ONNX file `path`."""
+    if backend not in RUNTIMES:
+        raise RuntimeUnavailable(f"unknown runtime backend {backend!r}; choose one of: {', '.join(RUNTIMES)}")
+    problem = precision_problem(backend, precision)
+    if problem:
+        raise RuntimeUnavailable(problem)
     if backend == "onnxruntime":
         return OnnxRuntimeRunner(path, threads=threads)
     return OpenVinoRunner(path, precision=precision, threads=threads)
