@@ -23,7 +23,7 @@ from models.atme import node_pool
 from models.atme.blocks import WBlock
 from models.atme.diffusion_unet import DiffusionUNet
 from models.atme.pool import EpochPool, test_time_maps
-from models.atme.pool_check import check_run_pool
+from models.atme.pool_check import RECOVER as POOL_RECOVER, check_run_pool
 from models.base_model import BaseModel
 from models.inference import SizeRule
 from models.networks.discriminators import define_D, patch_output_size
@@ -187,7 +187,7 @@ class AtmeModel(BaseModel):
             return
         kept = self._kept_pool(self.opt)
         if kept is not None:
-            self.verify_file(*kept)
+            self.verify_file(*kept, advice=POOL_RECOVER)
         check_run_pool(self.save_dir, self.opt.dataset_size, self.map_size,
                        value_range=(0.0, 1.0) if self.opt.pool_stores == "prob" else None,
                        kept=kept[1] if kept is not None and os.path.isfile(kept[1]) else None)

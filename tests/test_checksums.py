@@ -74,3 +74,49 @@ def test_a_flipped_byte_in_a_kept_atme_pool_is_named(tmp_path, demo_root):
     kept.write_bytes(bytes(data))
     refused = train_main(*args, "--n_epochs", "2", "--continue_train", "--epoch", "1", check=False)
     assert refused.returncode != 0 and f"{kept} is corrupt" in refused.stderr
+    assert "--no_verify" in refused.stderr
+
+
+def test_a_deleted_checksum_list_of_a_set_that_had_one_is_refused(tmp_path, demo_root):
+    args = ["--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "gone"]
+    train_main(*args, *ARGS)
+    run = tmp_path / "gone"
+    assert json.loads((run / integrity.SETS_FILE).read_text())["sets"] == ["1", "latest"]
+    os.remove(run / "latest_checksums.json")
+    tested = test_main(*args, "--results_dir", tmp_path / "results", "--num_test", "1", check=False)
+    assert tested.returncode != 0
+    said = " ".join(tested.stderr.split())
+    assert f"the checksum list {run / 'latest_checksums.json'} is missing" in said and "--no_verify" in said
+    assert not (tmp_path / "results").exists()
+    resume = [*args, *ARGS, "--n_epochs", "2", "--continue_train"]
+    before = sorted(os.listdir(run))
+    refused = train_main(*resume, check=False)
+    assert refused.returncode != 0 and "latest_checksums.json is missing" in refused.stderr
+    assert sorted(os.listdir(run)) == before
+    # the way out, typed as said
+    test_main(*args, "--results_dir", tmp_path / "results", "--num_test", "1", "--no_verify")
+
+
+def test_a_set_saved_before_checksums_loads_with_a_note(tmp_path, demo_root):
+    args = ["--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "older"]
+    train_main(*args, *ARGS)
+    run = tmp_path / "older"
+    for name in ("latest_checksums.json", "1_checksums.json", integrity.SETS_FILE):  # as an older version left it
+        os.remove(run / name)
+    tested = test_main(*args, "--results_dir", tmp_path / "results", "--num_test", "1")
+    assert "has no recorded checksum" in tested.stdout and "loads unchecked" in tested.stdout
+
+
+def test_a_deleted_kept_pool_is_named_with_reset_pool_as_the_way_out(tmp_path, demo_root):
+    atme = ["--model", "atme", "--dim", "8", "--init_dim", "8", "--dim_mults", "1,2", "--groups", "4", "--ndf", "8",
+            *ARGS[10:]]
+    args = ["--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "nopool", *atme]
+    train_main(*args)
+    kept = tmp_path / "nopool" / "1_disc_pool.npy"
+    os.remove(kept)
+    resume = [*args, "--n_epochs", "2", "--continue_train", "--epoch", "1"]
+    refused = train_main(*resume, check=False)
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode != 0 and f"{kept} is missing" in said, said
+    assert "--reset_pool" in said and "--no_verify" in said and "Errno" not in said
+    train_main(*resume, "--reset_pool")  # the advice, typed as said

@@ -56,8 +56,8 @@ def test_resume_continues_epoch_and_optimizer(demo_root, tmp_path):
     assert state1["epoch"] == 2 and state1["epoch_iter"] == 0
     # stop after epoch 1 by keeping only its state as latest, then resume to the end
     os.replace(ck / "res" / "1_train_state.pth", ck / "res" / "latest_train_state.pth")
-    os.remove(ck / "res" / "latest_checksums.json")  # a set assembled by hand has no checksums to check
-    out = train(demo_root, ck, "res", "--n_epochs", "1", "--n_epochs_decay", "2", "--continue_train")
+    # a set assembled by hand no longer matches its checksum list: --no_verify loads it unchecked
+    out = train(demo_root, ck, "res", "--n_epochs", "1", "--n_epochs_decay", "2", "--continue_train", "--no_verify")
     assert "resuming from" in out.stdout and "epoch 2" in out.stdout
     final = torch.load(ck / "res" / "latest_train_state.pth", weights_only=True)
     assert final["epoch"] == 4

@@ -231,8 +231,13 @@ class ModelCheckpoints:
         if getattr(self.opt, "no_verify", False):
             return
         manifest = integrity.manifest_path(self.save_dir, tag)
-        if integrity.verify(path, manifest, self._readable(path), self._readable(manifest), advice):
+        sets = integrity.sets_path(self.save_dir)
+        if integrity.verify(path, manifest, self._readable(path), self._readable(manifest), advice,
+                            self._readable(sets)):
             log.debug("%s matches its recorded checksum", path)
+        else:
+            log.info("note: %s has no recorded checksum (its set '%s' was saved before checksums were kept), so it "
+                     "loads unchecked", path, tag)
 
     def _find_network_file(self, tag, name):
         for candidate in [name] + list(self.checkpoint_aliases.get(name, [])):
