@@ -3,6 +3,7 @@ command that submits), `started`, `preempted` (stopped on the scheduler's signal
 `failed` (by the job). The status view and the resubmission rule read these rows and the run folder, never the
 scheduler."""
 import os
+import re
 import socket
 import time
 
@@ -42,14 +43,18 @@ def process_alive(row):
     return True
 
 
+PROGRESS_BAR = re.compile(r"\|\s*\d+/\d+ \[")  # tqdm's `epoch 1/2: 100%|####| 2/2 [00:01<...]`
+
+
 def last_line(path):
-    """The last non-empty line of a log file ('' when there is none)."""
+    """The last non-empty line of a log file that is not a progress bar ('' when there is none)."""
     if not path or not os.path.isfile(path):
         return ""
     with open(path, "rb") as handle:
         handle.seek(0, os.SEEK_END)
         size = handle.tell()
         handle.seek(max(0, size - 8192))
-        lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines()]
-    lines = [line for line in lines if line]
+        text = handle.read().decode("utf-8", "replace").replace("\r", "\n")
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not PROGRESS_BAR.search(line)]
     return lines[-1] if lines else ""

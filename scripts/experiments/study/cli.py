@@ -14,7 +14,8 @@ settings (--direction --load_size --crop_size --batch_size --n_epochs --n_epochs
 --ndf --gan_mode), `--val_freq 1`, its own seed and the model's flags (--model_flags KEY="..." for a model or a
 family); flags after `--` go to every run. Calling the study again resumes it run by run: a finished run (its
 saved state has every epoch) is not trained again, a partly trained one continues with --continue_train, a
-missing one is trained. A run folder made with other settings is refused.
+missing one is trained. A run folder made with other settings is refused. Each run is a job (--executor local,
+slurm or debug; --max_parallel; --status; --dry_run): see docs/cluster.md.
 
 Outputs in <study_dir>: convergence.png, validation.png, summary.md, summary.csv, per_run.csv (and
 diversity_summary.csv for SEGAN runs), all computed from the run folders' CSV logs and <study_dir>/eval/*/*.csv
