@@ -151,6 +151,8 @@ def main(args=None):
     options = TrainOptions()
     opt = options.parse(args)
     setup_logging(None, distributed.rank(), opt.verbose)  # train.log once the run owns its folder
+    for note in options.notes:
+        log.info("%s", note)
     for key, old, new in options.resume_changes:  # one WARNING per flag a resume changes
         log.warning("--continue_train: --%s %s -> %s (the run's value -> this command's)", key, shown(old), shown(new))
     processes = local_processes(opt.gpu_ids, opt.nproc_per_node)
@@ -172,7 +174,7 @@ def train_process(options, opt, device_type, given):
     # Everything that can refuse the command runs before anything is written.
     run = RunFolder(opt.run_dir, locking=opt.lock)
     run.check_new_run(opt.continue_train, opt.start_over, probe_lock=rank == 0,  # rank 0 takes the lock
-                      commands=lambda: (options.resume_command(opt, given),
+                      commands=lambda: (options.resume_command(opt),
                                         options.retry_command(options.parser, given, (), ["--start_over"])))
     if opt.continue_train:  # the state to resume, before any data or network is built
         check_resumable(opt.run_dir, f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch,
@@ -304,7 +306,7 @@ def train(opt, model, dataset):
                 log.info("stopped in epoch %d after %d of its images; the state is in %s/latest_train_state.pth",
                          epoch, epoch_iter, opt.run_dir)
                 outcome = run_outcome.stopped(stop.signum, epoch, last_epoch,
-                                              run_outcome.resume_command(sys.argv[1:]))
+                                              TrainOptions.resume_command(opt))
                 return stop.exit_code
 
             model.on_epoch_end(epoch)
@@ -330,7 +332,7 @@ def train(opt, model, dataset):
                 save(str(epoch), epoch + 1, 0)
             if stop.agreed():
                 outcome = run_outcome.stopped(stop.signum, epoch, last_epoch,
-                                              run_outcome.resume_command(sys.argv[1:]), within_epoch=False)
+                                              TrainOptions.resume_command(opt), within_epoch=False)
                 break
         outcome = outcome or run_outcome.finished(epoch, last_epoch)
     except RuntimeError as err:

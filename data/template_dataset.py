@@ -27,6 +27,7 @@ from PIL import Image
 
 from data.base_dataset import BaseDataset, get_params, get_transform
 from data.image_folder import load_image, make_dataset
+from util.command_line.flags import DATA
 
 
 class TemplateDataset(BaseDataset):
@@ -35,7 +36,7 @@ class TemplateDataset(BaseDataset):
     @staticmethod
     def modify_commandline_options(parser, is_train):
         group = parser.add_argument_group("template dataset")
-        group.add_argument("--template_factor", type=int, default=4,
+        group.add_argument("--template_factor", lifetime=DATA, type=int, default=4,
                            help="A is B downscaled by this factor and scaled back up")
         return parser
 

@@ -18,23 +18,22 @@ import numpy as np
 import torch
 from einops import reduce
 
-from models.atme import graph as atme_graph
 from models.atme import node_pool
 from models.atme.blocks import WBlock
 from models.atme.diffusion_unet import DiffusionUNet
 from models.atme.pool import EpochPool, test_time_maps
-from models.atme.pool_check import RECOVER as POOL_RECOVER, check_run_pool
+from models.atme.pool_check import check_run_pool
 from models.base_model import BaseModel
 from models.inference import SizeRule
 from models.networks.discriminators import define_D, patch_output_size
 from models.networks.layers import init_weights
 from models.networks.losses import GANLoss, conditional_d_losses, conditional_g_losses
-from util.arithmetic import round_up
 from util.command_line.arg_types import add_bool_flag, int_tuple
 from util.process import distributed
 from util.process.distributed import unwrap
 from util.run.checkpoint import strip_module_prefix
 from util.views.image_utils import save_image, tensor2im
+from util.command_line.flags import ARCHITECTURE, DATA, INVOCATION, LOSS, RUN
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +47,6 @@ def validation_seed(seed, epoch):
 class AtmeModel(BaseModel):
     """ATME: diffusion U-Net generator with the W block, PatchGAN discriminator, per-image D pool."""
 
-    # Model flags a resume must not change (the weights or the pool were made with them).
-    architecture_flags = BaseModel.architecture_flags + (
-        "dim", "dim_mults", "init_dim", "groups", "time_dim_mult", "learned_sinusoidal_cond", "random_fourier_features",
-        "learned_sinusoidal_dim", "pool_stores", "no_feedback")
     # The generator is the diffusion U-Net (--dim, --dim_mults, ...), not one of pix2pix's.
     unused_flags = ("netG", "ngf", "no_dropout")
     # The checkpoints published with the paper call W "T".
@@ -61,38 +56,38 @@ class AtmeModel(BaseModel):
     def modify_commandline_options(parser, is_train=True):
         parser.set_defaults(norm="instance", netD="basic", dataset_mode="aligned")
         group = parser.add_argument_group("ATME")
-        group.add_argument("--dim", type=int, default=64, help="embedding dimension d of the generator U-Net")
-        group.add_argument("--dim_mults", type=int_tuple, default=(1, 2, 4, 8),
+        group.add_argument("--dim", lifetime=ARCHITECTURE, type=int, default=64, help="embedding dimension d of the generator U-Net")
+        group.add_argument("--dim_mults", lifetime=ARCHITECTURE, type=int_tuple, default=(1, 2, 4, 8),
                            help="channel multipliers R per level, e.g. 1,2,4,8 (image sides must be multiples "
                                 "of 2 ** (levels - 1))")
-        group.add_argument("--init_dim", type=int, default=64, help="channels after the generator's first conv")
-        group.add_argument("--groups", type=int, default=8,
+        group.add_argument("--init_dim", lifetime=ARCHITECTURE, type=int, default=64, help="channels after the generator's first conv")
+        group.add_argument("--groups", lifetime=ARCHITECTURE, type=int, default=8,
                            help="GroupNorm groups in the generator's blocks (W keeps 8, as released)")
-        group.add_argument("--time_dim_mult", type=int, default=4, help="time-MLP width = dim x this")
-        add_bool_flag(group, "--learned_sinusoidal_cond", help="learned Fourier features for the time t")
-        add_bool_flag(group, "--random_fourier_features", help="fixed random Fourier features for the time t")
-        group.add_argument("--learned_sinusoidal_dim", type=int, default=16,
+        group.add_argument("--time_dim_mult", lifetime=ARCHITECTURE, type=int, default=4, help="time-MLP width = dim x this")
+        add_bool_flag(group, "--learned_sinusoidal_cond", lifetime=ARCHITECTURE, help="learned Fourier features for the time t")
+        add_bool_flag(group, "--random_fourier_features", lifetime=ARCHITECTURE, help="fixed random Fourier features for the time t")
+        group.add_argument("--learned_sinusoidal_dim", lifetime=ARCHITECTURE, type=int, default=16,
                            help="twice the number of learned/random Fourier frequencies")
-        group.add_argument("--pool_test_std", type=float, default=0.001,
+        group.add_argument("--pool_test_std", lifetime=DATA, type=float, default=0.001,
                            help="test time: D_{t-1} = 0.5 + this * N(0, 1)")
-        add_bool_flag(group, "--no_feedback",
+        add_bool_flag(group, "--no_feedback", lifetime=ARCHITECTURE,
                       help="ablation: the generator never hears the discriminator (no pool, no W, x_t = x, "
                            "constant time t = 0)")
         if is_train:
             parser.set_defaults(pool_size=0, gan_mode="vanilla", lr=0.0002, beta1=0.5)
-            group.add_argument("--lambda_L1", type=float, default=100.0, help="weight of the L1 loss")
-            group.add_argument("--pool_stores", choices=("prob", "logits"), default="prob",
+            group.add_argument("--lambda_L1", lifetime=RUN, type=float, default=100.0, help="weight of the L1 loss")
+            group.add_argument("--pool_stores", lifetime=LOSS, choices=("prob", "logits"), default="prob",
                                help="what the discriminator pool keeps: sigmoid(D) (the paper's reading) or raw "
                                     "logits (the reference code)")
-            add_bool_flag(group, "--reset_pool",
+            add_bool_flag(group, "--reset_pool", lifetime=INVOCATION,
                           help="with --continue_train: start the discriminator pool afresh (uniform noise) instead "
                                "of reading the run's pool, e.g. when its files are damaged; the run then departs "
                                "from an uninterrupted one")
-            add_bool_flag(group, "--keep_epoch_pools", default=True,
+            add_bool_flag(group, "--keep_epoch_pools", lifetime=RUN, default=True,
                           help="keep a copy of the discriminator pool with every <epoch> checkpoint, so that "
                                "--continue_train --epoch N resumes exactly (one map per image each: 3.4 GB at a "
                                "million 30x30 maps)")
-            group.add_argument("--n_save_noisy", type=int, default=0,
+            group.add_argument("--n_save_noisy", lifetime=RUN, type=int, default=0,
                                help="every epoch, save D_t and W_t of this many fixed training images under "
                                     "<run_dir>/noisy_history/")
         return parser
@@ -187,7 +182,7 @@ class AtmeModel(BaseModel):
             return
         kept = self._kept_pool(self.opt)
         if kept is not None:
-            self.verify_file(*kept, advice=POOL_RECOVER)
+            self.verify_file(*kept)
         check_run_pool(self.save_dir, self.opt.dataset_size, self.map_size,
                        value_range=(0.0, 1.0) if self.opt.pool_stores == "prob" else None,
                        kept=kept[1] if kept is not None and os.path.isfile(kept[1]) else None)
@@ -289,7 +284,11 @@ class AtmeModel(BaseModel):
     def translator(self):
         def translate(x):
             # D_{t-1} at test time, made for this (padded or tile) size; W follows the same size.
-            self.disc_prev = self.draw_test_map(x) if self.feedback else None
+            self.disc_prev = None
+            if self.feedback:
+                size = patch_output_size(self.opt.netD, self.opt.n_layers_D, *x.shape[-2:])
+                self.disc_prev = self.to_device(test_time_maps(x.shape[0], size, std=self.opt.pool_test_std,
+                                                               generator=self.test_generator))
             return self.generate(x, self.disc_prev)
         return translate
 
@@ -305,7 +304,7 @@ class AtmeModel(BaseModel):
             except ValueError:
                 side += multiple
                 continue
-            side = max(side, round_up(4, multiple))
+            side = max(side, -(-4 // multiple) * multiple)
             description += f" and the test-time map of --netD {self.opt.netD}"
             break
         return SizeRule(multiple, side, description)
@@ -369,24 +368,4 @@ class AtmeModel(BaseModel):
             save_image(tensor2im(probs[i] * 2 - 1), stem + "_D.png")
             save_image(tensor2im(w_maps[i]), stem + "_W.png")
         log.info("saved D_t and W_t of %d images to %s", len(indices), directory)
-
-    # ------------------------------------------------------------------ export (models/atme/graph.py)
-    def draw_test_map(self, x):
-        """D_{t-1} at test time for x's (padded or tile) size, from the test generator: 0.5 + std * N(0, 1)."""
-        size = patch_output_size(self.opt.netD, self.opt.n_layers_D, *x.shape[-2:])
-        return self.to_device(test_time_maps(x.shape[0], size, std=self.opt.pool_test_std,
-                                             generator=self.test_generator))
-
-    def export_graph(self):
-        opt = self.opt
-        return atme_graph.atme_graph_spec(unwrap(self.netW) if self.feedback else None, unwrap(self.netG),
-                                          self.size_rule(), input_nc=opt.input_nc, output_nc=opt.output_nc,
-                                          netD=opt.netD, n_layers_D=opt.n_layers_D, pool_test_std=opt.pool_test_std,
-                                          crop_size=opt.crop_size)
-
-    def graph_translator(self, run):
-        def draw_map(x):
-            self.disc_prev = self.draw_test_map(x)
-            return self.disc_prev
-        return atme_graph.translator(run, draw_map if self.feedback else None)
 

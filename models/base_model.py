@@ -14,9 +14,9 @@ from collections import OrderedDict
 import torch
 
 from models import inference, schedulers
-from models.exportable import ExportableModel
 from models.image_pool import ImagePool
 from models.networks.generators import generator_size_rule
+from util.command_line.flags import architecture_flags
 from util.process import distributed
 from util.process.devices import amp_dtype, autocast, fused_adam_devices, resolve_device
 from util.process.distributed import unwrap
@@ -40,17 +40,18 @@ class TrainingDiverged(RuntimeError):
         return cls(f"training diverged: {what}. Nothing non-finite was saved. Try {', '.join(tries)}.")
 
 
-class BaseModel(ModelCheckpoints, ExportableModel, ABC):
+class BaseModel(ModelCheckpoints, ABC):
     """Base class of every model family."""
 
     # Older checkpoint names a network may be stored under, e.g. {'W': ['T']} for released ATME weights.
     checkpoint_aliases = {}
-    # Flags that define the networks: a resume must not change them, and test.py takes them from the run's
-    # stored options (given again with another value they are an error). Subclasses extend the tuple.
-    architecture_flags = ("model", "input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D", "norm",
-                          "no_dropout", "direction")
-    # Flags that define the loss (what convergence.csv records): a resume must not change them either.
-    loss_flags = ("gan_mode",)
+
+    @property
+    def architecture_flags(self):
+        """The flags that define this model's networks (declared with lifetime=ARCHITECTURE where each flag is
+        declared; read from the options' flag table)."""
+        return architecture_flags(self.opt)
+
     # Flags of the common groups (options/) that this model does not use: they are refused for it and hidden
     # from its --help, never accepted and ignored.
     unused_flags = ()

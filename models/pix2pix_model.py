@@ -7,9 +7,8 @@ batch norm, aligned data, Adam(2e-4, beta1 0.5), no image pool.
 from models.base_model import BaseModel
 from models.networks.discriminators import define_D
 from models.networks.generators import check_generator_size, define_G
-from models.networks.graph import generator_graph_spec, generator_translator
 from models.networks.losses import GANLoss, conditional_d_losses, conditional_g_losses
-from util.process.distributed import unwrap
+from util.command_line.flags import RUN
 
 
 class Pix2PixModel(BaseModel):
@@ -21,7 +20,7 @@ class Pix2PixModel(BaseModel):
         if is_train:
             parser.set_defaults(pool_size=0, gan_mode="vanilla")
             group = parser.add_argument_group("pix2pix")
-            group.add_argument("--lambda_L1", type=float, default=100.0, help="weight of the L1 loss")
+            group.add_argument("--lambda_L1", lifetime=RUN, type=float, default=100.0, help="weight of the L1 loss")
         return parser
 
     def __init__(self, opt):
@@ -68,10 +67,3 @@ class Pix2PixModel(BaseModel):
         self.update_D()
         # G step, with D frozen
         self.optimizer_step(self.backward_G, self.optimizer_G)
-
-    # ------------------------------------------------------------------ export (models/networks/graph.py)
-    def export_graph(self):
-        return generator_graph_spec(unwrap(self.netG), self.size_rule(), self.opt.input_nc, self.opt.output_nc)
-
-    def graph_translator(self, run):
-        return generator_translator(run)

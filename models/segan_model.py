@@ -19,11 +19,11 @@ from models.base_model import BaseModel
 from models.inference import SizeRule
 from models.networks.layers import get_norm_layer, init_weights
 from models.networks.losses import GANLoss, discriminator_losses
-from models.segan import graph as segan_graph
 from models.segan.mi_estimators import ESTIMATORS, mi_estimate
 from models.segan.networks import MultiscaleDiscriminator, NoiseUnetGenerator, StatisticsNetwork, unet_depth
 from util.command_line.arg_types import add_bool_flag
 from util.process.distributed import unwrap
+from util.command_line.flags import ARCHITECTURE, INVOCATION, LOSS, RUN
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,6 @@ TRAIN_VISUAL_SAMPLES = 3  # outputs per input shown on the dashboard
 class SeganModel(BaseModel):
     """Noise U-Net G(a, z), multi-scale PatchGAN D(b), statistics network T(z, b)."""
 
-    architecture_flags = BaseModel.architecture_flags + ("nz", "upsample", "num_D", "conditional_D")
-    loss_flags = BaseModel.loss_flags + ("mi_estimator",)
 
     @staticmethod
     def modify_commandline_options(parser, is_train=True):
@@ -45,31 +43,31 @@ class SeganModel(BaseModel):
         # the only source of variation, so one code gives one output.
         parser.set_defaults(norm="instance", netG="unet", netD="basic", dataset_mode="aligned", no_dropout=True)
         group = parser.add_argument_group("SEGAN")
-        group.add_argument("--nz", type=int, default=8, help="dimension of the latent code z ~ N(0, I)")
-        group.add_argument("--upsample", type=str, default="deconv", choices=["deconv", "resize_conv"],
+        group.add_argument("--nz", lifetime=ARCHITECTURE, type=int, default=8, help="dimension of the latent code z ~ N(0, I)")
+        group.add_argument("--upsample", lifetime=ARCHITECTURE, type=str, default="deconv", choices=["deconv", "resize_conv"],
                            help="generator upsampling: transposed conv (paper at 256) or resize + conv (paper at 128)")
         if is_train:
             parser.set_defaults(gan_mode="vanilla", pool_size=0)
-            group.add_argument("--lambda_MI", type=float, default=1.0,
+            group.add_argument("--lambda_MI", lifetime=RUN, type=float, default=1.0,
                                help="weight of the MI term (Eq. 8); 0 gives pix2pix+noise without a statistics network")
-            group.add_argument("--lambda_L1", type=float, default=3.0, help="weight of the L1 loss (aligned data only)")
-            group.add_argument("--mi_estimator", type=str, default="jsd", choices=sorted(ESTIMATORS),
+            group.add_argument("--lambda_L1", lifetime=RUN, type=float, default=3.0, help="weight of the L1 loss (aligned data only)")
+            group.add_argument("--mi_estimator", lifetime=LOSS, type=str, default="jsd", choices=sorted(ESTIMATORS),
                                help="jsd (Eq. 7, the paper's) or dv (Donsker-Varadhan, Eq. 5)")
-            group.add_argument("--n_neg", type=int, default=1, help="negative (independent) pairs per positive pair")
-            group.add_argument("--mi_negatives", type=str, default="fresh", choices=["fresh", "shuffle"],
+            group.add_argument("--n_neg", lifetime=RUN, type=int, default=1, help="negative (independent) pairs per positive pair")
+            group.add_argument("--mi_negatives", lifetime=RUN, type=str, default="fresh", choices=["fresh", "shuffle"],
                                help="codes of the negative pairs: fresh N(0, I) draws (Eq. 7) or the batch's "
                                     "codes shuffled")
-            group.add_argument("--samples_per_input", type=int, default=8,
+            group.add_argument("--samples_per_input", lifetime=RUN, type=int, default=8,
                                help="codes drawn per input image in a step (paper: batch 4 x 8 = 32 pairs for T)")
-            group.add_argument("--num_D", type=int, default=2, help="scales of the multi-scale PatchGAN")
-            add_bool_flag(group, "--conditional_D",
+            group.add_argument("--num_D", lifetime=ARCHITECTURE, type=int, default=2, help="scales of the multi-scale PatchGAN")
+            add_bool_flag(group, "--conditional_D", lifetime=ARCHITECTURE,
                           help="D sees (input, output) pairs instead of the output alone (aligned data only)")
         else:
-            group.add_argument("--n_samples", type=int, default=1,
+            group.add_argument("--n_samples", lifetime=INVOCATION, type=int, default=1,
                                help="outputs per input; the codes are drawn once and shared by all inputs")
-            group.add_argument("--interp", type=int, default=0,
+            group.add_argument("--interp", lifetime=INVOCATION, type=int, default=0,
                                help="if > 0: this many outputs along the line between two fixed codes")
-            group.add_argument("--sample_seed", type=int, default=0, help="seed of the test-time codes")
+            group.add_argument("--sample_seed", lifetime=INVOCATION, type=int, default=0, help="seed of the test-time codes")
         return parser
 
     def __init__(self, opt):
@@ -226,7 +224,10 @@ class SeganModel(BaseModel):
     # ------------------------------------------------------------------ the test-time path
     def translator(self):
         """One output per test-time code, `<prefix>_<k>`; the codes are shared by every input and tile."""
-        return self.graph_translator(lambda feeds: {"output": self.netG(feeds["image"], feeds["code"])})
+        def translate(x):
+            return {f"{self.sample_prefix}_{k}": self.netG(x, repeat(code, "nz -> b nz", b=x.shape[0]))
+                    for k, code in enumerate(self.sample_codes)}
+        return translate
 
     def size_rule(self):
         levels = unwrap(self.netG).num_downs
@@ -292,12 +293,3 @@ class SeganModel(BaseModel):
             self.set_requires_grad(self.netT, False)
         # G step, with D and T frozen
         self.optimizer_step(self.backward_G, self.optimizer_G)
-
-    # ------------------------------------------------------------------ export (models/segan/graph.py)
-    def export_graph(self):
-        return segan_graph.segan_graph_spec(unwrap(self.netG), self.size_rule(), input_nc=self.opt.input_nc,
-                                            output_nc=self.opt.output_nc)
-
-    def graph_translator(self, run):
-        """The translator with the network call `run` ({"image", "code"} -> {"output"}): the torch path's too."""
-        return segan_graph.translator(run, self.sample_codes, self.sample_prefix)

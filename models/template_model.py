@@ -22,10 +22,12 @@ The contract:
   the same contract (an exported graph) can replace the translator. `test_input_name` names the input.
 - Optional hooks: `sample_readers()` (extra per-sample data read in the loader workers),
   `on_epoch_end(epoch)`, `extra_state()` / `load_extra_state(state)` (kept in the training-state file),
-  `architecture_flags` (flags that define the networks, which a resume or test must not change:
-  extend `BaseModel.architecture_flags`), `loss_flags` (flags that define the loss, which a resume must not
-  change), `unused_flags` (common flags the model does not use: refused for it
-  and hidden from its --help), `checkpoint_aliases`.
+  `unused_flags` (common flags the model does not use: refused for it and hidden from its --help),
+  `checkpoint_aliases`.
+- Flags: each is declared in `modify_commandline_options` with its lifetime (util/command_line/flags.py):
+  `lifetime=ARCHITECTURE` for what defines the networks (a resume refuses a change; test.py takes it from the
+  run), `LOSS` for what defines the loss, `DATA` for how inputs are read, `RUN` for training settings a
+  resume may change, `INVOCATION` for one command's own (never stored). docs/flags.md is made from them.
 
 Below the model, networks take explicit arguments, never `opt`.
 """
@@ -33,12 +35,12 @@ import torch
 
 from models.base_model import BaseModel
 from models.networks.generators import define_G
+from util.command_line.flags import RUN
 
 
 class TemplateModel(BaseModel):
     """A generator trained with a regression loss only: the smallest working model."""
 
-    architecture_flags = BaseModel.architecture_flags  # extend with the model's own flags
     test_input_name = "data_A"  # what the translator reads at test time
     # No discriminator here: its flags are refused for this model (extend the tuple as needed).
     unused_flags = ("netD", "ndf", "n_layers_D", "gan_mode", "pool_size", "lambda_gp")
@@ -48,7 +50,7 @@ class TemplateModel(BaseModel):
         parser.set_defaults(dataset_mode="aligned", netG="unet_256")
         if is_train:
             group = parser.add_argument_group("template")
-            group.add_argument("--lambda_regression", type=float, default=1.0, help="weight of the L1 loss")
+            group.add_argument("--lambda_regression", lifetime=RUN, type=float, default=1.0, help="weight of the L1 loss")
         return parser
 
     def __init__(self, opt):

@@ -5,18 +5,51 @@ import argparse
 import difflib
 
 from util.command_line.cli import UsageError
+from util.command_line.flags import INVOCATION, Flag, FlagTable, Options
 
 
-class FlagParser(argparse.ArgumentParser):
+class _Declaring:
+    """`add_argument(..., lifetime=...)`: every flag is declared with its lifetime (util.command_line.flags),
+    recorded in the parser's table with the owner that declared it. `shown_default` is how docs/flags.md shows a
+    default that depends on the machine."""
+
+    def add_argument(self, *args, lifetime=None, shown_default=None, **kwargs):
+        table_parser = getattr(self, "_table_parser", self)
+        if kwargs.get("action") == "help":
+            lifetime = INVOCATION
+        if lifetime is None:
+            raise TypeError(f"flag {args[0]} is declared without a lifetime: pass lifetime= one of "
+                            f"util.command_line.flags.LIFETIMES")
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings:
+            table_parser.flag_table.add(Flag(action.dest, action.option_strings[-1], table_parser.owner, lifetime,
+                                             action.default, action.help or "", getattr(self, "title", None) or "",
+                                             shown_default))
+        return action
+
+
+class _Group(_Declaring, argparse._ArgumentGroup):
+    pass
+
+
+class FlagParser(_Declaring, argparse.ArgumentParser):
     """The options' parser. `not_for_model` maps flags the model does without (removed from the parser, so
     `--help` does not show them) to the model's name; `model_flags` are the flags of the model's own group."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)  # `--crop 64` is not silently taken as --crop_size
+        self.flag_table = FlagTable()
+        self.owner = "shared"  # who declares the flags added next: "model atme", "dataset aligned"
         super().__init__(*args, **kwargs)
         self.not_for_model = {}
         self.model_name = None
         self.flag_owners = lambda flag: []  # the models that have `flag` (set by the options)
+
+    def add_argument_group(self, *args, **kwargs):
+        group = _Group(self, *args, **kwargs)
+        group._table_parser = self
+        self._action_groups.append(group)
+        return group
 
     def error(self, message):
         raise UsageError(message, help_hint=self.help_hint())
@@ -37,6 +70,13 @@ class FlagParser(argparse.ArgumentParser):
                 self._option_string_actions.pop(option, None)
                 self.not_for_model[option] = model_name
             self._defaults.pop(action.dest, None)
+            self.flag_table.remove(action.dest)
+
+    def parse_known_args(self, args=None, namespace=None):
+        if namespace is None:
+            namespace = Options()
+            namespace.flag_table = self.flag_table
+        return super().parse_known_args(args, namespace)
 
     def parse_args(self, args=None, namespace=None):
         opt, unknown = self.parse_known_args(args, namespace)

@@ -1,12 +1,10 @@
-"""A resume continues the run it resumes: `--continue_train` takes every option the user did not type from the
-run's `train_opt.json`. A typed flag may change what can change (schedule, learning rate, display, batch size,
-...), and each change is logged as one WARNING, old -> new; a flag that defines the networks or the loss (the
-model's `architecture_flags` and `loss_flags`) is refused with the run's value in the message."""
+"""A resume continues the run it resumes: `--continue_train` takes every stored option the user did not type from
+the run's `train_opt.json`. What a typed flag may do follows its lifetime (util/command_line/flags.py): a `data`
+or `run` flag may change (schedule, learning rate, display, batch size, ...), each change logged as one WARNING,
+old -> new; an `architecture` or `loss` flag is refused with the run's value in the message; an `invocation`
+flag is never taken from the run."""
 from util.command_line.cli import UsageError
-
-# Properties of this invocation, never taken from the stored run.
-OWN_FLAGS = ("name", "checkpoints_dir", "suffix", "continue_train", "start_over", "epoch", "load_iter", "verbose",
-             "isTrain", "help")
+from util.command_line.flags import FIXED_ON_RESUME
 
 
 def shown(value):
@@ -26,15 +24,13 @@ def same(a, b):
     return a == b
 
 
-def continue_run(opt, parser, stored, explicit, fixed, directory, retry):
-    """Fill `opt` from `stored` (the run's options) for every flag not in `explicit`. `fixed` are the flags a
-    resume must not change. Returns the changes the user typed as (flag, old, new); raises UsageError for a
-    fixed one, naming the run's value. The caller logs each change as one WARNING."""
-    dests = {action.dest for action in parser._actions}
+def continue_run(opt, parser, stored, explicit, directory, retry):
+    """Fill `opt` from `stored` (the run's stored flags: options.base_options.stored_values) for every flag not in
+    `explicit`. Returns the changes the user typed as (flag, old, new); raises UsageError for a flag a resume must
+    not change, naming the run's value. The caller logs each change as one WARNING."""
+    fixed = set(parser.flag_table.names(*FIXED_ON_RESUME))
     changes, refused = [], []
     for key, value in sorted(stored.items()):
-        if key in OWN_FLAGS or key not in dests:
-            continue
         if key == "gpu_ids":  # stored resolved ([] is the CPU); parsed from its command-line form
             value = ",".join(str(i) for i in value) if value else "-1"
         elif isinstance(value, list):

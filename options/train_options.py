@@ -1,16 +1,17 @@
 """Training flags: dashboard, saving, schedule, optimiser and speed. With --continue_train, every flag not typed
 comes from the run's train_opt.json (options/resume.py)."""
 import logging
-import shlex
 import sys
 
 from models.networks.losses import GAN_MODES
 from models.schedulers import LR_POLICIES
-from options.base_options import BaseOptions, load_stored_options, run_dir, save_options
+from options.base_options import BaseOptions, load_stored_options, run_dir, save_options, stored_values
 from options.resume import continue_run
+from util.command_line import commands
 from util.command_line.arg_types import add_bool_flag
 from util.run.run_folder import LOCK_MODES
 from util.run.run_lookup import training_state_tags
+from util.command_line.flags import INVOCATION, LOSS, RUN
 
 log = logging.getLogger("train")
 
@@ -20,93 +21,94 @@ class TrainOptions(BaseOptions):
 
     isTrain = True
     prog = "train.py"
+    entry = "train"
 
     def initialize(self, parser):
         parser = super().initialize(parser)
         g = parser.add_argument_group("dashboard and logs")
-        g.add_argument("--display_freq", type=int, default=400, help="show visuals every N images")
-        g.add_argument("--display_ncols", type=int, default=0,
+        g.add_argument("--display_freq", lifetime=RUN, type=int, default=400, help="show visuals every N images")
+        g.add_argument("--display_ncols", lifetime=RUN, type=int, default=0,
                        help="images per row in the visdom grid (0: one row, a column per visual)")
-        g.add_argument("--display_id", type=int, default=1, help="visdom window id; 0 turns the live dashboard off")
-        g.add_argument("--display_server", type=str, default="http://localhost", help="visdom server")
-        g.add_argument("--display_env", type=str, default=None, help="visdom environment (default: the run name)")
-        g.add_argument("--display_port", type=int, default=8097, help="visdom port")
-        g.add_argument("--update_html_freq", type=int, default=1000,
+        g.add_argument("--display_id", lifetime=RUN, type=int, default=1, help="visdom window id; 0 turns the live dashboard off")
+        g.add_argument("--display_server", lifetime=RUN, type=str, default="http://localhost", help="visdom server")
+        g.add_argument("--display_env", lifetime=RUN, type=str, default=None, help="visdom environment (default: the run name)")
+        g.add_argument("--display_port", lifetime=RUN, type=int, default=8097, help="visdom port")
+        g.add_argument("--update_html_freq", lifetime=RUN, type=int, default=1000,
                        help="snapshot the visuals to the HTML page (and TensorBoard, W&B) every N images; the end of "
                             "every epoch is snapshotted anyway")
-        g.add_argument("--print_freq", type=int, default=100, help="log losses every N images")
-        add_bool_flag(g, "--no_html", help="do not write checkpoints/<name>/web/")
-        add_bool_flag(g, "--use_tensorboard",
+        g.add_argument("--print_freq", lifetime=RUN, type=int, default=100, help="log losses every N images")
+        add_bool_flag(g, "--no_html", lifetime=RUN, help="do not write checkpoints/<name>/web/")
+        add_bool_flag(g, "--use_tensorboard", lifetime=RUN,
                       help="also write TensorBoard event files to checkpoints/<name>/tensorboard/")
-        add_bool_flag(g, "--use_wandb", help="also log to Weights & Biases (offline with WANDB_MODE=offline)")
-        g.add_argument("--wandb_project_name", type=str, default="atme-segan-pix2pix",
+        add_bool_flag(g, "--use_wandb", lifetime=RUN, help="also log to Weights & Biases (offline with WANDB_MODE=offline)")
+        g.add_argument("--wandb_project_name", lifetime=RUN, type=str, default="atme-segan-pix2pix",
                        help="W&B project of the run (with --use_wandb)")
 
         g = parser.add_argument_group("saving and resuming")
-        g.add_argument("--save_latest_freq", type=int, default=5000, help="save 'latest' every N images")
-        g.add_argument("--save_epoch_freq", type=int, default=5, help="save '<epoch>' checkpoints every N epochs")
-        add_bool_flag(g, "--save_by_iter", help="also keep 'iter_<N>' checkpoints at each latest save")
-        add_bool_flag(g, "--continue_train",
+        g.add_argument("--save_latest_freq", lifetime=RUN, type=int, default=5000, help="save 'latest' every N images")
+        g.add_argument("--save_epoch_freq", lifetime=RUN, type=int, default=5, help="save '<epoch>' checkpoints every N epochs")
+        add_bool_flag(g, "--save_by_iter", lifetime=RUN, help="also keep 'iter_<N>' checkpoints at each latest save")
+        add_bool_flag(g, "--continue_train", lifetime=INVOCATION,
                       help="resume the run from its latest training state (or --epoch N): every flag not typed is "
                            "the run's own (train_opt.json); a typed one is logged as a change, and one that defines "
                            "the networks or the loss is refused")
-        add_bool_flag(g, "--no_verify", help="resume without checking the checkpoint's files against the SHA-256 "
+        add_bool_flag(g, "--no_verify", lifetime=INVOCATION, help="resume without checking the checkpoint's files against the SHA-256 "
                                              "sums saved with them (<tag>_checksums.json); for huge files")
-        add_bool_flag(g, "--start_over", help="the run folder holds an earlier run: move it aside to "
+        add_bool_flag(g, "--start_over", lifetime=INVOCATION, help="the run folder holds an earlier run: move it aside to "
                                               "<name>.old-<time> and start a new run (without this flag, a new run "
                                               "there is refused)")
-        g.add_argument("--lock", choices=LOCK_MODES, default="file",
+        g.add_argument("--lock", lifetime=INVOCATION, choices=LOCK_MODES, default="file",
                        help="file: lock <run folder>/running.lock while training, so a second run on the same "
                             "--name is refused; none: no lock, for file systems without locks (unsafe: nothing "
                             "then stops two runs from overwriting each other's checkpoints)")
-        g.add_argument("--epoch_count", type=int, default=1,
+        g.add_argument("--epoch_count", lifetime=RUN, type=int, default=1,
                        help="the first epoch's number in a fresh run: epochs epoch_count..n_epochs+n_epochs_decay are "
                             "trained (a resume takes its epoch from the checkpoint; with --continue_train this is an "
                             "error)")
-        g.add_argument("--phase", type=str, default="train", help="train, val, test, ...")
-        g.add_argument("--epoch", type=str, default="latest", help="which stored training state to resume from")
-        g.add_argument("--load_iter", type=int, default=0, help="resume from 'iter_<N>' when > 0")
+        g.add_argument("--phase", lifetime=RUN, type=str, default="train", help="train, val, test, ...")
+        g.add_argument("--epoch", lifetime=INVOCATION, type=str, default="latest", help="which stored training state to resume from")
+        g.add_argument("--load_iter", lifetime=INVOCATION, type=int, default=0, help="resume from 'iter_<N>' when > 0")
 
         g = parser.add_argument_group("optimisation")
-        g.add_argument("--n_epochs", type=int, default=100, help="epochs at the initial learning rate")
-        g.add_argument("--n_epochs_decay", type=int, default=100, help="epochs of linear decay to zero")
-        g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
-        g.add_argument("--lr", type=float, default=0.0002, help="initial learning rate for Adam")
-        g.add_argument("--gan_mode", type=str, default="lsgan", choices=GAN_MODES,
+        g.add_argument("--n_epochs", lifetime=RUN, type=int, default=100, help="epochs at the initial learning rate")
+        g.add_argument("--n_epochs_decay", lifetime=RUN, type=int, default=100, help="epochs of linear decay to zero")
+        g.add_argument("--beta1", lifetime=RUN, type=float, default=0.5, help="Adam beta1")
+        g.add_argument("--lr", lifetime=RUN, type=float, default=0.0002, help="initial learning rate for Adam")
+        g.add_argument("--gan_mode", lifetime=LOSS, type=str, default="lsgan", choices=GAN_MODES,
                        help="vanilla (binary cross-entropy) | lsgan (least squares) | wgangp (Wasserstein critic with "
                             "a gradient penalty); convergence.csv records what fits the mode")
-        g.add_argument("--lambda_gp", type=float, default=10.0,
+        g.add_argument("--lambda_gp", lifetime=RUN, type=float, default=10.0,
                        help="wgangp: weight of the gradient penalty on interpolates of real and generated samples as "
                             "D sees them (pairs with the input for a conditional D)")
-        g.add_argument("--pool_size", type=int, default=50,
+        g.add_argument("--pool_size", lifetime=RUN, type=int, default=50,
                        help="history of generated samples D trains on (Shrivastava et al. 2017; each fake is swapped "
                             "for a stored one with probability 1/2); 0 turns it off. The models set their papers' "
                             "default (0 for pix2pix, ATME and SEGAN)")
-        g.add_argument("--lr_policy", type=str, default="linear", choices=LR_POLICIES,
+        g.add_argument("--lr_policy", lifetime=RUN, type=str, default="linear", choices=LR_POLICIES,
                        help="linear: --lr for n_epochs, then linear decay to 0 over n_epochs_decay | step: x0.1 every "
                             "--lr_decay_iters epochs | plateau: x0.2 when the validation L1 stops improving (needs "
                             "--val_freq) | cosine: cosine decay over all epochs")
-        g.add_argument("--lr_decay_iters", type=int, default=50, help="step policy: multiply by 0.1 every N epochs")
-        g.add_argument("--val_freq", type=int, default=0, help="evaluate on the val split every N epochs (0: never)")
+        g.add_argument("--lr_decay_iters", lifetime=RUN, type=int, default=50, help="step policy: multiply by 0.1 every N epochs")
+        g.add_argument("--val_freq", lifetime=RUN, type=int, default=0, help="evaluate on the val split every N epochs (0: never)")
 
         g = parser.add_argument_group("processes")
-        g.add_argument("--nproc_per_node", type=int, default=0,
+        g.add_argument("--nproc_per_node", lifetime=RUN, type=int, default=0,
                        help="processes to start on this machine (DistributedDataParallel, --batch_size each): "
                             "0 = one per --gpu_ids entry when CUDA is available, else 1; N > 1 with --gpu_ids -1 "
                             "starts N CPU processes. Ignored under torchrun")
 
         g = parser.add_argument_group("speed")
-        g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"],
+        g.add_argument("--amp", lifetime=RUN, type=str, default="none", choices=["none", "bf16", "fp16"],
                        help="mixed precision (bf16 also on the CPU; fp16 uses a gradient scaler)")
-        add_bool_flag(g, "--channels_last", help="channels-last memory format for networks and inputs")
-        add_bool_flag(g, "--compile",
+        add_bool_flag(g, "--channels_last", lifetime=RUN, help="channels-last memory format for networks and inputs")
+        add_bool_flag(g, "--compile", lifetime=RUN,
                       help="torch.compile the networks (the first step, which compiles, is timed in the log)")
         return parser
 
     def parse(self, args=None):
         """Parse `args`; with --continue_train, fill every flag not typed from the run's train_opt.json."""
         args = sys.argv[1:] if args is None else list(args)
-        self.resume_changes = []
+        self.resume_changes, self.notes = [], []
         parser = self.build_parser(args)
         if "-h" in args or "--help" in args:
             return super().parse(args)
@@ -129,20 +131,18 @@ class TrainOptions(BaseOptions):
             parser = self.build_parser(prefix + args)
         opt = parser.parse_args(prefix + args)
         explicit = self.explicit_flags(parser, args)
-        fixed = set(self.architecture_flags) | set(self.loss_flags)
-        self.resume_changes = continue_run(opt, parser, stored, explicit, fixed, directory,
+        self.resume_changes = continue_run(opt, parser, stored_values(stored, parser.flag_table, directory, self.notes),
+                                           explicit, directory,
                                            lambda drop, add: self.retry_command(parser, args, drop, add))
         opt.isTrain = True
         self.parser = parser
         return self.resolve(opt, parser, args)
 
-    def resume_command(self, opt, args):
-        """The shortest command that resumes the run `opt` names: its name, its --checkpoints_dir when typed in
-        `args`, and --continue_train (every other option comes from the run's train_opt.json)."""
-        tokens = ["--name", opt.name]
-        if "checkpoints_dir" in self.explicit_flags(self.parser, args):
-            tokens += ["--checkpoints_dir", opt.checkpoints_dir]
-        return shlex.join(["python", self.prog, *tokens, "--continue_train"])
+    @staticmethod
+    def resume_command(opt):
+        """The shortest command that resumes the run `opt` names: every other option comes from the run's
+        train_opt.json (the one command a refusal, the log and the run's page all give)."""
+        return commands.resume_command(opt.name, opt.checkpoints_dir)
 
     @staticmethod
     def check_resume_flags(parser, explicit):

@@ -6,6 +6,7 @@ runs the rest by default and everything with `--full`. tier_guard.py fails a tes
 import contextlib
 import io
 import os
+import shlex
 import subprocess
 import sys
 
@@ -148,3 +149,25 @@ def run_main(main, *args, check=True):
     if check and code != 0:
         raise AssertionError(f"main exited {code}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-4000:]}")
     return result
+
+
+def printed_commands(text):
+    """The commands a message gives a person to paste (the lines util.command_line.commands builds)."""
+    from util.command_line.cli import COMMAND_LINE
+    return [line.strip() for line in text.splitlines() if COMMAND_LINE.fullmatch(line.rstrip() + " ") or
+            COMMAND_LINE.match(line)]
+
+
+def script_args(command, script):
+    """The arguments a printed `command` gives `script` (train.py, test.py, or a module run with -m), checking
+    that it runs the interpreter running the tests, as util.command_line.commands names it."""
+    from util.command_line.commands import interpreter
+    argv = shlex.split(command)
+    while argv and "=" in argv[0] and not argv[0].startswith("-"):
+        argv.pop(0)  # VAR=value in front
+    assert argv[0] == interpreter(), command
+    if argv[1] == "-m":
+        assert argv[2] == script, command
+        return argv[3:]
+    assert os.path.basename(argv[1]) == script, command
+    return argv[2:]

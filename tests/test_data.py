@@ -18,6 +18,7 @@ from data.base_dataset import get_params, get_transform
 from data.image_folder import IMG_EXTENSIONS, is_image_file, load_image, make_dataset
 from data.samplers import EpochSampler
 from data.single_dataset import SingleDataset
+from options.flag_parser import FlagParser
 from data.unaligned_dataset import UnalignedDataset
 
 LEFT, RIGHT = (220, 40, 40), (40, 40, 220)  # colours of the A and B halves of a test pair
@@ -257,8 +258,9 @@ def test_single_dataset_prefers_phase_folder(tmp_path):
 
 def test_template_dataset_works_and_adds_its_flag(tmp_path):
     write_image(str(tmp_path / "train" / "photo.png"), w=48, h=48)
-    parser = argparse.ArgumentParser()
+    parser = FlagParser()  # the options' parser: every flag is declared with its lifetime
     data.get_option_setter("template")(parser, True)
+    assert parser.flag_table.lifetime("template_factor") == "data"
     assert parser.parse_args(["--template_factor", "2"]).template_factor == 2
     sample = data.find_dataset_using_name("template")(make_opt(dataroot=str(tmp_path), template_factor=4))[0]
     assert sample["A"].shape == sample["B"].shape == (3, 32, 32)

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import test_main, train_main
+from conftest import printed_commands, script_args, test_main, train_main
 from util.run.integrity import sha256_of
 
 TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--load_size", "36", "--crop_size", "32",
@@ -19,11 +19,9 @@ TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--l
 
 def advised(stderr, script="train.py"):
     """The one command a refusal tells the user to type, as arguments for `script`."""
-    commands = [line.strip() for line in stderr.splitlines() if line.strip().startswith("python ")]
+    commands = printed_commands(stderr)
     assert len(commands) == 1, stderr
-    argv = shlex.split(commands[0])
-    assert argv[:2] == ["python", script], commands[0]
-    return argv[2:]
+    return script_args(commands[0], script)
 
 
 def files(folder):
@@ -77,7 +75,7 @@ def test_a_plain_resume_continues_with_the_runs_own_options(demo_root, monkeypat
     assert "WARNING" not in result.stdout + result.stderr, result.stdout  # nothing typed, nothing changed
     after = json.load(open(ck / "run" / "train_opt.json"))
     changed = {k for k in before if before[k] != after.get(k)}
-    assert changed == {"continue_train"}, changed
+    assert changed == set() and "continue_train" not in after, changed  # an invocation flag is never stored
     assert after["batch_size"] == 4 and after["n_epochs"] + after["n_epochs_decay"] == 2 and after["display_id"] == 0
     state = torch.load(ck / "run" / "latest_train_state.pth", weights_only=False)
     assert state["epoch"] == 3  # epoch 2 of 2 was trained, not a re-planned 200
@@ -228,12 +226,7 @@ def test_a_second_run_on_the_folder_is_refused_and_each_advised_flag_works(stopp
 
 def advised_commands(stderr, prog="train.py"):
     """The commands a refusal shows on lines of their own, as argument lists (without `python train.py`)."""
-    commands = []
-    for line in stderr.splitlines():
-        words = shlex.split(line.strip()) if line.strip().startswith(f"python {prog} ") else []
-        if words:
-            commands.append(words[2:])
-    return commands
+    return [script_args(command, prog) for command in printed_commands(stderr)]
 
 
 def test_the_already_holds_a_run_refusal_shows_whole_commands_that_work(stopped_run, demo_root):
@@ -277,7 +270,7 @@ def test_a_plain_resume_of_the_demo_run_keeps_its_batch_size_schedule_and_displa
     result = train_main("--checkpoints_dir", ck, "--name", "demo_atme", "--continue_train")
     assert "WARNING" not in result.stdout and "visdom" not in result.stdout.lower()
     after = json.load(open(ck / "demo_atme" / "train_opt.json"))
-    assert {k for k in before if before[k] != after.get(k)} == {"continue_train"}
+    assert {k for k in before if before[k] != after.get(k)} == set() and "continue_train" not in after
     assert after["batch_size"] == before["batch_size"] == int(flags[flags.index("--batch_size") + 1])
     assert torch.load(ck / "demo_atme" / "latest_train_state.pth", weights_only=False)["epoch"] == 3
 

@@ -43,6 +43,6 @@ def gpu_ids(value):
     return [i for i in ids if i >= 0]
 
 
-def add_bool_flag(group, name, default=False, help=""):
-    """A boolean flag usable as `--flag`, `--flag true` or `--flag false`."""
-    group.add_argument(name, type=str2bool, nargs="?", const=True, default=default, help=help)
+def add_bool_flag(group, name, default=False, help="", **kwargs):
+    """A boolean flag usable as `--flag`, `--flag true` or `--flag false` (`kwargs`: e.g. the flag's lifetime)."""
+    group.add_argument(name, type=str2bool, nargs="?", const=True, default=default, help=help, **kwargs)

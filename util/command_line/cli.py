@@ -9,6 +9,8 @@ import textwrap
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)
 WIDTH = 100
 # The first sentence of a long message says what is wrong; the rest, what to do.
+# A line that is a command to paste (util.command_line.commands builds them): kept whole.
+COMMAND_LINE = re.compile(r"\s*([A-Z_]+=\S+ )*(\S*/)?(python3?|bash|torchrun) ")
 _SENTENCE_END = (re.compile(r"\.\s+(?=[A-Z`(-])"), re.compile(r";\s+"), re.compile(r":\s+"))
 
 
@@ -40,7 +42,7 @@ def format_error(prog, message, width=WIDTH):
     # What is wrong stays whole on the first line (its paths and values can be searched for and copied).
     lines = [first]
     for paragraph in rest:
-        if re.match(r"\s*(python|bash|torchrun|\.venv/bin/python) ", paragraph):
+        if COMMAND_LINE.match(paragraph):
             lines.append(paragraph)
         else:
             lines += _wrap(paragraph, width)
