@@ -163,7 +163,7 @@ def test_eval_cityscapes_end_to_end_with_known_scores(tmp_path):
     weights = tmp_path / "oracle.pt"
     torch.jit.script(NearestColourSegmenter()).save(str(weights))
     payload = load_script("eval_cityscapes").main([
-        "--results_dir", str(images.parent), "--seg_weights", str(weights), "--input_norm", "none",
+        "--results_dir", str(images.parent), "--seg_weights", str(weights), "--seg_weights_torchscript", "--input_norm", "none",
         "--device", "cpu", "--batch_size", "2", "--seg_size", "32x32"])
     assert payload["n_images"] == 2 and payload["n_pixels"] == 512 - 16
     assert payload["per_pixel_acc"] == pytest.approx((240 + 128) / 496)

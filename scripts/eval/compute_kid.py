@@ -38,7 +38,12 @@ def build_parser():
     kid.add_argument("--feature_extractor", default=INCEPTION_EXTRACTOR,
                      help="a torch-fidelity feature extractor name")
     kid.add_argument("--inception_weights", default=None,
-                     help="local copy of torch-fidelity's Inception-v3 weights (for machines without internet)")
+                     help="local copy of the feature extractor's weights (torch-fidelity's Inception-v3 by default; "
+                          "for machines without internet)")
+    kid.add_argument("--feature_extractor_torchscript", action="store_true",
+                     help="allow a CLIP --inception_weights file that is not the published one: CLIP's weights are "
+                          "TorchScript, and loading one RUNS THE FILE'S CODE, so pass it only for a file whose "
+                          "author you trust")
     run = p.add_argument_group("run")
     run.add_argument("--batch_size", type=int, default=64, help="images per feature-extraction batch")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -112,6 +117,7 @@ def main(argv=None):
 
     result = compute_kid(real, fake, subset_size=args.kid_subset_size, subsets=args.kid_subsets, fid=args.fid,
                          feature_extractor=args.feature_extractor, weights_path=args.inception_weights,
+                         allow_torchscript=args.feature_extractor_torchscript,
                          batch_size=args.batch_size, device=args.device, seed=args.seed,
                          num_workers=args.num_workers, verbose=not args.quiet)
     payload = {**meta, **tags, **result}

@@ -3,8 +3,8 @@
     python -m scripts.eval.eval_cityscapes --results_dir results/cityscapes_atme_BtoA/test_latest \\
         --seg_weights fcn_resnet101_cityscapes.pth --arch fcn_resnet101
 
-A segmentation network the user supplies (TorchScript, or a state_dict of a torchvision FCN/DeepLab with 19
-classes) segments every generated photo `<stem>_fake_B.png`; the result is scored against the label image the
+A segmentation network the user supplies (a state_dict of a torchvision FCN/DeepLab with 19 classes, read
+with weights_only=True; or a TorchScript file, which runs its own code, only with --seg_weights_torchscript) segments every generated photo `<stem>_fake_B.png`; the result is scored against the label image the
 photo was made from (`<stem>_real_A.png` for B->A: colour labels mapped to the 19 train ids, 255 ignored).
 `--photo_label real_B` scores the real photos instead (the "ground truth" row). Writes `fcn_scores.json`.
 """
@@ -24,6 +24,7 @@ if not __package__:  # run as `python scripts/eval/eval_cityscapes.py`: import t
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from util.run.atomic import write_json
 from util.run.checkpoint import load_file
+from scripts.eval.weights import WeightsRefused, is_torchscript
 from scripts.eval.cityscapes import CITYSCAPES_CLASSES, IGNORE_LABEL, ConfusionMatrix, colors_to_train_ids, fcn_scores
 from util.process.devices import resolve_device
 from util.run.result_files import find_labelled_images, images_dir
@@ -41,21 +42,28 @@ def _state_dict_of(obj, path):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"--seg_weights {path} holds neither TorchScript nor a state_dict of tensors")
+        raise ValueError(f"--seg_weights {path} holds no state_dict of tensors: give the state_dict of a torchvision "
+                         f"{'/'.join(ARCHS)} (torch.save(net.state_dict(), path))")
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
-def load_segmentation_net(path, arch="fcn_resnet50", num_classes=19):
-    """A segmentation network from TorchScript or from a torchvision state_dict (`arch`, `num_classes`)."""
+def load_segmentation_net(path, arch="fcn_resnet50", num_classes=19, torchscript=False):
+    """A segmentation network from a torchvision state_dict (`arch`, `num_classes`; read with weights_only=True), or
+    from TorchScript, whose code runs, only with `torchscript` (--seg_weights_torchscript)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--seg_weights {path} does not exist: give a TorchScript file or a state_dict of "
-                                f"a torchvision {'/'.join(ARCHS)} trained on Cityscapes' {num_classes} classes")
-    try:
-        net = torch.jit.load(path, map_location="cpu")
-        log.info("loaded TorchScript segmentation network from %s", path)
+        raise FileNotFoundError(f"--seg_weights {path} does not exist: give the state_dict of a torchvision "
+                                f"{'/'.join(ARCHS)} trained on Cityscapes' {num_classes} classes")
+    if torchscript:
+        if not is_torchscript(path):
+            raise WeightsRefused(f"--seg_weights {path} is not a TorchScript archive, but --seg_weights_torchscript "
+                                 f"was given: drop --seg_weights_torchscript for a state_dict")
+        net = torch.jit.load(path, map_location="cpu")  # runs the file's code: the user asked for it by flag
+        log.info("loaded the TorchScript segmentation network %s (--seg_weights_torchscript)", path)
         return net.eval()
-    except (RuntimeError, ValueError):
-        pass  # not TorchScript: a state_dict
+    if is_torchscript(path):
+        raise WeightsRefused(f"--seg_weights {path} is a TorchScript file, which runs its own code when it is used; "
+                             f"nothing of it was run. Give the state_dict of a torchvision {'/'.join(ARCHS)} "
+                             f"instead, or, if you trust the file's author, add --seg_weights_torchscript")
     if arch not in ARCHS:
         raise ValueError(f"--arch {arch} is not one of {', '.join(ARCHS)}")
     state = _state_dict_of(load_file(path, "--seg_weights"), path)
@@ -165,7 +173,11 @@ def main(argv=None):
     p.add_argument("--results_dir", required=True, help="a test.py result folder of a Cityscapes labels->photo run")
     p.add_argument("--photo_label", default="fake_B", help="suffix of the photos to segment (real_B: ground truth)")
     p.add_argument("--label_label", default="real_A", help="suffix of the label images (the generator's input)")
-    p.add_argument("--seg_weights", required=True, help="TorchScript file or state_dict of the segmentation network")
+    p.add_argument("--seg_weights", required=True,
+                   help="state_dict of the segmentation network (a torchvision --arch; read without running code)")
+    p.add_argument("--seg_weights_torchscript", action="store_true",
+                   help="--seg_weights is a TorchScript file: loading and using it RUNS THE FILE'S CODE, so pass it "
+                        "only for a file whose author you trust")
     p.add_argument("--arch", default="fcn_resnet50", choices=ARCHS, help="architecture of a state_dict")
     p.add_argument("--num_classes", type=int, default=19, help="classes the network predicts (train ids)")
     p.add_argument("--input_norm", default="imagenet", choices=("imagenet", "tanh", "none"),
@@ -184,7 +196,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     pairs = pair_files(args.results_dir, args.photo_label, args.label_label)
-    net = load_segmentation_net(args.seg_weights, args.arch, args.num_classes)
+    net = load_segmentation_net(args.seg_weights, args.arch, args.num_classes, args.seg_weights_torchscript)
     conf = evaluate(net, pairs, num_classes=args.num_classes, norm=args.input_norm, seg_size=args.seg_size,
                     label_format=args.label_format, max_distance=args.color_tolerance,
                     batch_size=args.batch_size, device=resolve_device(args.device))

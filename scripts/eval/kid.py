@@ -3,7 +3,13 @@
 Nothing is moved or copied: a result folder that mixes `*_real_B.png` and `*_fake_B.png` is read through two
 file lists (util.run.result_files) wrapped in a Dataset that torch-fidelity accepts as an input. The Inception-v3
 weights are the ones torch-fidelity uses ("inception-v3-compat"); offline machines pass a local copy.
+
+torch-fidelity 0.4.0 reads Inception weights by path with `torch.load(weights_only=False)` and CLIP's with
+`torch.jit.load` (code runs). So the file is read here once and torch-fidelity gets a private copy of what was
+checked (scripts.eval.weights): the Inception state_dict as plain tensors, a CLIP file only when it is the
+published one (SHA-256) or `--feature_extractor_torchscript` allows running it.
 """
+import contextlib
 import logging
 import os
 
@@ -14,7 +20,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
-from scripts.eval.weights import local_weights
+from scripts.eval.weights import hub_cache_path, local_weights, torchscript_copy, verified_state_copy
 from util.process.devices import resolve_device
 from util.run.checkpoint import load_file
 from util.run.result_files import list_images
@@ -64,12 +70,49 @@ class ImageListDataset(Dataset):
 
 def resolve_inception_weights(weights_path=None, download=True):
     """A local path to the Inception-v3 weights: the given file, torch.hub's cached copy, or a fresh download.
-    torch-fidelity reads it with a full unpickler, so it is first read here with weights_only=True: a file
-    holding anything but tensors and plain values is refused before torch-fidelity opens it."""
+    It is read here with weights_only=True, so a file holding anything but tensors and plain values is refused
+    naming it (`feature_extractor_weights` then hands torch-fidelity a private copy, never this path)."""
     path = local_weights(INCEPTION_URL, path=weights_path, flag="--inception_weights",
                          what="Inception-v3 weights for KID/FID", download=download)
     load_file(path, "--inception_weights")
     return path
+
+
+def clip_file_name(feature_extractor):
+    """torch-fidelity's name for a CLIP download in torch.hub's cache, and the published file's SHA-256."""
+    from torch_fidelity.feature_extractor_clip import MODEL_METADATA, MODEL_URLS
+    published = MODEL_METADATA[feature_extractor]["hash"]
+    return MODEL_URLS[feature_extractor], f"{feature_extractor}-{published}.pt", published
+
+
+@contextlib.contextmanager
+def feature_extractor_weights(feature_extractor, weights_path=None, download=True, allow_torchscript=False):
+    """Yield the weights path to hand torch-fidelity for `feature_extractor` (None: its own checked download):
+    always a private copy of bytes checked here, never a path someone can swap after the check."""
+    if feature_extractor == INCEPTION_EXTRACTOR:
+        with verified_state_copy(resolve_inception_weights(weights_path, download), "--inception_weights") as copy:
+            yield copy
+    elif feature_extractor.startswith("clip"):
+        url, cached_name, published = clip_file_name(feature_extractor)
+        cached = os.path.join(os.path.dirname(hub_cache_path(url)), cached_name)
+        path = weights_path if weights_path is not None else cached if os.path.isfile(cached) else None
+        if path is None:
+            if not download:
+                raise RuntimeError(f"the {feature_extractor} weights are not available: fetch {url} on a machine with "
+                                   f"internet and put it at {cached}, or pass --inception_weights /path/to/it")
+            yield None  # torch-fidelity downloads it and checks the published SHA-256
+            return
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--inception_weights {path} does not exist; it should be a copy of {url}")
+        with torchscript_copy(path, published_sha256=published, allow=allow_torchscript,
+                              flag="--inception_weights", allow_flag="--feature_extractor_torchscript",
+                              what=f"{feature_extractor} weights") as copy:
+            yield copy
+    elif weights_path is not None:
+        with verified_state_copy(weights_path, "--inception_weights") as copy:
+            yield copy
+    else:
+        yield None
 
 
 def check_subset_size(subset_size, n_real, n_fake):
@@ -93,12 +136,13 @@ def _as_files(images):
 
 def compute_kid(real, fake, *, subset_size=DEFAULT_SUBSET_SIZE, subsets=DEFAULT_SUBSETS, fid=False,
                 feature_extractor=INCEPTION_EXTRACTOR, weights_path=None, batch_size=64, device=None,
-                seed=DEFAULT_SEED, num_workers=None, download=True, verbose=False):
+                seed=DEFAULT_SEED, num_workers=None, download=True, verbose=False, allow_torchscript=False):
     """KID (and optionally FID) between two image sets, each a folder or a list of files.
 
     KID is the unbiased polynomial-kernel MMD of Inception features, averaged over `subsets` random subsets of
     `subset_size` images per set; the result holds it raw and x100 (as papers report it).
     `num_workers=0` reads images in the main process (torch-fidelity otherwise uses up to 4 workers).
+    `allow_torchscript` lets a CLIP weights file that is not the published one run (--feature_extractor_torchscript).
     """
     real_files, fake_files = _as_files(real), _as_files(fake)
     check_subset_size(subset_size, len(real_files), len(fake_files))
@@ -109,13 +153,10 @@ def compute_kid(real, fake, *, subset_size=DEFAULT_SUBSET_SIZE, subsets=DEFAULT_
                   kid_subset_size=subset_size, kid_subsets=subsets, feature_extractor=feature_extractor,
                   batch_size=batch_size, cuda=device.type == "cuda", rng_seed=seed, cache=False,
                   save_cpu_ram=num_workers == 0, verbose=verbose)
-    if feature_extractor == INCEPTION_EXTRACTOR:
-        kwargs["feature_extractor_weights_path"] = resolve_inception_weights(weights_path, download=download)
-    elif weights_path is not None:
-        if not feature_extractor.startswith("clip"):  # CLIP's is TorchScript; the others torch-fidelity unpickles
-            load_file(weights_path, "--inception_weights")
-        kwargs["feature_extractor_weights_path"] = weights_path
-    metrics = torch_fidelity.calculate_metrics(**kwargs)
+    with feature_extractor_weights(feature_extractor, weights_path, download, allow_torchscript) as checked:
+        if checked is not None:
+            kwargs["feature_extractor_weights_path"] = checked
+        metrics = torch_fidelity.calculate_metrics(**kwargs)
     mean = metrics["kernel_inception_distance_mean"]
     std = metrics["kernel_inception_distance_std"]
     result = dict(kid_x100_mean=100.0 * mean, kid_x100_std=100.0 * std,

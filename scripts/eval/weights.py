@@ -1,11 +1,24 @@
 """Pretrained weights that metrics need (Inception for KID, AlexNet for LPIPS): a file the user names, the copy
 in torch.hub's cache, or a download into that cache. Offline, a missing file is an error that names the URL to
-fetch, where to put it and the flag that takes a local path."""
+fetch, where to put it and the flag that takes a local path.
+
+No code runs from such a file. A library that would read it again by path with a full unpickler (torch-fidelity
+0.4.0 reads Inception weights with `torch.load(weights_only=False)`) is handed a private copy instead, written
+here from what was read once with weights_only=True (`verified_state_copy`); a TorchScript file, whose code runs
+when it is loaded and used, is handed over only when it is the published file (its SHA-256) or the user passed
+the flag that allows running it (`torchscript_copy`). Either way the bytes checked are the bytes used.
+"""
+import contextlib
+import hashlib
 import logging
 import os
+import tempfile
 import urllib.error
+import zipfile
 
 import torch
+
+from util.run.checkpoint import load_file
 
 log = logging.getLogger(__name__)
 
@@ -38,3 +51,73 @@ def local_weights(url, *, path=None, flag, what, download=True, alternative=""):
     except (urllib.error.URLError, OSError, ConnectionError) as err:
         raise RuntimeError(f"could not download the {what} ({err}): {hint}") from None
     return cached
+
+
+class WeightsRefused(ValueError):
+    """A weights file that would run code, or is not what it should be; the message names it and the flag."""
+    refusal = True  # util.command_line.cli: no traceback hint
+
+
+def is_torchscript(path):
+    """Whether `path` is a TorchScript archive (a zip with the compiled code `code/` and `constants.pkl`)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/", 1)[-1] in ("constants.pkl",) or "/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+@contextlib.contextmanager
+def _private_folder():
+    with tempfile.TemporaryDirectory(prefix="verified-weights-") as folder:  # mode 0700: no one else writes there
+        yield folder
+
+
+@contextlib.contextmanager
+def verified_state_copy(path, flag):
+    """Yield the path of a private copy of the state_dict at `path`, read once with weights_only=True (a file
+    holding anything but tensors and plain values is refused, naming `flag`) and written back as plain tensors,
+    for a library that reads weights by path with a full unpickler."""
+    state = load_file(path, flag)
+    with _private_folder() as folder:
+        copy = os.path.join(folder, os.path.basename(path))
+        torch.save(state, copy)
+        yield copy
+
+
+@contextlib.contextmanager
+def torchscript_copy(path, *, published_sha256, allow, flag, allow_flag, what):
+    """Yield the path of a private copy of the TorchScript file `path` for a library that loads it (its code runs):
+    when its SHA-256 is `published_sha256` (the publisher's file), or when the user passed `allow_flag`. The copy
+    is hashed as it is made, so the bytes checked are the bytes loaded. Otherwise WeightsRefused names the file
+    and the flag; nothing of it was run."""
+    with _private_folder() as folder:
+        copy = os.path.join(folder, os.path.basename(path))
+        digest = hashlib.sha256()
+        with open(path, "rb") as source, open(copy, "wb") as target:
+            for block in iter(lambda: source.read(1 << 20), b""):
+                digest.update(block)
+                target.write(block)
+        if not _whole_torchscript(copy):
+            raise WeightsRefused(f"{flag} {path} is not a whole TorchScript archive (it is truncated, damaged or "
+                                 f"another kind of file), so the {what} cannot be read from it. Fetch it again, or "
+                                 f"pass another file.")
+        found = digest.hexdigest()
+        if found != published_sha256 and not allow:
+            raise WeightsRefused(
+                f"{flag} {path} is not the published {what} (its SHA-256 is {found[:16]}..., the published file's "
+                f"{published_sha256[:16]}...), and a TorchScript file runs its own code when it is loaded. Nothing "
+                f"of it was run. Use the published file (or none: it is then downloaded and checked), or, if you "
+                f"trust this file's author, pass {allow_flag} to run it.")
+        yield copy
+
+
+def _whole_torchscript(path):
+    """A TorchScript archive whose members all pass their CRC (torch's reader says only 'internal miniz error')."""
+    if not is_torchscript(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
