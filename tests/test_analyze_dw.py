@@ -79,3 +79,19 @@ def test_missing_history_and_too_few_epochs_are_explained(tmp_path):
     write_per_image(tmp_path / "short" / "noisy_history", {0: brownian(np.random.default_rng(3), 4)})
     with pytest.raises(ValueError, match="at least 5 saved epochs"):
         script.main([str(tmp_path / "short")])
+
+
+@pytest.mark.parametrize("bad", ["pickled", "not_npy"])
+def test_a_map_that_is_not_a_plain_array_is_named_with_a_way_out(tmp_path, bad):
+    script = load_script()
+    history = tmp_path / "run" / "noisy_history"
+    write_per_image(history, {0: brownian(np.random.default_rng(4), 8)})
+    odd = history / "epoch_008_img_0_W.npy"
+    if bad == "pickled":
+        np.save(odd, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    else:
+        odd.write_bytes(b"a text file, not an array")
+    with pytest.raises(ValueError, match=f"{odd} (holds Python objects|is not a readable .npy).*--epochs"):
+        script.main([str(tmp_path / "run")])
+    result = script.main([str(tmp_path / "run"), "--epochs", ":7"])  # the way out, as said
+    assert result

@@ -41,17 +41,46 @@ def history_dir(path):
     return directory
 
 
-def load_history(directory, which="W"):
-    """{image id: (epochs (T,), maps (T, H, W))} from a noisy_history folder."""
+def load_map(path):
+    """One saved map: a plain numeric .npy, read without pickle (a file from someone else cannot run code). Anything
+    else is a ValueError naming the file and what to do."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as err:  # "Object arrays cannot be loaded when allow_pickle=False", or not an .npy at all
+        kind = "holds Python objects (a pickled array), which are not read because reading them could run code" \
+            if "allow_pickle" in str(err) else f"is not a readable .npy file ({err})"
+        raise ValueError(f"{path} {kind}. The noise history holds plain float arrays as train.py --n_save_noisy "
+                         f"writes them: remove or replace this file (or pass --epochs to leave its epoch out), or "
+                         f"save the history again with train.py") from None
+    except OSError as err:
+        raise ValueError(f"{path} could not be read ({err.strerror or err}): it may be truncated. Remove or "
+                         f"replace it, or pass --epochs to leave its epoch out") from None
+    if not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"{path} holds {array.dtype} values, not numbers: remove or replace it")
+    return array
+
+
+def load_history(directory, which="W", window=(None, None)):
+    """{image id: (epochs (T,), maps (T, H, W))} from a noisy_history folder; files of epochs outside `window`
+    (START, END; None: open) are not read."""
     found = defaultdict(dict)
+    start, end = window
+
+    def outside(match):
+        epoch = int(match.group("epoch"))
+        return (start is not None and epoch < start) or (end is not None and epoch > end)
+
     for name in sorted(os.listdir(directory)):
+        match = PER_IMAGE.match(name) or STACKED.match(name)
+        if match and outside(match):
+            continue
         match = PER_IMAGE.match(name)
         if match and match.group("which") == which:
-            found[int(match.group("image"))][int(match.group("epoch"))] = np.load(os.path.join(directory, name))
+            found[int(match.group("image"))][int(match.group("epoch"))] = load_map(os.path.join(directory, name))
             continue
         match = STACKED.match(name)
         if match and match.group("which") == which:
-            maps = np.load(os.path.join(directory, name))
+            maps = load_map(os.path.join(directory, name))
             maps = maps.reshape(maps.shape[0], *maps.shape[-2:])  # (K, 1, H, W) or (K, H, W) -> (K, H, W)
             for k, one in enumerate(maps):
                 found[k][int(match.group("epoch"))] = one
@@ -170,7 +199,7 @@ def main(argv=None):
     directory = history_dir(args.run_dir)
     start, end = parse_window(args.epochs)
     results = {}
-    for image, (epochs, maps) in load_history(directory, args.which).items():
+    for image, (epochs, maps) in load_history(directory, args.which, (start, end)).items():
         keep = (epochs >= (start if start is not None else epochs[0])) & \
                (epochs <= (end if end is not None else epochs[-1]))
         r = analyze_image(epochs[keep], maps[keep], args.max_pixels, args.alpha)
