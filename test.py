@@ -17,6 +17,7 @@ from tqdm import tqdm
 from data import create_dataloader, create_dataset
 from data.transforms import test_size_note
 from models import create_model
+from models.memory import MemoryRefusal
 from options.test_options import TestOptions
 from util.process import cpu_allocator
 from util.process.devices import seed_everything
@@ -40,7 +41,13 @@ def main(args=None):
     opt.num_threads = min(opt.num_threads, 2)
     device_type = "cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu"  # as resolve_device decides
     with cpu_allocator.applied(opt.cpu_allocator, device_type):  # process-wide: set here, restored on return
-        return test_process(options, opt)
+        try:
+            return test_process(options, opt)
+        except MemoryRefusal as err:  # an input too large for memory: the command that runs it in tiles
+            if err.tile is None:
+                raise
+            raise err.with_command(options.retry_command(options.parser, given, ("--tile", "--tile_overlap"),
+                                                         ("--tile", err.tile))) from None
 
 
 def test_process(options, opt):

@@ -292,6 +292,17 @@ class AtmeModel(BaseModel):
             return self.generate(x, self.disc_prev)
         return translate
 
+    def inference_memory(self, height, width, batch=1):
+        """The convolutions' estimate (BaseModel) plus the U-Net's full attention at its lowest level, which grows
+        with the square of the padded area: B x heads x N x N for N = (height / f) x (width / f), f = 2 ** (levels
+        - 1), its similarity matrix and its softmax at once (models.memory.attention_bytes)."""
+        from models.memory import attention_bytes
+        net = unwrap(self.netG)
+        positions = (height // net.downsample_factor) * (width // net.downsample_factor)
+        itemsize = 2 if self.amp_dtype in (torch.float16, torch.bfloat16) else 4
+        return super().inference_memory(height, width, batch) + attention_bytes(batch, net.mid_attn.fn.fn.heads,
+                                                                                 positions, itemsize)
+
     def size_rule(self):
         """Multiples of 2 ** (levels - 1) for the U-Net; with feedback, large enough for a test-time D map
         (at least one PatchGAN output) and for W (4 pixels)."""

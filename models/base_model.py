@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import torch
 
-from models import inference, schedulers
+from models import inference, memory, schedulers
 from models.image_pool import ImagePool
 from models.networks.generators import generator_size_rule
 from util.command_line.flags import architecture_flags
@@ -187,12 +187,36 @@ class BaseModel(ModelCheckpoints, ABC):
     # A runner with the translator's contract that stands in for it (test.py --backend: the exported graph).
     runtime_translator = None
 
+    def memory_rates(self):
+        """(peak bytes per padded input pixel, output bytes per pixel) of the translator, measured once on a small
+        input (models.memory.probe), with the random state the translation draws from put back afterwards."""
+        if getattr(self, "_memory_rates", None) is None:
+            side = inference.padded_side(memory.PROBE_SIDE, self.size_rule())
+            x = torch.zeros(1, getattr(self.opt, "input_nc", 3), side, side, device=self.device)
+            generators = [g for g in vars(self).values() if isinstance(g, torch.Generator)]
+            states = [g.get_state() for g in generators]
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), self.autocast():
+                peak, outputs = memory.probe(self.translator(), self.to_device(x))
+            for generator, state in zip(generators, states):
+                generator.set_state(state)
+            self._memory_rates = (peak / side ** 2, outputs / side ** 2)
+        return self._memory_rates
+
+    def inference_memory(self, height, width, batch=1):
+        """Estimated peak bytes of the translator on a batch of inputs padded to (height, width): the measured
+        peak per pixel (convolution activations grow with the area) times the area and the batch. A model whose
+        networks hold more (ATME's attention) adds its term."""
+        return int(self.memory_rates()[0] * height * width * batch)
+
     def run_translator(self):
         """Run the translator (or `runtime_translator`, when set) over the input: padded to the size rule and
         cropped back (or tiled with --tile), so each output has the input's height and width; the outputs become
-        attributes."""
+        attributes. An input whose estimated memory exceeds what the device has is refused first
+        (models.memory.MemoryRefusal, naming the --tile that fits)."""
         opt = self.opt
         tile = getattr(opt, "tile", 0)
+        x = getattr(self, self.test_input_name)
+        memory.check_memory(self, *x.shape[-2:], x.shape[0], tile, self.tile_overlap() if tile else 0)
         outputs = inference.run(self.runtime_translator or self.translator(), getattr(self, self.test_input_name), self.size_rule(),
                                 pad_mode=getattr(opt, "pad_mode", "reflect"), tile=tile,
                                 overlap=self.tile_overlap() if tile else None)

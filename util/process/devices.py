@@ -75,6 +75,39 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def _read_number(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
+
+
+def available_memory(device):
+    """Bytes this process may still allocate on `device`: the GPU's free memory (torch.cuda.mem_get_info) on CUDA;
+    on the CPU, MemAvailable from /proc/meminfo, or what is left below this process's cgroup limit when that is
+    lower. None when it cannot be told (no /proc)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",  # cgroup v1
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read_number(limit_file), _read_number(usage_file)
+        if limit is not None and usage is not None and limit < 1 << 60:
+            found.append(max(0, limit - usage))
+    return min(found) if found else None
+
+
 def cpu_has_native_bf16():
     """Whether oneDNN runs bf16 convolutions and matmuls natively here (AVX512-BF16 / AMX class CPUs).
 
