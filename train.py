@@ -11,7 +11,6 @@ under torchrun (DistributedDataParallel); `torchrun ... train.py ...` works too,
 import logging
 import math
 import os
-import signal
 import sys
 import time
 
@@ -31,6 +30,7 @@ from util.run import convergence
 from util.command_line.cli import run_main
 from util.dashboard import Dashboard
 from util.process.devices import seed_everything
+from util.process.stop_request import StopRequest
 from util.process.launch import launch_local_workers, local_processes, stop_with_parent, under_torchrun
 from util.run.run_folder import RunFolder, RunFolderError, holds_a_run
 from util.run.run_lookup import check_resumable
@@ -38,47 +38,6 @@ from util.run.run_logs import CsvLog, attach_log_file, setup_logging
 from util.run import run_outcome
 
 log = logging.getLogger("train")
-
-
-class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a save is never cut short. `restore()`
-    puts back the handlers it found (a caller that trains in-process keeps its Ctrl-C)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum = None
-        self.previous = {}
-        for sig in self.SIGNALS:
-            self.previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._handle)
-
-    def restore(self):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
-        self.previous = {}
-
-    def _handle(self, signum, frame):
-        if self.signum is None:
-            log.warning("%s received: finishing this step, saving a resumable checkpoint, then stopping "
-                        "(resume with --continue_train)", signal.Signals(signum).name)
-        self.signum = signum
-
-    def __bool__(self):
-        return self.signum is not None
-
-    def agreed(self):
-        """Whether any process was asked to stop. Every rank calls this at the same point of the loop and gets
-        the same answer, so all of them stop after the same step (the signal reaches them at slightly
-        different moments, and a rank that went on alone would wait forever for the others)."""
-        signum = distributed.max_over_ranks(self.signum or 0)
-        if signum:
-            self.signum = self.signum or signum
-        return bool(signum)
-
-    @property
-    def exit_code(self):
-        return 128 + self.signum
 
 
 def make_val_loader(opt):
@@ -205,158 +164,232 @@ def train_process(options, opt, device_type, given):
 
 
 def train(opt, model, dataset):
-    rank, world = distributed.rank(), distributed.world_size()
-    resumed = model.resume_state or {}
-    start_epoch = resumed.get("epoch", opt.epoch_count)
-    epoch_iter = resumed.get("epoch_iter", 0)
-    total_iters = resumed.get("total_iters", 0)
-
-    sampler = EpochSampler(len(dataset), shuffle=not opt.serial_batches, seed=opt.seed, rank=rank,
-                           world_size=world)
-    samples = EpochSamples(dataset, extras=model.sample_readers(), seed=opt.seed)
-    loader = create_dataloader(samples, opt, sampler=sampler)
-    dashboard = Dashboard(opt.run_dir, opt.name, gan_mode=opt.gan_mode, images_per_epoch=max(len(dataset) / world, 1),
-                          display_id=opt.display_id, server=opt.display_server, port=opt.display_port,
-                          env=opt.display_env, ncols=opt.display_ncols, winsize=opt.display_winsize,
-                          use_html=not opt.no_html, use_tensorboard=opt.use_tensorboard, use_wandb=opt.use_wandb,
-                          wandb_project=opt.wandb_project_name, run_options=vars(opt), enabled=rank == 0)
-    val_loader = None
-    if opt.val_freq > 0:
-        val_loader = make_val_loader(opt)
-    val_log = CsvLog(os.path.join(opt.run_dir, "val_log.csv")) if rank == 0 else None
-    loss_log = CsvLog(os.path.join(opt.run_dir, "loss_log.csv")) if rank == 0 else None
-    conv_log = CsvLog(os.path.join(opt.run_dir, "convergence.csv")) if rank == 0 else None
-    images_per_step = opt.batch_size * world
-    last_epoch = opt.n_epochs + opt.n_epochs_decay
-    log.info("training %s on %d images for epochs %d..%d (%d process%s)", opt.model, len(dataset),
-             start_epoch, last_epoch, world, "es" if world > 1 else "")
-    saved = {"tag": None}
-    outcome = None  # how training ended, for the run's page
-
-    def save(tag, epoch, done):
-        model.check_finite(weights=True)  # nothing non-finite is ever saved
-        model.save_training_state(tag, epoch, done, total_iters)
-        distributed.barrier()
-        if tag == "latest":
-            saved.update(tag=tag, epoch=epoch, images=total_iters)
-
+    """The run's epochs: every stop that can be agreed (mid-epoch, after the last step, during validation or a
+    save) ends with a resumable `latest`; the outcome goes to the run's page."""
+    trainer = Trainer(opt, model, dataset)
     stop = StopRequest()
+    outcome = None  # how training ended, for the run's page
     try:
-        epoch, compile_logged = start_epoch, False
-        for epoch in range(start_epoch, last_epoch + 1):
-            sampler.set_epoch(epoch, start=epoch_iter)
-            model.on_epoch_start(epoch)
-            model.train()
-            steps = math.ceil(len(sampler) / opt.batch_size)
-            bar = tqdm(total=steps, desc=f"epoch {epoch}/{last_epoch}", unit="batch", disable=rank != 0,
-                       dynamic_ncols=True, leave=not sys.stderr.isatty())  # in a file: the last state, no blanks
-            t_data = t_epoch = t_print = time.perf_counter()
-            data_time, images_since_print = 0.0, 0
-            epoch_start_images = total_iters - epoch_iter * world  # images seen when this epoch began
-            for batches_done, batch in enumerate(loader, 1):
-                now = time.perf_counter()
-                data_time += now - t_data
-                model.note_position(epoch, total_iters)
-                model.set_input(batch)
-                model.optimize_parameters()
-                if opt.compile and not compile_logged:  # the first step compiles the networks
-                    compile_logged = True
-                    log.info("first step: %.1f s, most of it torch.compile (later steps reuse the compiled code)",
-                             time.perf_counter() - now)
-                n = batch["A"].shape[0]
-                epoch_iter += n
-                total_iters += n * world
-                images_since_print += n * world
-                bar.update(1)
-
-                if total_iters % opt.display_freq < images_per_step:
-                    model.compute_visuals()
-                    save_result = total_iters % opt.update_html_freq < images_per_step
-                    dashboard.display_current_results(model.get_current_visuals(), epoch, total_iters, save_result)
-                # every --print_freq images, and at the end of an epoch that had none (a short run still has its
-                # loss curves); both depend on the images seen only, so a resumed run logs the same rows
-                epoch_had_no_print = total_iters // opt.print_freq == epoch_start_images // opt.print_freq
-                if total_iters % opt.print_freq < images_per_step or (batches_done == steps and epoch_had_no_print):
-                    losses = model.get_current_losses()  # the one host synchronisation, at print time
-                    model.check_finite()
-                    elapsed = time.perf_counter() - t_print
-                    per_image = elapsed / max(images_since_print, 1)
-                    if rank == 0:
-                        loss_log.append(dict(epoch=epoch, iters=epoch_iter, total_iters=total_iters, **losses,
-                                             time_per_image=per_image,
-                                             data_time=data_time / max(images_since_print, 1)))
-                        bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, "img/s": f"{1 / per_image:.2f}"})
-                        log.debug("epoch %d, %d images: %s", epoch, epoch_iter, losses)
-                        dashboard.plot_current_losses(epoch, epoch_iter / max(len(dataset) / world, 1), losses,
-                                                      total_iters)
-                    t_print, data_time, images_since_print = time.perf_counter(), 0.0, 0
-                if total_iters % opt.save_latest_freq < images_per_step:
-                    log.info("saving the latest model (epoch %d, %d images in all)", epoch, total_iters)
-                    save("latest", epoch, epoch_iter)
-                    if opt.save_by_iter:
-                        save(f"iter_{total_iters}", epoch, epoch_iter)
-                if stop.agreed():
-                    break
-                t_data = time.perf_counter()
-            bar.close()
-            model.compute_visuals()  # every epoch, and a stop, gets a picture whatever --update_html_freq says
-            dashboard.epoch_snapshot(model.get_current_visuals(), epoch, total_iters)
-            if stop.agreed():
-                save("latest", epoch, epoch_iter)
-                log.info("stopped in epoch %d after %d of its images; the state is in %s/latest_train_state.pth",
-                         epoch, epoch_iter, opt.run_dir)
-                outcome = run_outcome.stopped(stop.signum, epoch, last_epoch,
-                                              TrainOptions.resume_command(opt))
-                return stop.exit_code
-
-            model.on_epoch_end(epoch)
-            row = model.pop_convergence()
-            if row is not None and rank == 0:
-                conv_log.append(dict(epoch=epoch, **row))
-                q = convergence.quantity(opt.gan_mode)
-                dashboard.plot_convergence(epoch, row[q.column])
-                log.info("epoch %d: D_real %.4f, D_fake %.4f, %s %.4f%s", epoch, row["D_real"], row["D_fake"],
-                         q.label, row[q.column], f" (equilibrium: {q.equilibrium_label})" if q.equilibrium else "")
-            epoch_iter = 0
-            epoch_seconds = time.perf_counter() - t_epoch
-            log.info("end of epoch %d / %d: %.1f s, %.2f images/s", epoch, last_epoch, epoch_seconds,
-                     steps * images_per_step / max(epoch_seconds, 1e-9))
-            val_l1 = None
-            if val_loader is not None and epoch % opt.val_freq == 0:
-                val_l1 = validate(model, val_loader, epoch, val_log, dashboard, rank)
-            model.update_learning_rate(val_l1)
-            numbered = epoch % opt.save_epoch_freq == 0 or epoch == last_epoch
-            if numbered or model.save_at_epoch_end:
-                save("latest", epoch + 1, 0)
-            if numbered:
-                save(str(epoch), epoch + 1, 0)
-            if stop.agreed():
-                outcome = run_outcome.stopped(stop.signum, epoch, last_epoch,
-                                              TrainOptions.resume_command(opt), within_epoch=False)
-                break
-        outcome = outcome or run_outcome.finished(epoch, last_epoch)
+        outcome = trainer.run(stop)
     except RuntimeError as err:
-        where = (f"The newest checkpoint, '{saved['tag']}' (epoch {saved['epoch']}, {saved['images']} images), is "
-                 f"intact: resume from it with --continue_train." if saved["tag"] else
-                 "This process saved no checkpoint; an earlier one, if any, is intact.")
-        if isinstance(err, TrainingDiverged):
-            outcome = run_outcome.failed(f"{err} {where}")
-            raise TrainingDiverged(f"{err} {where}") from None
-        lost = distributed.lost_peer(err)
-        if lost is None:
-            outcome = run_outcome.failed(err)
+        outcome, error = trainer.failure(err)
+        if error is err:
             raise
-        message = (f"another process of this run stopped ({lost}), so this one (rank {rank} of {world}) stops too; "
-                   f"its own report, if it could give one, is above. {where}")
-        outcome = run_outcome.failed(message)
-        raise distributed.PeerLost(message) from None
+        raise error from None
     except BaseException as err:
         outcome = run_outcome.failed(err)
         raise
     finally:
         stop.restore()
-        dashboard.close(outcome=outcome)
+        trainer.dashboard.close(outcome=outcome)
     return stop.exit_code if stop else 0
+
+
+class Trainer:
+    """One process's training loop: where the run is (epoch, images into it, images in all), its loader, logs
+    and dashboard, and what it does at each step, at the end of each epoch and when asked to stop."""
+
+    def __init__(self, opt, model, dataset):
+        self.opt, self.model, self.dataset = opt, model, dataset
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        resumed = model.resume_state or {}
+        self.start_epoch = resumed.get("epoch", opt.epoch_count)
+        self.epoch_iter = resumed.get("epoch_iter", 0)
+        self.total_iters = resumed.get("total_iters", 0)
+        self.last_epoch = opt.n_epochs + opt.n_epochs_decay
+        self.images_per_step = opt.batch_size * self.world
+        self.sampler = EpochSampler(len(dataset), shuffle=not opt.serial_batches, seed=opt.seed, rank=self.rank,
+                                    world_size=self.world)
+        samples = EpochSamples(dataset, extras=model.sample_readers(), seed=opt.seed)
+        self.loader = create_dataloader(samples, opt, sampler=self.sampler)
+        self.dashboard = make_dashboard(opt, len(dataset), self.world, self.rank)
+        self.val_loader = make_val_loader(opt) if opt.val_freq > 0 else None
+        logs = ("loss_log", "convergence", "val_log")
+        self.logs = {name: CsvLog(os.path.join(opt.run_dir, f"{name}.csv")) if self.rank == 0 else None
+                     for name in logs}
+        self.saved = None  # the newest `latest` this process saved: (epoch, images)
+        self.compile_logged = False
+        log.info("training %s on %d images for epochs %d..%d (%d process%s)", opt.model, len(dataset),
+                 self.start_epoch, self.last_epoch, self.world, "es" if self.world > 1 else "")
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, stop):
+        epoch = self.start_epoch
+        for epoch in range(self.start_epoch, self.last_epoch + 1):
+            if self.run_epoch(epoch, stop):
+                return self.stopped(stop, epoch, within_epoch=True)
+            if self.end_epoch(epoch, stop) and epoch < self.last_epoch:
+                return self.stopped(stop, epoch, within_epoch=False)
+        return run_outcome.finished(epoch, self.last_epoch)
+
+    def run_epoch(self, epoch, stop):
+        """The epoch's steps (from where a resume left it); True when a stop was agreed, with `latest` saved."""
+        opt, model = self.opt, self.model
+        self.sampler.set_epoch(epoch, start=self.epoch_iter)
+        model.on_epoch_start(epoch)
+        model.train()
+        steps = math.ceil(len(self.sampler) / opt.batch_size)
+        bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.last_epoch}", unit="batch", disable=self.rank != 0,
+                   dynamic_ncols=True, leave=not sys.stderr.isatty())  # in a file: the last state, no blanks
+        self.timer = StepTimer(self.total_iters - self.epoch_iter * self.world)  # images seen when it began
+        stopped = False
+        for batches_done, batch in enumerate(self.loader, 1):
+            self.step(epoch, batch)
+            bar.update(1)
+            self.after_step(epoch, batches_done == steps, bar)
+            if stop.agreed():
+                stopped = True
+                break
+            self.timer.data_started()
+        bar.close()
+        model.compute_visuals()  # every epoch, and a stop, gets a picture whatever --update_html_freq says
+        self.dashboard.epoch_snapshot(model.get_current_visuals(), epoch, self.total_iters)
+        if stopped:
+            self.save("latest", epoch, self.epoch_iter)
+            log.info("stopped in epoch %d after %d of its images; the state is in %s/latest_train_state.pth",
+                     epoch, self.epoch_iter, opt.run_dir)
+        return stopped
+
+    def step(self, epoch, batch):
+        model = self.model
+        started = self.timer.step_started()
+        model.note_position(epoch, self.total_iters)
+        model.set_input(batch)
+        model.optimize_parameters()
+        if self.opt.compile and not self.compile_logged:  # the first step compiles the networks
+            self.compile_logged = True
+            log.info("first step: %.1f s, most of it torch.compile (later steps reuse the compiled code)",
+                     time.perf_counter() - started)
+        n = batch["A"].shape[0]
+        self.epoch_iter += n
+        self.total_iters += n * self.world
+        self.timer.images += n * self.world
+
+    def after_step(self, epoch, last_of_epoch, bar):
+        """Visuals, loss rows and `latest` saves at their frequencies (all depend on the images seen only, so a
+        resumed run does the same at the same images)."""
+        opt, model, total = self.opt, self.model, self.total_iters
+        if total % opt.display_freq < self.images_per_step:
+            model.compute_visuals()
+            save_result = total % opt.update_html_freq < self.images_per_step
+            self.dashboard.display_current_results(model.get_current_visuals(), epoch, total, save_result)
+        # every --print_freq images, and at the end of an epoch that had none (a short run still has its curves)
+        epoch_had_no_print = total // opt.print_freq == self.timer.epoch_start_images // opt.print_freq
+        if total % opt.print_freq < self.images_per_step or (last_of_epoch and epoch_had_no_print):
+            self.log_losses(epoch, bar)
+        if total % opt.save_latest_freq < self.images_per_step:
+            log.info("saving the latest model (epoch %d, %d images in all)", epoch, total)
+            self.save("latest", epoch, self.epoch_iter)
+            if opt.save_by_iter:
+                self.save(f"iter_{total}", epoch, self.epoch_iter)
+
+    def log_losses(self, epoch, bar):
+        losses = self.model.get_current_losses()  # the one host synchronisation, at print time
+        self.model.check_finite()
+        per_image, data_time = self.timer.lap()
+        if self.rank == 0:
+            images_per_epoch = max(len(self.dataset) / self.world, 1)
+            self.logs["loss_log"].append(dict(epoch=epoch, iters=self.epoch_iter, total_iters=self.total_iters,
+                                              **losses, time_per_image=per_image, data_time=data_time))
+            bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, "img/s": f"{1 / per_image:.2f}"})
+            log.debug("epoch %d, %d images: %s", epoch, self.epoch_iter, losses)
+            self.dashboard.plot_current_losses(epoch, self.epoch_iter / images_per_epoch, losses, self.total_iters)
+
+    def end_epoch(self, epoch, stop):
+        """The epoch's convergence row, validation, learning-rate step and saves; True when a stop was agreed
+        (before or during them: `latest` is then saved, so a resume starts the next epoch exactly)."""
+        opt, model = self.opt, self.model
+        model.on_epoch_end(epoch)
+        row = model.pop_convergence()
+        if row is not None and self.rank == 0:
+            self.log_convergence(epoch, row)
+        steps = math.ceil(len(self.sampler) / opt.batch_size)
+        self.epoch_iter = 0
+        seconds = self.timer.epoch_seconds()
+        log.info("end of epoch %d / %d: %.1f s, %.2f images/s", epoch, self.last_epoch, seconds,
+                 steps * self.images_per_step / max(seconds, 1e-9))
+        val_l1 = None
+        if self.val_loader is not None and epoch % opt.val_freq == 0:
+            val_l1 = validate(model, self.val_loader, epoch, self.logs["val_log"], self.dashboard, self.rank)
+        model.update_learning_rate(val_l1)
+        stopping = stop.agreed()
+        numbered = epoch % opt.save_epoch_freq == 0 or epoch == self.last_epoch
+        save_latest = numbered or model.save_at_epoch_end or stopping
+        if save_latest:
+            self.save("latest", epoch + 1, 0)
+        if numbered:
+            self.save(str(epoch), epoch + 1, 0)
+        if save_latest and not stopping:  # a stop during the saves: the state just saved is where to resume
+            stopping = stop.agreed()
+        return stopping
+
+    def log_convergence(self, epoch, row):
+        self.logs["convergence"].append(dict(epoch=epoch, **row))
+        q = convergence.quantity(self.opt.gan_mode)
+        self.dashboard.plot_convergence(epoch, row[q.column])
+        log.info("epoch %d: D_real %.4f, D_fake %.4f, %s %.4f%s", epoch, row["D_real"], row["D_fake"], q.label,
+                 row[q.column], f" (equilibrium: {q.equilibrium_label})" if q.equilibrium else "")
+
+    # ------------------------------------------------------------------ saving, stopping, failing
+    def save(self, tag, epoch, done):
+        self.model.check_finite(weights=True)  # nothing non-finite is ever saved
+        self.model.save_training_state(tag, epoch, done, self.total_iters)
+        distributed.barrier()
+        if tag == "latest":
+            self.saved = (epoch, self.total_iters)
+
+    def stopped(self, stop, epoch, within_epoch):
+        return run_outcome.stopped(stop.signum, epoch, self.last_epoch, TrainOptions.resume_command(self.opt),
+                                   within_epoch=within_epoch)
+
+    def failure(self, err):
+        """(the outcome for the page, the error to raise) for a RuntimeError out of the loop."""
+        where = (f"The newest checkpoint, 'latest' (epoch {self.saved[0]}, {self.saved[1]} images), is intact: "
+                 f"resume from it with:\n  {TrainOptions.resume_command(self.opt)}" if self.saved else
+                 "This process saved no checkpoint; an earlier one, if any, is intact.")
+        if isinstance(err, TrainingDiverged):
+            return run_outcome.failed(f"{err} {where}"), TrainingDiverged(f"{err} {where}")
+        lost = distributed.lost_peer(err)
+        if lost is None:
+            return run_outcome.failed(err), err
+        message = (f"another process of this run stopped ({lost}), so this one (rank {self.rank} of {self.world}) "
+                   f"stops too; its own report, if it could give one, is above. {where}")
+        return run_outcome.failed(message), distributed.PeerLost(message)
+
+
+class StepTimer:
+    """Seconds per image and data-loading time between loss rows, and the epoch's wall time."""
+
+    def __init__(self, epoch_start_images):
+        self.epoch_start_images = epoch_start_images
+        self.started = self.last_print = self.data_since = time.perf_counter()
+        self.data_time, self.images = 0.0, 0
+
+    def data_started(self):
+        self.data_since = time.perf_counter()
+
+    def step_started(self):
+        now = time.perf_counter()
+        self.data_time += now - self.data_since
+        return now
+
+    def lap(self):
+        """(seconds per image, data seconds per image) since the last lap."""
+        images = max(self.images, 1)
+        result = ((time.perf_counter() - self.last_print) / images, self.data_time / images)
+        self.last_print, self.data_time, self.images = time.perf_counter(), 0.0, 0
+        return result
+
+    def epoch_seconds(self):
+        return time.perf_counter() - self.started
+
+
+def make_dashboard(opt, images, world, rank):
+    return Dashboard(opt.run_dir, opt.name, gan_mode=opt.gan_mode, images_per_epoch=max(images / world, 1),
+                     display_id=opt.display_id, server=opt.display_server, port=opt.display_port,
+                     env=opt.display_env, ncols=opt.display_ncols, winsize=opt.display_winsize,
+                     use_html=not opt.no_html, use_tensorboard=opt.use_tensorboard, use_wandb=opt.use_wandb,
+                     wandb_project=opt.wandb_project_name, run_options=vars(opt), enabled=rank == 0)
 
 
 if __name__ == "__main__":
