@@ -107,9 +107,26 @@ def test_a_study_shorter_than_the_window_draws_one_fit_and_says_so(tmp_path):
     e, mean = np.arange(1.0, 4.0), np.cos(np.arange(1.0, 4.0)) + 0.05
     slope, intercept = np.polyfit(e, mean, 1)
     np.testing.assert_allclose(drawn(short).get_ydata(), slope * e + intercept, atol=1e-12)  # one least-squares line
-    title = short.axes[0].get_title()
+    title = " ".join(short.axes[0].get_title().split())  # as one line, however it is wrapped
     assert "all 3 epochs" in title and "--smooth 5" in title  # the title says why the line is straight
     long = convergence_plot(tmp_path / "c.png", {"atme (n=2)": bent(8)}, q, 5, [0, 1])
     y = np.asarray(drawn(long).get_ydata())
     assert np.abs(np.diff(y, 2)).max() > 0.05  # a local fit follows the bends
     assert "5 epochs" in long.axes[0].get_title() and "all 8" not in long.axes[0].get_title()
+
+
+def test_titles_of_a_short_study_fit_and_the_validation_panels_do_not_collide(tmp_path):
+    q = convergence.quantity("vanilla")
+    groups = {"atme (n=2)": curves(2), "pix2pix (n=2)": curves(2, offset=0.1)}  # 3 epochs, fewer than --smooth 5
+    for fig in (convergence_plot(tmp_path / "c.png", groups, q, 5, [0, 1]),
+                validation_plot(tmp_path / "v.png", groups, groups, 5)):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        width, height = fig.canvas.get_width_height()
+        boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+        for box in boxes:
+            assert box.x0 >= 0 and box.x1 <= width and box.y1 <= height  # inside the figure, not cut off
+        for ax, box in zip(fig.axes, boxes):
+            assert box.y0 >= ax.get_window_extent(renderer).y1 - 1  # above its panel
+        if len(boxes) == 2:
+            assert boxes[0].x1 < boxes[1].x0  # the two panel titles apart

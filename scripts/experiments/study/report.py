@@ -19,6 +19,7 @@ raw per-epoch values.
 """
 import math
 import os
+import textwrap
 from collections import OrderedDict
 
 import numpy as np
@@ -237,6 +238,16 @@ def _draw_panel(ax, groups, window, ylabel, title):
     ax.grid(True, alpha=0.3)
 
 
+def wrapped(title, width):
+    """`title` wrapped to `width` characters a line (its own line breaks kept), so it fits above its panel."""
+    return "\n".join(line for part in title.split("\n") for line in textwrap.wrap(part, width))
+
+
+def title_room(fig, lines):
+    """The top margin (figure fraction) that leaves room for titles of `lines` lines at fontsize 9."""
+    return 1 - (0.25 + 0.16 * lines) / fig.get_figheight()
+
+
 def _fit_text(groups, window):
     """'a local linear fit over 5 epochs', or over all of them when the runs are shorter than the window."""
     longest = max(len(e) for curves in groups.values() for e, _ in curves)
@@ -252,26 +263,28 @@ def convergence_plot(path, groups, quantity, window, seeds):
     """`seeds`: the seeds of the study's runs, named in the title."""
     fig = new_figure(7.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)
-    _draw_panel(ax, groups, window, quantity.label,
-                f"{short_label(quantity)} per epoch, {_seed_text(seeds)}: dots raw, line "
-                f"{_fit_text(groups, window)};\n{band_note(groups)}")
+    title = wrapped(f"{short_label(quantity)} per epoch, {_seed_text(seeds)}: dots raw, line "
+                    f"{_fit_text(groups, window)};\n{band_note(groups)}", 95)
+    _draw_panel(ax, groups, window, quantity.label, title)
     if quantity.equilibrium is not None:
         ax.axhline(quantity.equilibrium, color="black", linestyle="--", linewidth=1,
                    label=f"equilibrium {quantity.equilibrium_label}")
     ax.legend(loc="best", fontsize=7)
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.9)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=title_room(fig, title.count("\n") + 1))
     save_figure(fig, path)
     return fig
 
 
 def validation_plot(path, groups_l1, groups_psnr, window):
     fig = new_figure(11, 4.2)
+    lines = 1
     for index, (groups, ylabel) in enumerate(((groups_l1, "val L1 ([-1, 1] scale)"), (groups_psnr, "val PSNR (dB)"))):
         ax = fig.add_subplot(1, 2, index + 1)
-        _draw_panel(ax, groups, window, ylabel, f"{ylabel}: dots raw, line {_fit_text(groups, window)};\n"
-                                                f"{band_note(groups)}")
+        title = wrapped(f"{ylabel}: dots raw, line {_fit_text(groups, window)};\n{band_note(groups)}", 62)
+        lines = max(lines, title.count("\n") + 1)
+        _draw_panel(ax, groups, window, ylabel, title)
         ax.legend(loc="best", fontsize=7)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.88, wspace=0.25)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=title_room(fig, lines), wspace=0.3)
     save_figure(fig, path)
     return fig
 
