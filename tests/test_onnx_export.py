@@ -291,6 +291,11 @@ def test_atme_graph_splits_no_convolution_output(exported):
     producer = {output: node.op_type for node in graph.node for output in node.output}
     split_inputs = [producer.get(node.input[0]) for node in graph.node if node.op_type == "Split"]
     assert "Conv" not in split_inputs
+    # what remains (docs/export.md): the to_qkv weights (constants) and the time embedding's scale and shift
+    constants = {i.name for i in graph.initializer}
+    weights = [n for n in graph.node if n.op_type == "Split" and n.input[0] in constants]
+    assert all("to_qkv" in n.input[0] for n in weights) and len(weights) >= 1
+    assert set(split_inputs) - {None} <= {"Reshape"}
     assert sum(node.op_type == "Conv" for node in graph.node) > 10
 
 
@@ -303,3 +308,29 @@ def test_backend_auto_times_the_backends_and_records_its_choice(exported, demo_r
     stored = json.load(open(tmp_path / "segan" / "test_latest" / "test_opt.json"))
     assert stored["backend"] == chosen in ("torch", "onnxruntime", "openvino")
     assert any("fake_B" in f for f in os.listdir(tmp_path / "segan" / "test_latest" / "images"))
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_damaged_graph_is_refused_naming_the_file_and_the_export_command(exported, demo_root, tmp_path, damage,
+                                                                         backend):
+    """The graph's SHA-256 in its JSON is checked before a runtime reads the file."""
+    import shutil
+    checkpoints = tmp_path / "ck"
+    shutil.copytree(os.path.join(exported, "atme"), checkpoints / "atme")
+    onnx_path, _ = graph_paths(str(checkpoints / "atme"), "latest")
+    data = bytearray(open(onnx_path, "rb").read())
+    if damage == "truncated":
+        data = data[:len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 0x01  # inside a weight: the graph still parses, with another number
+    with open(onnx_path, "wb") as handle:
+        handle.write(data)
+    proc = test_main("--dataroot", demo_root, "--checkpoints_dir", checkpoints, "--name", "atme", "--results_dir",
+                     tmp_path / "res", "--backend", backend, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{onnx_path} is not the graph that was exported" in proc.stderr
+    assert ("truncated" in proc.stderr) == (damage == "truncated")
+    assert "-m scripts.tools.export" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 4
+    assert not (tmp_path / "res").exists()
