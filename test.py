@@ -37,7 +37,7 @@ def main(args=None):
     # The run to test, checked before any data set or network is built.
     given = sys.argv[1:] if args is None else list(args)
     check_trained(opt.run_dir, f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch,
-                  lambda drop, add: options.retry_command(options.parser, given, drop, add))
+                  lambda drop, add: options.retry_command(options.parser, given, drop, add), opt.checkpoints_dir)
     opt.num_threads = min(opt.num_threads, 2)
     device_type = "cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu"  # as resolve_device decides
     with cpu_allocator.applied(opt.cpu_allocator, device_type):  # process-wide: set here, restored on return

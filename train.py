@@ -27,6 +27,7 @@ from options.resume import shown
 from options.train_options import TrainOptions
 from util.process import cpu_allocator, distributed
 from util.run import convergence
+from util.command_line import commands
 from util.command_line.cli import run_main
 from util.dashboard import Dashboard
 from util.process.devices import seed_everything
@@ -137,7 +138,10 @@ def train_process(options, opt, device_type, given):
                                         options.retry_command(options.parser, given, (), ["--start_over"])))
     if opt.continue_train:  # the state to resume, before any data or network is built
         check_resumable(opt.run_dir, f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch,
-                        lambda drop, add: options.retry_command(options.parser, given, drop, add))
+                        lambda drop, add: options.retry_command(options.parser, given, drop, add),
+                        opt.checkpoints_dir, lambda: options.start_over_command(opt),
+                        lambda name: commands.resume_command(name, opt.checkpoints_dir),
+                        has_data="dataroot" in options.explicit_flags(options.parser, given))
     dataset = create_dataset(opt)
     opt.dataset_size = len(dataset)
     model = create_model(opt)

@@ -6,7 +6,7 @@ import sys
 from models.networks.losses import GAN_MODES
 from models.schedulers import LR_POLICIES
 from options.base_options import BaseOptions, load_stored_options, run_dir, save_options, stored_values
-from options.resume import continue_run
+from options.resume import continue_run, same, shown
 from util.command_line import commands
 from util.command_line.arg_types import add_bool_flag
 from util.run.run_folder import LOCK_MODES
@@ -143,6 +143,21 @@ class TrainOptions(BaseOptions):
         """The shortest command that resumes the run `opt` names: every other option comes from the run's
         train_opt.json (the one command a refusal, the log and the run's page all give)."""
         return commands.resume_command(opt.name, opt.checkpoints_dir)
+
+    def start_over_command(self, opt):
+        """The command that trains the run `opt` names afresh with the options it has (every stored flag whose
+        value is not the default, typed out), moving the earlier files aside: for a run that saved nothing to
+        resume."""
+        args = []
+        for flag in self.parser.flag_table:
+            if flag.lifetime == INVOCATION or flag.dest in ("gpu_ids",):
+                continue
+            value = getattr(opt, flag.dest, None)
+            if value is None or same(value, self.parser.get_default(flag.dest)):
+                continue
+            args += [flag.option, shown(value)]
+        return commands.command(self.entry, commands.run_flags(opt.name, opt.checkpoints_dir) + args +
+                                ["--start_over"])
 
     @staticmethod
     def check_resume_flags(parser, explicit):

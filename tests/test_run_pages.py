@@ -4,14 +4,13 @@ followed here) or "failed: <message>"; positions named by images seen, never by 
 import html
 import os
 import re
-import shlex
 import signal
 from collections import OrderedDict
 
 import pytest
 import torch
 
-from conftest import test_main, train_main
+from conftest import printed_commands, script_args, test_main, train_main
 from util.run import run_outcome
 from util.dashboard import Dashboard
 
@@ -41,14 +40,6 @@ def test_outcome_texts():
     assert run_outcome.failed(ValueError("bad\n   input")) == "failed: bad input"
     assert run_outcome.failed(KeyboardInterrupt()) == "failed: KeyboardInterrupt"
     assert len(run_outcome.failed(RuntimeError("x" * 5000))) < 320
-
-
-def test_the_resume_command_keeps_the_flags_and_drops_a_restart():
-    command = run_outcome.resume_command(["--name", "my run", "--start_over", "true", "--n_epochs", "3",
-                                          "--continue_train", "--start_over=1", "--epoch_count", "5", "--lr", "0.1",
-                                          "--epoch_count=2"])
-    assert command == "python train.py --name 'my run' --n_epochs 3 --lr 0.1 --continue_train"
-    assert shlex.split(command)[2:] == ["--name", "my run", "--n_epochs", "3", "--lr", "0.1", "--continue_train"]
 
 
 def test_the_page_heading_names_run_model_and_planned_epochs_and_the_status_the_position(tmp_path):
@@ -127,11 +118,15 @@ def test_a_stop_says_how_to_resume_and_that_command_finishes_the_run(tmp_path, d
     assert result.returncode == 128 + signal.SIGINT
     page = page_of(ck / "stopped")
     found = re.search(r"Training stopped by SIGINT at epoch 1 of 2; resumable with:</p>\s*<pre>\s*<code>"
-                      r"(python train\.py [^<]*)</code>", page)
+                      r"([^<]*)</code>", page)
     assert found, page
     monkeypatch.setattr(train.StopRequest, "agreed", real_agreed)
-    command = shlex.split(html.unescape(found.group(1)))
-    assert command[:2] == ["python", "train.py"] and command[-1] == "--continue_train"
-    train_main(*command[2:])  # the advice, typed as shown
+    command = html.unescape(found.group(1))
+    # a new run on the name is refused with the same resume command as the page's
+    refused = train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "stopped", *TINY, check=False)
+    assert refused.returncode == 2 and printed_commands(refused.stderr)[0] == command, refused.stderr
+    args = script_args(command, "train.py")
+    assert args[-1] == "--continue_train" and "--dataroot" not in args  # the short form: the run has the rest
+    train_main(*args)  # the advice, typed as shown
     page = page_of(ck / "stopped")
     assert "Training finished 2 of 2 epochs." in page and "resumable" not in page

@@ -10,12 +10,30 @@ from util.run.run_folder import RunFolderError, holds_a_run
 SHOWN = 8  # runs or tags listed in a message
 
 
+NESTING = 3  # run names may be nested (group/run): folders this deep are looked into
+
+
 def existing_runs(checkpoints_dir):
-    """Names of the folders under `checkpoints_dir` that hold a run, sorted."""
-    if not os.path.isdir(checkpoints_dir):
-        return []
-    folders = [name for name in os.listdir(checkpoints_dir) if os.path.isdir(os.path.join(checkpoints_dir, name))]
-    return sorted(name for name in folders if holds_a_run(os.path.join(checkpoints_dir, name)))
+    """Names of the runs under `checkpoints_dir`, as --name takes them (`group/run` for a nested one), sorted."""
+    found = []
+
+    def look(folder, name, depth):
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            return
+        if name and holds_a_run(folder):
+            found.append(name)
+            return
+        if depth < NESTING:
+            for child in sorted(os.listdir(folder)):
+                if not child.startswith(".") and ".old-" not in child:
+                    look(os.path.join(folder, child), f"{name}/{child}" if name else child, depth + 1)
+    look(checkpoints_dir, "", 0)
+    return sorted(found)
+
+
+def run_name_of(folder, checkpoints_dir):
+    """The --name of `folder` under `checkpoints_dir` (groups kept)."""
+    return os.path.relpath(folder, checkpoints_dir).replace(os.sep, "/")
 
 
 def _tags(folder, marker):
@@ -49,17 +67,24 @@ def _runs_line(checkpoints_dir):
     return f"Runs in {checkpoints_dir}: {_listing(runs, 'none')}."
 
 
-def check_resumable(folder, tag, retry):
+def check_resumable(folder, tag, retry, checkpoints_dir, start_over, resume, has_data):
     """Refuse --continue_train when `folder` has no training state `tag`. `retry(drop, add)` is the user's
-    command without the flags `drop` and with the arguments `add`: what the message says to type instead."""
+    command without the flags `drop` and with the arguments `add`; `start_over()` the command that trains the
+    run afresh with its stored options; `resume(name)` the command that resumes another run; `has_data`
+    whether the command names its --dataroot (a new run needs it): what the message says to type instead."""
     if tag in training_state_tags(folder):
         return
-    checkpoints_dir, name = os.path.split(os.path.normpath(folder))
+    name = run_name_of(folder, checkpoints_dir)
     if not holds_a_run(folder):
+        runs = existing_runs(checkpoints_dir)
+        if has_data:
+            way = f"start this run without --continue_train:\n  {retry(('--continue_train', '--epoch', '--load_iter'), ())}"
+        else:
+            way = ("start a new run without --continue_train and with its --dataroot DIR" +
+                   (f", or resume one that exists:\n  {resume(runs[0])}" if runs else "."))
         raise RunFolderError(
             f"--continue_train: there is no run {name!r} in {checkpoints_dir} to resume.\n"
-            f"{_runs_line(checkpoints_dir)} Resume one with --name, or start this run without --continue_train:\n"
-            f"  {retry(('--continue_train', '--epoch', '--load_iter'), ())}")
+            f"{_runs_line(checkpoints_dir)} Resume one with --name, or {way}")
     tags = training_state_tags(folder)
     if tags:
         pick = "latest" if "latest" in tags else tags[-1]
@@ -69,14 +94,14 @@ def check_resumable(folder, tag, retry):
             f"  {retry(('--epoch', '--load_iter'), ('--epoch', pick))}")
     raise RunFolderError(
         f"--continue_train: the run in {folder} saved no resumable state (it stopped before its first save).\n"
-        f"Start it afresh; --start_over moves the earlier files aside first:\n"
-        f"  {retry(('--continue_train', '--epoch', '--load_iter'), ('--start_over',))}")
+        f"Start it afresh with its own options; --start_over moves the earlier files aside first:\n"
+        f"  {start_over()}")
 
 
-def check_trained(folder, tag, retry):
+def check_trained(folder, tag, retry, checkpoints_dir):
     """Refuse a test of a run folder that does not exist or has no weights `tag`; `retry` as for
     `check_resumable`."""
-    checkpoints_dir, name = os.path.split(os.path.normpath(folder))
+    name = run_name_of(folder, checkpoints_dir)
     runs = existing_runs(checkpoints_dir)
     if tag in weight_tags(folder):
         return
@@ -90,7 +115,7 @@ def check_trained(folder, tag, retry):
             f"{folder} holds no weights (*_net_*.pth) yet")
     others = [run for run in runs if run != name and weight_tags(os.path.join(checkpoints_dir, run))]
     if not others:
-        raise RunFolderError(f"--name {name}: {what}.\n{_runs_line(checkpoints_dir)} Train a run with train.py "
-                             f"first, or pass the --checkpoints_dir that holds yours.")
+        raise RunFolderError(f"--name {name}: {what}.\n{_runs_line(checkpoints_dir)} Train it with train.py "
+                             f"(with its --dataroot), or pass the --checkpoints_dir that holds yours.")
     raise RunFolderError(f"--name {name}: {what}.\n{_runs_line(checkpoints_dir)} Test one of them, e.g.:\n"
                          f"  {retry(('--name',), ('--name', others[0]))}")
