@@ -2,7 +2,6 @@
 an export racing a training start, and the printed "run it" command typed as printed in a shell without the venv.
 
 The exports and trainings run as subprocesses (ONNX Runtime and OpenVINO never load into this process)."""
-import hashlib
 import json
 import os
 import re
@@ -15,6 +14,8 @@ import uuid
 import pytest
 
 from conftest import ROOT, run_main
+from test_run_state import snapshot as tree  # {relative path: SHA-256} of every file under a folder
+from util.run.integrity import sha256_of
 from util.run.run_folder import RunFolder
 
 TINY = ["--load_size", "32", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",
@@ -44,17 +45,6 @@ def python(*args, wait=True):
     return subprocess.run(command, cwd=ROOT, env=plain_env(), capture_output=True, text=True, timeout=900)
 
 
-def tree(folder):
-    """{relative path: SHA-256 of the file} under `folder`."""
-    found = {}
-    for base, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(base, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, folder)] = hashlib.sha256(handle.read()).hexdigest()
-    return found
-
-
 def train(dataroot, checkpoints, name, model, *extra):
     proc = python("train.py", "--dataroot", dataroot, "--checkpoints_dir", checkpoints, "--name", name, *TINY,
                   *MODELS[model], *extra)
@@ -71,8 +61,7 @@ def graph_matches_its_json(run_dir, tag="latest"):
     if not os.path.exists(onnx_path) and not os.path.exists(json_path):
         return None
     payload = json.load(open(json_path))
-    with open(onnx_path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest() == payload["graph"]["sha256"]
+    return sha256_of(onnx_path) == payload["graph"]["sha256"]
 
 
 @pytest.mark.parametrize("epoch", ["../other/latest", "/abs/latest", "sub/latest", "..", "~x"])

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import run_main, stored_train_options, test_main
+from test_export_cli import plain_env
 from models import create_model
 from options.test_options import TestOptions
 from util.run.integrity import sha256_of
@@ -35,14 +36,6 @@ RUNS = {
     "segan": ["--model", "segan", "--ngf", "8", "--netD", "n_layers", "--n_layers_D", "2", "--nz", "4"],
 }
 EVAL = {"pix2pix_unet": ["--eval"]}
-
-
-def plain_env():
-    """The environment of a shell where the virtual environment is not activated: no venv on PATH."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 def export(checkpoints, name, *extra, check=True):
