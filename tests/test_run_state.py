@@ -129,8 +129,8 @@ def reference(tmp_path_factory, demo_root):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model, fault, count", [
-    ("pix2pix", "step", 7), ("pix2pix", "stage", 5), ("pix2pix", "commit", 3),
-    ("atme", "step", 6), ("atme", "stage", 6), ("atme", "commit", 4), ("atme", "flush", 4), ("atme", "flush", 9),
+    ("pix2pix", "step", 7), ("pix2pix", "stage", 6), ("pix2pix", "commit", 3),
+    ("atme", "step", 6), ("atme", "stage", 7), ("atme", "commit", 4), ("atme", "flush", 4), ("atme", "flush", 9),
 ])
 def test_sigkill_anywhere_then_resume_matches_an_uninterrupted_run(reference, tmp_path, model, fault, count):
     args = run_args(model, tmp_path, model)
