@@ -105,8 +105,8 @@ def check_images(paths, folder, check_size=None, *, skip=False, list_file=None, 
     if bad and not skip:
         others = (f"; {len(bad) - 1} more of the {len(paths)} images in {folder} cannot be used either"
                   if len(bad) > 1 else "")
-        raise ValueError(f"{bad[0][1]}{others} (checked before training; pass --skip_bad_images to skip every "
-                         f"file with a problem and list them)")
+        raise ValueError(f"{bad[0][1]}{others} (every file is checked before the first image is used; pass "
+                         f"--skip_bad_images to skip every file with a problem and list them)")
     if bad and not good:
         raise ValueError(f"none of the {len(paths)} images in {folder} can be used, e.g. {bad[0][1]}")
     announce_conversions(folder, good)

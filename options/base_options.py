@@ -25,7 +25,7 @@ from util.command_line.flags import INVOCATION
 from util.process.devices import missing_gpus, usable_cores
 from util.run.atomic import WriteError, atomic_write_text
 from util.command_line.registry import available_names
-from util.run.run_names import run_path
+from util.run.run_names import check_path_part, run_path
 from util.command_line.flags import ARCHITECTURE, DATA, INVOCATION, RUN
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,12 @@ class BaseOptions:
         # The early passes must not act on --help: the model's and dataset's flags are not there yet.
         early = [a for a in args if a not in ("-h", "--help")]
         parser = FlagParser(formatter_class=HelpFormatter, description=self.__doc__, prog=self.prog,
-                            usage=f"%(prog)s --dataroot DIR --name NAME [--model "
+                            usage=f"%(prog)s --dataroot DIR [--name NAME] [--model "
                                   f"{'|'.join(available_names('models', '_model'))}] [flags below]")
         self.initialize(parser)
         known, _ = parser.parse_known_args(early)
+        if known.model == "test":
+            self.refuse_model_test(parser, args)
         try:
             model_class = models.find_model_using_name(known.model)
         except ValueError as err:
@@ -122,6 +124,15 @@ class BaseOptions:
         parser.owner = "shared"
         self.flag_table = parser.flag_table
         return parser
+
+    def refuse_model_test(self, parser, args):
+        """pix2pix's `--model test` (the generator alone on single images) is test.py with --dataset_mode single
+        here: test.py takes the run's own model from its train_opt.json."""
+        kept = commands.without(args, ("--model", "--dataset_mode"), parser._option_string_actions)
+        command = commands.command("test", kept + ["--dataset_mode", "single"])
+        raise UsageError(f"--model test: there is no separate test model here; test.py runs the run's own "
+                         f"generator (its --model comes from train_opt.json) on single images with "
+                         f"--dataset_mode single:\n  {command}", help_hint=parser.help_hint())
 
     def flags_with(self, *lifetimes):
         """The dests of the parser's flags whose lifetime is one of `lifetimes` (util.command_line.flags)."""
@@ -172,6 +183,9 @@ class BaseOptions:
                 parser.error(f"--gpu_ids {','.join(map(str, opt.gpu_ids))}: {problem}")
         if opt.batch_size < 1:
             parser.error(f"--batch_size must be at least 1, got {opt.batch_size}")
+        # Flags that become part of a path stay inside the run's folders, as --name does.
+        check_path_part(opt.phase, "--phase", "a split folder's name such as --phase test or --phase val")
+        check_path_part(opt.epoch, "--epoch", "a checkpoint tag such as --epoch latest, --epoch best or --epoch 20")
         if opt.cpu_allocator == "reuse" and cpu_allocator.glibc_version() is None:
             parser.error(cpu_allocator.REUSE_NEEDS_GLIBC)
         return opt

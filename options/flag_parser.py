@@ -4,6 +4,7 @@ models it belongs to, instead of being accepted and ignored."""
 import argparse
 import difflib
 
+from util.command_line import commands
 from util.command_line.cli import UsageError
 from util.command_line.flags import INVOCATION, Flag, FlagTable, Options
 
@@ -55,8 +56,10 @@ class FlagParser(_Declaring, argparse.ArgumentParser):
         raise UsageError(message, help_hint=self.help_hint())
 
     def help_hint(self):
-        model = f" --model {self.model_name}" if self.model_name else ""
-        return f"`python {self.prog}{model} --help` lists the flags"
+        model = ["--model", self.model_name] if self.model_name else []
+        entry = {"train.py": "train", "test.py": "test"}.get(self.prog)
+        shown = commands.command(entry, model + ["--help"]) if entry else f"{self.prog} {' '.join(model)} --help"
+        return f"`{shown}` lists the flags"
 
     def remove_flags(self, dests, model_name):
         """Take the flags of `dests` out of the parser: the model `model_name` does not use them."""

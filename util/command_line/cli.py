@@ -10,7 +10,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)
 WIDTH = 100
 # The first sentence of a long message says what is wrong; the rest, what to do.
 # A line that is a command to paste (util.command_line.commands builds them): kept whole.
-COMMAND_LINE = re.compile(r"\s*([A-Z_]+=\S+ )*(\S*/)?(python3?|bash|torchrun) ")
+COMMAND_LINE = re.compile(r"\s*([A-Z_]+=\S+ )*([\w.~/-]*/)?(python3?|bash|torchrun) ")
 _SENTENCE_END = (re.compile(r"\.\s+(?=[A-Z`(-])"), re.compile(r";\s+"), re.compile(r":\s+"))
 
 

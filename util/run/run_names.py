@@ -45,3 +45,15 @@ def run_path(base, name, base_flag):
         raise UsageError(f"--name {name!r} {problem}: a run name must name a folder inside {base_flag}. Use "
                          f"{ACCEPTED}; {base_flag} itself may be any path")
     return path
+
+
+def check_path_part(value, flag, accepted):
+    """A flag that becomes one part of a path (`--phase`, `--epoch`) names a plain file or folder name: no
+    separator, no '.' or '..', not absolute. A UsageError naming the flag and an accepted form otherwise; it
+    reads only."""
+    text = str(value)
+    problem = name_problem(text) or ("holds a '/' (one name, not a path)" if "/" in text else "")
+    if problem:
+        raise UsageError(f"{flag} {text!r} {problem}: it becomes part of a file or folder name inside the run's "
+                         f"folders. Use {accepted}")
+    return text
