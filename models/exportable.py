@@ -21,12 +21,12 @@ class ExportableModel:
     def export_graph(self):
         """The GraphSpec of this model's test-time network, with its weights."""
         raise NotImplementedError(f"{type(self).__name__} has no export_graph(), so it cannot be exported or run on "
-                                  f"another --backend than torch; see models/template_model.py")
+                                  f"another --backend than torch; see models/exportable.py")
 
     def graph_translator(self, run):
         """The translator (see `translator()`) with the graph of `export_graph()` run by `run` ({input name:
         tensor} -> {output name: tensor}): padding, tiling and the visuals stay the torch path's."""
-        raise NotImplementedError(f"{type(self).__name__} has no graph_translator(run); see models/template_model.py")
+        raise NotImplementedError(f"{type(self).__name__} has no graph_translator(run); see models/exportable.py")
 
     def checkpoint_files(self, tag):
         """The network files `setup()` loads for checkpoint `tag` (the ones an export is made from)."""
