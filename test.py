@@ -3,8 +3,10 @@
     python test.py --dataroot ./datasets/facades --name facades_pix2pix --model pix2pix --direction BtoA
 
 Architecture options come from checkpoints/<name>/train_opt.json; the run folder is only read. Output:
-<results_dir>/<name>/<phase>_<epoch>/index.html, images/ and test_opt.txt / test_opt.json; a rerun replaces
-images/ as a whole, so the folder holds the images of the latest test only. With --preprocess none each result
+<results_dir>/<name>/<phase>_<epoch>/ (for a folder of images without a <phase> subfolder: <its name>_<epoch>/)
+with index.html, images/, inputs.json and test_opt.txt / test_opt.json; a rerun on the same inputs replaces
+images/ as a whole, so the folder holds the images of the latest test only, and one test.py at a time writes
+it (util/run/results_folder.py). With --preprocess none each result
 has its input's size (models/inference.py pads and crops back; --tile N runs large images in tiles).
 """
 import logging
@@ -21,6 +23,8 @@ from models.memory import MemoryRefusal
 from options.test_options import TestOptions
 from util.process import cpu_allocator
 from util.process.devices import seed_everything
+from util.export.backends import BACKENDS
+from util.run.results_folder import ResultsFolder, check_same_inputs, inputs_of, record_inputs, results_folder
 from util.views.html import HTML, replacing_images, save_images
 from util.run.result_files import ResultNames
 from util.command_line.cli import run_main
@@ -66,16 +70,39 @@ def test_process(options, opt):
     # --backend onnxruntime/openvino: the run's exported graph replaces the torch generator in the test step.
     # Padding, tiling and visuals stay the torch path's.
     opt.backend = model.open_backend(tag, opt.backend, opt.precision, opt.crop_size)
-    web_dir = os.path.join(opt.results_dir, opt.name, f"{opt.phase}_{tag}")
+    backend = BACKENDS[opt.backend].description
+    log.info("the generator runs on %s (--backend %s)", backend, opt.backend)
+    # The result's folder is named after its inputs (a data set's split: <phase>_<tag>; a folder of images:
+    # <its name>_<tag>) and written by this process alone (a second test.py on it is refused).
+    web_dir = results_folder(opt.results_dir, opt.name, opt.phase, tag, opt.dataroot)
+    inputs = inputs_of(opt.dataroot, opt.dataset_mode, opt.phase)
+    check_same_inputs(web_dir, inputs)
+    results = ResultsFolder(web_dir)
+    results.lock()
+    try:
+        done, webpage = write_results(opt, model, dataset, loader, tag, backend, web_dir, results)
+    except BaseException:
+        results.release(failed=True)
+        raise
+    record_inputs(web_dir, inputs)
+    options.save(opt, web_dir)  # the run folder is only read: it may be a read-only model store
+    results.release()
+    log.info("%d inputs, %d image files (input, output(s), target) in %s; open %s", done, len(webpage.written),
+             os.path.join(web_dir, "images"), os.path.join(web_dir, "index.html"))
+    return 0
+
+
+def write_results(opt, model, dataset, loader, tag, backend, web_dir, results):
+    """Translate the split's inputs and write images/ and index.html into `web_dir` (held: `results`)."""
     limit = len(dataset) if opt.num_test is None else min(opt.num_test, len(dataset))
     done = 0
     names = ResultNames.of_dataset(dataset)  # one result name per input: subfolders kept, no collisions
     # The images go to a staging folder that replaces images/ when all are written: the folder holds this
     # test's images only (a metric script never scores an earlier run's leftovers), and a test that fails
     # leaves the earlier result as it was.
-    with replacing_images(web_dir) as staging:
-        webpage = HTML(web_dir, f"run {opt.name} · model {opt.model} · {opt.phase} split, checkpoint {tag}",
-                       image_dir=staging)
+    with replacing_images(web_dir, owner=results) as staging:
+        webpage = HTML(web_dir, f"run {opt.name} · model {opt.model} · data {opt.dataroot} ({opt.phase} split, "
+                       f"--dataset_mode {opt.dataset_mode}) · checkpoint {tag} · {backend}", image_dir=staging)
         with tqdm(total=limit, desc="test", unit="img") as bar:
             for batch in loader:
                 if done >= limit:
@@ -92,10 +119,7 @@ def test_process(options, opt):
                 done += take
                 bar.update(take)
     webpage.save()
-    options.save(opt, web_dir)  # the run folder is only read: it may be a read-only model store
-    log.info("%d inputs, %d image files (input, output(s), target) in %s; open %s", done, len(webpage.written),
-             os.path.join(web_dir, "images"), os.path.join(web_dir, "index.html"))
-    return 0
+    return done, webpage
 
 
 if __name__ == "__main__":

@@ -152,3 +152,34 @@ def test_a_swap_that_fails_keeps_the_earlier_images(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert [p.name for p in (web / "images").iterdir()] == ["a.png"]
     assert sorted(p.name for p in web.iterdir()) == ["images"]
+
+
+def test_a_second_writer_never_removes_a_live_writers_staging_folder(tmp_path):
+    """While one writer holds the results folder (its staging folder filling), another is refused naming the
+    first's process, and the first's staging folder and images stay."""
+    from util.run.results_folder import ResultsFolderError
+    web = tmp_path / "test_latest"
+    with html.replacing_images(web) as first:
+        (Path(first) / "a.png").write_bytes(b"first")
+        with pytest.raises(ResultsFolderError, match=rf"being written by process {os.getpid()} .*--results_dir"):
+            with html.replacing_images(web):
+                pass
+        assert (Path(first) / "a.png").read_bytes() == b"first"
+    assert [p.name for p in (web / "images").iterdir()] == ["a.png"]
+
+
+def test_links_quote_question_marks_hashes_and_percent_signs(tmp_path):
+    """A `?`, `#` or `%` in an input's file name is part of the name, not a query, fragment or escape: each link
+    and image source, unquoted, names the file; the dashboard's `?v=<digits>` cache buster stays a query."""
+    from urllib.parse import unquote
+    names = ["what?.png", "no#1.png", "100%.png", "a?v=1.png"]
+    page = HTML(tmp_path / "web", "quoting")
+    page.add_images(names, ["q", "h", "p", "v"], names, width=64)
+    page.add_images(["plot.png?v=123"], ["plot"], ["plot.png?v=123"], width=None)
+    text = page.render()
+    sources = re.findall(r'src="([^"]+)"', text)
+    links = re.findall(r'href="([^"]+)"', text)
+    assert sources == links
+    assert [unquote(s) for s in sources[:4]] == [f"images/{n}" for n in names]
+    assert all("?" not in s and "#" not in s for s in sources[:4])
+    assert sources[4] == "images/plot.png?v=123"

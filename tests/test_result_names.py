@@ -3,12 +3,15 @@ count written, the page shows each, and the metric readers (KID/FID, diversity, 
 import html
 import os
 import re
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import test_main, train_main
+from conftest import ROOT, test_main, train_main
 from util.run.result_files import (ResultNames, find_labelled_images, find_numbered_images, list_images,
                                result_image_sets)
 
@@ -56,7 +59,7 @@ def test_test_py_writes_one_result_per_input(trained, tmp_path):
     write_inputs(data)
     out = test_main("--dataroot", data, "--dataset_mode", "single", "--checkpoints_dir", trained, "--name", "run",
                     "--results_dir", tmp_path / "res", "--gpu_ids", "-1", "--num_threads", "0")
-    web = tmp_path / "res" / "run" / "test_latest"
+    web = tmp_path / "res" / "run" / "photos_latest"  # not the run's data folder: a folder of its own
     files = list_images(str(web / "images"))
     printed = re.search(r"(\d+) inputs, (\d+) image files", out.stdout + out.stderr)
     assert printed, out.stdout[-2000:]
@@ -93,3 +96,72 @@ def test_a_folder_above_several_results_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"--results_dir .*run/test_5"):
         result_image_sets(str(tmp_path / "run"))
     assert images_dir(str(tmp_path / "run" / "test_5")) == str(tmp_path / "run" / "test_5" / "images")
+
+
+def test_other_photos_get_a_folder_of_their_own_and_the_page_names_data_and_backend(trained, tmp_path, demo_root):
+    """The run's own data set writes <phase>_<epoch>; a folder of photos writes <its name>_<epoch> and leaves
+    the split's result as it was; each page's heading names its data folder and the backend, and the
+    console says which backend ran."""
+    common = ["--checkpoints_dir", trained, "--name", "run", "--results_dir", tmp_path / "res", "--gpu_ids", "-1",
+              "--num_threads", "0"]
+    split = test_main("--dataroot", demo_root, *common)
+    own = tmp_path / "res" / "run" / "test_latest"
+    before = {p.name: p.read_bytes() for p in (own / "images").iterdir()}
+    assert "the generator runs on PyTorch eager (--backend torch)" in split.stdout + split.stderr
+    data = tmp_path / "photos"
+    write_inputs(data)
+    test_main("--dataroot", data, "--dataset_mode", "single", *common)
+    assert {p.name: p.read_bytes() for p in (own / "images").iterdir()} == before
+    assert len(list_images(str(tmp_path / "res" / "run" / "photos_latest" / "images"))) == 10
+    for folder, root in ((own, demo_root), (tmp_path / "res" / "run" / "photos_latest", data)):
+        heading = html.unescape(re.search(r"<h2>(.*?)</h2>", (folder / "index.html").read_text()).group(1))
+        assert f"data {root} (test split" in heading and "PyTorch eager" in heading, heading
+
+
+def test_another_data_folder_of_the_same_name_is_refused_naming_results_dir(trained, tmp_path):
+    """Two data folders called `photos`: the second's result would land in the first's folder; it is refused,
+    naming --results_dir, and the first's result stays."""
+    common = ["--dataset_mode", "single", "--checkpoints_dir", trained, "--name", "run", "--results_dir",
+              tmp_path / "res", "--gpu_ids", "-1", "--num_threads", "0"]
+    first, second = tmp_path / "a" / "photos", tmp_path / "b" / "photos"
+    write_inputs(first)
+    write_inputs(second)
+    test_main("--dataroot", first, *common)
+    web = tmp_path / "res" / "run" / "photos_latest"
+    before = {p: p.read_bytes() for p in web.rglob("*") if p.is_file()}
+    result = test_main("--dataroot", second, *common, check=False)
+    assert result.returncode != 0 and f"holds the result of {first}" in result.stderr
+    assert "--results_dir" in result.stderr
+    assert {p: p.read_bytes() for p in web.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_two_tests_on_one_results_folder_never_lose_an_image(trained, tmp_path):
+    """A second test.py (--num_test 2) started on a results folder while the first writes its 300 inputs: it is
+    refused naming the first's process, and the page links every image, and images/ holds every linked one.
+    (Without the lock the second removed the first's staging folder, and the first's page linked 600 images of
+    which images/ held those written afterwards.)"""
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(300):  # the first one writes for longer than the second takes to start
+        Image.fromarray(np.full((64, 64, 3), i % 256, np.uint8)).save(data / f"{i}.png")
+    command = [sys.executable, os.path.join(ROOT, "test.py"), "--dataroot", str(data), "--dataset_mode", "single",
+               "--checkpoints_dir", str(trained), "--name", "run", "--results_dir", str(tmp_path / "res"),
+               "--gpu_ids", "-1", "--num_threads", "0", "--preprocess", "none"]
+    web = tmp_path / "res" / "run" / "photos_latest"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (web.is_dir() and any(p.name.endswith(".tmp") for p in web.iterdir())):
+        time.sleep(0.02)  # until the first one's staging folder exists
+    second = subprocess.run(command + ["--num_test", "2"], cwd=ROOT, capture_output=True, text=True, env=env,
+                            timeout=300)
+    out = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, out[-3000:]
+    assert second.returncode != 0, second.stdout[-2000:]
+    assert f"is being written by process {first.pid} " in second.stderr and "--results_dir" in second.stderr
+    page = html.unescape((web / "index.html").read_text())
+    linked = set(re.findall(r'src="images/([^"]+)"', page))
+    written = {os.path.relpath(p, web / "images") for p in list_images(str(web / "images"))}
+    assert linked == written and len(written) == 2 * 300

@@ -3,6 +3,7 @@ folder a rerun replaces as a whole."""
 import contextlib
 import logging
 import os
+import re
 from collections import OrderedDict
 from urllib.parse import quote
 
@@ -11,6 +12,7 @@ from dominate.tags import a, br, code, h2, h3, img, meta, p, pre, style, table, 
 
 from util.run.atomic import atomic_write_text
 from util.run.folder_swap import atomic_directory, remove_stale_temporaries
+from util.run.results_folder import ResultsFolder
 from util.views.image_utils import save_image, tensor2im
 
 log = logging.getLogger(__name__)
@@ -98,10 +100,15 @@ class HTML:
         return path
 
 
+_CACHE_BUSTER = re.compile(r"^(?P<name>.+)(?P<query>\?v=\d+)$")
+
+
 def _src(name):
-    """URL of an image-folder file; a query string (cache buster) is kept as it is."""
-    name, sep, query = str(name).partition("?")
-    return "images/" + quote(name.replace(os.sep, "/")) + sep + query
+    """URL of an image-folder file, every character of its name quoted (`?`, `#` and `%` included); a trailing
+    `?v=<digits>` (a cache buster) is kept as a query string."""
+    found = _CACHE_BUSTER.match(str(name))
+    name, query = (found.group("name"), found.group("query")) if found else (str(name), "")
+    return "images/" + quote(name.replace(os.sep, "/")) + query
 
 
 def order_visuals(visuals):
@@ -115,17 +122,27 @@ def order_visuals(visuals):
 
 
 @contextlib.contextmanager
-def replacing_images(web_dir):
+def replacing_images(web_dir, owner=None):
     """Yield a staging folder for a page's images; when the block succeeds it becomes `web_dir/images`,
     replacing the images of an earlier page as a whole, so the folder never mixes two runs' files.
 
+    The folder is written by one process at a time: `owner` is the `ResultsFolder` lock the caller holds on
+    `web_dir`; without one it is taken here (ResultsFolderError, naming the process that holds it). Only then are
+    staging folders that a killed process left behind removed, so a live process's staging folder never is.
     When the block raises, the staging folder is removed and the earlier images stay as they were.
     The number of files replaced is logged.
     """
     target = os.path.join(str(web_dir), "images")
-    remove_stale_temporaries(str(web_dir), recursive=False)  # staging folders a killed process left behind
-    with atomic_directory(target) as (staging, replaced):
-        yield staging
+    held = owner if owner is not None else ResultsFolder(str(web_dir))
+    if owner is None:
+        held.lock()
+    try:
+        remove_stale_temporaries(str(web_dir), recursive=False)  # staging folders a killed process left behind
+        with atomic_directory(target) as (staging, replaced):
+            yield staging
+    finally:
+        if owner is None:
+            held.release()
     if replaced and replaced[0]:
         log.info("replaced the %d files of the earlier result in %s", replaced[0], target)
 
