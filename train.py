@@ -186,7 +186,7 @@ def train(opt, model, dataset):
     finally:
         stop.restore()
         trainer.dashboard.close(outcome=outcome)
-    return stop.exit_code if stop else 0
+    return 0 if trainer.finished else stop.exit_code  # a stop during the last epoch's saves: the run is done
 
 
 class Trainer:
@@ -212,6 +212,7 @@ class Trainer:
         self.logs = {name: CsvLog(os.path.join(opt.run_dir, f"{name}.csv")) if self.rank == 0 else None
                      for name in logs}
         self.saved = None  # the newest `latest` this process saved: (epoch, images)
+        self.finished = False
         self.compile_logged = False
         log.info("training %s on %d images for epochs %d..%d (%d process%s)", opt.model, len(dataset),
                  self.start_epoch, self.last_epoch, self.world, "es" if self.world > 1 else "")
@@ -224,6 +225,7 @@ class Trainer:
                 return self.stopped(stop, epoch, within_epoch=True)
             if self.end_epoch(epoch, stop) and epoch < self.last_epoch:
                 return self.stopped(stop, epoch, within_epoch=False)
+        self.finished = True
         return run_outcome.finished(epoch, self.last_epoch)
 
     def run_epoch(self, epoch, stop):

@@ -63,7 +63,9 @@ def test_a_stop_anywhere_at_the_end_of_an_epoch_resumes_exactly(reference, tmp_p
         else:  # the end-of-epoch save of epoch 1 itself (ATME saves `latest` at every epoch end)
             fired = stop_at(train.Trainer, "save", patch, lambda self, tag, epoch, done: done == 0)
         stopped = train_main(*run, check=False)
-    assert fired and stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-2000:]
+    # pix2pix and SEGAN save at the end of epoch 3 only, the last: a stop there finds the run done (exit 0)
+    done = where == "during_save" and model != "atme"
+    assert fired and stopped.returncode == (0 if done else 128 + signal.SIGINT), stopped.stderr[-2000:]
     assert (stopped.stdout + stopped.stderr).count("SIGINT received") == 1
     resumed = train_main("--checkpoints_dir", tmp_path, "--name", model, "--continue_train")
     said = resumed.stdout + resumed.stderr
