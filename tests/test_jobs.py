@@ -128,8 +128,9 @@ def status_of(args):
 
 
 def per_run(study_dir):
+    """per_run.csv without its wall times (train_minutes), which no two runs share."""
     with open(os.path.join(study_dir, "per_run.csv"), newline="") as handle:
-        return list(csv.DictReader(handle))
+        return [{k: v for k, v in row.items() if k != "train_minutes"} for row in csv.DictReader(handle)]
 
 
 @pytest.mark.slow  # 4 local jobs, 2 at a time, then the same 4 runs one after another in this process
@@ -210,3 +211,35 @@ def test_a_failing_job_is_listed_with_its_log_and_the_others_finish(demo_root, t
                            events.read(events.events_path(str(tmp_path / "s" / "jobs"), name)))
                  for name in ("atme_seed0", "pix2pix_seed0")}
     assert submitted == {"atme_seed0": 2, "pix2pix_seed0": 1}
+
+
+@pytest.mark.slow  # sends the scheduler's warning signal to this process
+def test_a_warning_while_train_py_sets_up_stops_the_run_at_its_first_step_boundary(tmp_path, monkeypatch):
+    import train as train_cli
+    from datasets.make_demo_dataset import make_demo_dataset
+    from scripts.experiments.jobs.run_job import saved_progress
+    data = tmp_path / "data"
+    make_demo_dataset(str(data), size=32, n_train=16, n_val=2, n_test=2, seed=0)  # 16 steps an epoch
+    real = train_cli.main
+
+    def warned_while_setting_up(args):  # the warning comes before train.py has installed its stop handler
+        os.kill(os.getpid(), signal.SIGUSR2)
+        return real(args)
+
+    monkeypatch.setattr(train_cli, "main", warned_while_setting_up)
+    handler = signal.getsignal(signal.SIGUSR2)
+    run_dir = tmp_path / "runs" / "pix2pix_seed0"
+    train_args = ["--dataroot", str(data), "--checkpoints_dir", str(run_dir.parent), "--name", run_dir.name,
+                  "--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--netD", "n_layers", "--n_layers_D", "1",
+                  "--ndf", "8", "--load_size", "32", "--crop_size", "32", "--batch_size", "1", "--n_epochs", "1",
+                  "--n_epochs_decay", "1", "--gpu_ids", "-1", "--num_threads", "0", "--display_id", "0",
+                  "--no_html"]
+    path = events.events_path(str(tmp_path / "jobs"), run_dir.name)
+    outcome = RunJob(run_dir.name, str(run_dir), train_args, 2, path, str(ROOT))()
+    # stopped at a step boundary of the first epoch with `latest` saved, not after training every epoch
+    epoch, images = saved_progress(str(run_dir))
+    assert epoch == 1 and 0 < images < 16, (epoch, images)
+    assert outcome["state"] == "failed" and outcome["detail"] == "stopped by SIGUSR2"  # no submitit: not requeued
+    last = events.read(path)[-1]
+    assert last["event"] == "failed" and "SIGUSR2 saved latest in epoch 1 after" in last["detail"]
+    assert signal.getsignal(signal.SIGUSR2) == handler  # the job gave the process its handler back

@@ -1,7 +1,9 @@
 """What happened to a run's jobs, one CSV row per event in `<jobs_dir>/<run name>/events.csv`: `submitted` (by the
 command that submits), `started`, `preempted` (stopped on the scheduler's signal, saved, requeued), `finished` and
 `failed` (by the job). The status view and the resubmission rule read these rows and the run folder, never the
-scheduler."""
+scheduler. Next to it, `train_time.csv`: one row per time train.py ran for the run (each part of a preempted run
+its own row) with its wall time in seconds; the study's report sums them into its time per run."""
+import math
 import os
 import re
 import socket
@@ -21,6 +23,24 @@ def record(path, event, job_id="", log="", detail=""):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     CsvLog(path).append(dict(time=time.strftime("%Y-%m-%d %H:%M:%S"), event=event, job_id=job_id,
                              host=socket.gethostname(), pid=os.getpid(), log=log, detail=detail))
+
+
+def train_time_path(events_file):
+    return os.path.join(os.path.dirname(os.path.abspath(events_file)), "train_time.csv")
+
+
+def record_train_time(events_file, job_id, seconds, code):
+    """One part of the run's training: train.py's wall time and exit code."""
+    CsvLog(train_time_path(events_file)).append(dict(time=time.strftime("%Y-%m-%d %H:%M:%S"), job_id=job_id,
+                                                     seconds=round(seconds, 3), code=code))
+
+
+def train_seconds(events_file):
+    """The run's training wall time summed over its parts (nan when none was recorded: a run trained before the
+    jobs recorded it, or outside them)."""
+    path = train_time_path(events_file)
+    rows = CsvLog(path).rows() if os.path.isfile(path) else []
+    return sum(float(row["seconds"]) for row in rows) if rows else math.nan
 
 
 def read(path):

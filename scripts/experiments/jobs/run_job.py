@@ -6,24 +6,31 @@ sent `signal_delay_s` before the time limit, and by the local executor's `_inter
 that way) or SIGTERM. While training, the job hands the warning to train.py's own stop path (its StopRequest: the
 step in progress finishes, `latest` is saved, train.main returns 128 + the signal's number); then the job records
 `preempted` and asks submitit to requeue it (submitit calls `checkpoint()`, which resubmits this job unchanged:
-the run folder is the checkpoint, and the requeued job resumes it with --continue_train). A warning during the
-follow-up requeues at once (the evaluation files are written whole or not at all, and are redone).
+the run folder is the checkpoint, and the requeued job resumes it with --continue_train). A warning that comes
+while train.py is still setting up (loading data, building or resuming the model: its StopRequest is not installed
+yet) is noted and handed to the StopRequest as soon as train.py installs it, so the run stops at its first step
+boundary rather than after its last epoch. A warning during the follow-up requeues at once (the evaluation files
+are written whole or not at all, and are redone).
 """
 import contextlib
 import logging
 import os
 import signal
+import threading
+import time
 import traceback
 
 import submitit
 
 from scripts.experiments.jobs import events
+from util.process.stop_request import StopRequest
 from util.run.checkpoint import load_file
 
 log = logging.getLogger("jobs")
 STATE_FILE = "latest_train_state.pth"
 WARNING_SIGNALS = (signal.SIGUSR2, signal.SIGUSR1, signal.SIGTERM)
 STOPPED_CODES = {128 + int(sig): sig for sig in (*WARNING_SIGNALS, signal.SIGINT)}
+HAND_OVER_POLL_S = 0.05  # how often a warning noted during train.py's set-up looks for its StopRequest
 
 
 def saved_progress(run_dir):
@@ -90,7 +97,7 @@ class RunJob(submitit.helpers.Checkpointable):
     run's total; `after`: a picklable callable run once the run is trained (test, evaluate); `events`: the run's
     events file; `cwd`: the directory relative paths are taken from."""
 
-    _TRANSIENT = ("_requeue", "_previous", "_training", "_warning", "_job_id", "_log")
+    _TRANSIENT = ("_requeue", "_previous", "_training", "_warning", "_job_id", "_log", "_trained")
 
     def __init__(self, name, run_dir, train_args, epochs, events_file, cwd, after=None):
         self.name, self.run_dir, self.train_args, self.epochs = name, run_dir, list(train_args), int(epochs)
@@ -134,6 +141,34 @@ class RunJob(submitit.helpers.Checkpointable):
         else:
             self._stop_and_requeue(signum, "during the follow-up (test and evaluation); it is redone")
 
+    def _hand_over(self):
+        """While train.py runs: a warning noted before its StopRequest was installed goes to the StopRequest once
+        there is one (the signal handler forwards later warnings itself)."""
+        while not self._trained.wait(HAND_OVER_POLL_S):
+            request = StopRequest.active
+            if self._warning and request is not None and not request:
+                log.warning("%s: %s came while train.py was setting up; stopping at the first step boundary",
+                            self.name, signal.Signals(self._warning).name)
+                request.request(self._warning)
+
+    def _train(self, args):
+        """train.main(args) with warnings handed to its stop path; its wall time goes to the run's train_time.csv."""
+        self._training, self._trained = True, threading.Event()
+        hand_over = threading.Thread(target=self._hand_over, name="warning-hand-over", daemon=True)
+        hand_over.start()
+        started, code = time.perf_counter(), None
+        try:
+            import train
+            with kept_logging():
+                code = train.main(args)
+            return code
+        finally:
+            self._training = False
+            self._trained.set()
+            hand_over.join()
+            events.record_train_time(self.events, self._job_id, time.perf_counter() - started,
+                                     "error" if code is None else code)
+
     def _stop_and_requeue(self, signum, detail):
         name = signal.Signals(signum).name
         if self._requeue is None:  # no scheduler to requeue with: the run stays resumable
@@ -148,16 +183,10 @@ class RunJob(submitit.helpers.Checkpointable):
     def _work(self):
         state = training_state(self.run_dir, self.epochs)
         if state != "finished":
-            import train
             args = self.train_args + (["--continue_train"] if state == "partial" else [])
             log.info("%s: %s python train.py %s", self.name, "resuming:" if state == "partial" else "training:",
                      " ".join(args))
-            self._training = True
-            try:
-                with kept_logging():
-                    code = train.main(args)
-            finally:
-                self._training = False
+            code = self._train(args)
             if code in STOPPED_CODES and (self._warning or STOPPED_CODES[code] != signal.SIGINT):
                 progress = saved_progress(self.run_dir)
                 where = f"epoch {progress[0]} after {progress[1]} images" if progress else "before any save"

@@ -9,7 +9,10 @@ matched settings over several seeds, then one figure and one table.
 
 Models (--models): atme, atme_no_feedback (ATME's generator and training without D's feedback: no pool, no W,
 constant time), pix2pix (default: these three), segan and segan_no_mi (lambda_MI 1 and 0), or any registered model.
-Every run is an ordinary run folder `<study_dir>/runs/<model>_seed<s>/` trained by train.py with the matched
+Variants (--variants) compare flag sets of the same models under equal seeds: `--variants fp32,bf16` (bf16: --amp
+bf16 --channels_last) or NAME=FLAGS items (`--variants 'prob=--pool_stores prob' 'logits=--pool_stores logits'`).
+Every run is an ordinary run folder `<study_dir>/runs/<model>_seed<s>/` (`<model>_<variant>_seed<s>/` with
+variants) trained by train.py with the matched
 settings (--direction --load_size --crop_size --batch_size --n_epochs --n_epochs_decay --norm --netD --n_layers_D
 --ndf --gan_mode), `--val_freq 1`, its own seed and the model's flags (--model_flags KEY="..." for a model or a
 family); flags after `--` go to every run. Calling the study again resumes it run by run: a finished run (its
@@ -34,8 +37,9 @@ from scripts.experiments.jobs.run_job import RunJob, kept_logging
 from scripts.experiments.jobs.status import status_table
 from scripts.experiments.jobs.submit import dry_run_text, is_done, run_jobs
 from scripts.experiments.study.evaluation import evaluate_run
-from scripts.experiments.study.plan import (DEFAULT_ENTRIES, MATCHED, PRESETS, check_run_settings, parse_model_flags,
-                                            parsed_settings, plan_runs, resolve_entry, run_status, total_epochs)
+from scripts.experiments.study.plan import (DEFAULT_ENTRIES, MATCHED, PRESETS, VARIANTS, check_run_settings, jobs_dir,
+                                            parse_model_flags, parse_variants, parsed_settings, plan_runs,
+                                            resolve_entry, run_status, total_epochs)
 from scripts.experiments.study.report import write_report
 from util.run.atomic import write_json
 from util.run.run_logs import setup_logging
@@ -53,12 +57,20 @@ def build_parser():
                                 formatter_class=StudyHelpFormatter, allow_abbrev=False)
     p.add_argument("--dataroot", required=True, help="aligned data with train/ and val/ (and the test split)")
     p.add_argument("--study_dir", required=True, help="the study's folder: runs/, eval/, results/, figures, tables")
-    p.add_argument("--models", nargs="+", default=list(DEFAULT_ENTRIES),
-                   help="study models; see above")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one run per model and seed")
+    p.add_argument("--models", nargs="+", default=None,
+                   help=f"study models; see above (default: {' '.join(DEFAULT_ENTRIES)}); --preset quick: "
+                        f"{' '.join(PRESETS['quick']['models'])}")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="one run per model and seed (default: 0 1 2); --preset quick: 0")
+    p.add_argument("--variants", nargs="+", default=[], metavar="VARIANT",
+                   help=f"compare flag sets of every model under equal seeds: built-in names, comma-separated "
+                        f"({', '.join(f'{k}: ' + (' '.join(v) or 'no flags') for k, v in VARIANTS.items())}), "
+                        f"or NAME=FLAGS items, e.g. 'logits=--pool_stores logits'")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="demo: scripts/demo.sh's configuration at the ATME paper's proportions (64 px crops, D of "
-                        "ndf 64 with one layer, G/D about 17); explicit flags override it")
+                        "ndf 64 with one layer, G/D about 17); quick: a smoke-size study that runs in minutes on a "
+                        "CPU (atme and pix2pix, seed 0, 2 + 1 epochs on 48 images at 32 px); explicit flags "
+                        "override it")
     g = p.add_argument_group("matched settings (every run gets the same value)")
     for key, default in MATCHED.items():
         g.add_argument(f"--{key}", type=type(default), default=None, help=f"default: {default} (or the preset's)")
@@ -93,6 +105,8 @@ def build_parser():
 def resolve(args):
     """Matched settings and per-model flags: explicit flags, then the preset's, then the study's defaults."""
     preset = PRESETS.get(args.preset, {}) if args.preset else {}
+    args.models = list(args.models or preset.get("models", DEFAULT_ENTRIES))
+    args.seeds = list(args.seeds if args.seeds is not None else preset.get("seeds", (0, 1, 2)))
     matched = {key: getattr(args, key) if getattr(args, key) is not None else
                preset.get("matched", {}).get(key, default) for key, default in MATCHED.items()}
     families = {resolve_entry(e)[0] for e in args.models}
@@ -182,9 +196,12 @@ def main(argv=None):
     setup_logging()
     matched, model_flags = resolve(args)
     check_inputs(args, matched)
+    variants = parse_variants(args.variants)
     runs_dir = os.path.join(args.study_dir, "runs")
+    train_flags = list(PRESETS[args.preset].get("train_flags", ())) if args.preset else []
     runs = plan_runs(args.models, args.seeds, dataroot=args.dataroot, runs_dir=runs_dir, matched=matched,
-                     model_flags=model_flags, gpu_ids=args.gpu_ids, num_threads=args.num_threads, extra=extra)
+                     model_flags=model_flags, gpu_ids=args.gpu_ids, num_threads=args.num_threads,
+                     extra=train_flags + extra, variants=variants)
     for run in runs:  # everything is checked before anything is written
         _, opt = parsed_settings(run.train_args)
         if opt.dataset_mode != "aligned":
@@ -192,9 +209,8 @@ def main(argv=None):
                              f"against paired targets and needs aligned data")
         check_run_settings(run)
     epochs = total_epochs(matched)
-    jobs_dir = os.path.join(args.study_dir, "jobs")
-    jobs = [RunJob(run.name, run.run_dir, run.train_args, epochs, events_path(jobs_dir, run.name), os.getcwd())
-            for run in runs]
+    jobs = [RunJob(run.name, run.run_dir, run.train_args, epochs, events_path(jobs_dir(args.study_dir), run.name),
+                   os.getcwd()) for run in runs]
     check_job_flags(args, lambda flag, value: replaced("python -m scripts.experiments.convergence_study",
                                                         argv + (["--", *extra] if extra else []), flag, value))
     if args.status:
@@ -214,14 +230,15 @@ def main(argv=None):
     log.info("study %s: %d runs (%s finished, %s partly trained, %s new)", args.study_dir, len(runs),
              counts["finished"], counts["partial"], counts["new"])
     write_json(os.path.join(args.study_dir, "study.json"),
-               dict(models=args.models, seeds=args.seeds, preset=args.preset, matched=matched,
+               dict(models=args.models, seeds=args.seeds, variants={k: " ".join(v) for k, v in variants.items()},
+                    preset=args.preset, matched=matched,
                     model_flags={k: " ".join(v) for k, v in model_flags.items()}, extra_train_flags=extra,
                     runs={run.name: run.train_args for run in runs}))
     config = evaluation_config(args, runs, diversity=False)
     if not args.report_only:
         for job, run in zip(jobs, runs):
             job.after = FollowUp(run, epochs, config)
-        outcomes = run_jobs(jobs, args, jobs_dir)
+        outcomes = run_jobs(jobs, args, jobs_dir(args.study_dir))
         setup_logging(log_file)
         stopped = [o for o in outcomes.values() if o["state"] == "stopped"]
         if stopped:

@@ -4,9 +4,14 @@
 An entry is a name for a model and the flags that make it: `atme`, `atme_no_feedback` (ATME's generator and
 training without the discriminator's feedback), `pix2pix`, `segan` (lambda_MI 1), `segan_no_mi` (lambda_MI 0, the
 paper's pix2pix+noise baseline), or any registered model by its name.
+
+A variant is a name for flags every entry gets on top of its own, so that variants of one model are compared under
+equal seeds: `fp32` (no flags), `bf16` (`--amp bf16 --channels_last`), or `name=flags` for any flag set
+(`'logits=--pool_stores logits'`). With variants, a run folder is `<entry>_<variant>_seed<s>`.
 """
 import logging
 import os
+import re
 import shlex
 from collections import OrderedDict, namedtuple
 
@@ -29,6 +34,13 @@ ENTRIES = OrderedDict([
 ])
 DEFAULT_ENTRIES = ("atme", "atme_no_feedback", "pix2pix")
 
+# built-in variants: name -> the flags that make it
+VARIANTS = OrderedDict([
+    ("fp32", ()),
+    ("bf16", ("--amp", "bf16", "--channels_last")),
+])
+VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")  # part of a folder name; no "_" (it separates the parts)
+
 # The settings every run of a study shares (train.py flag -> the study's default; the paper's Sec. 5.3 where it
 # names one, train.py's own default otherwise). Each model's own defaults differ (e.g. pix2pix's batch norm), so
 # the study always passes these explicitly.
@@ -44,7 +56,17 @@ MATCHED = OrderedDict([
 # paper's R = (1, 2, 4, 8) at a quarter of its width (d = 16): 2.44 M against D's 0.14 M, 17x (paper: ATME 13x,
 # pix2pix 20x). pix2pix's U-Net (ngf 24, 4.1 M) keeps the paper's pix2pix-to-ATME generator ratio (1.7, paper 1.5);
 # SEGAN's noise U-Net takes the same width.
+# `quick` is a smoke-size study for trying the command on a CPU in minutes (docs/convergence_study.md): two models,
+# one seed, 2 + 1 epochs on the first 48 training images at 32 px, narrow networks. Its numbers show the study
+# works, not what the models do.
 PRESETS = {
+    "quick": dict(
+        models=("atme", "pix2pix"), seeds=(0,),
+        matched=dict(load_size=36, crop_size=32, batch_size=4, n_epochs=2, n_epochs_decay=1, netD="n_layers",
+                     n_layers_D=1, ndf=16),
+        model_flags={"atme": "--dim 8 --init_dim 8 --dim_mults 1,2,4 --groups 4",
+                     "pix2pix": "--netG unet --ngf 8"},
+        train_flags=("--max_dataset_size", "48")),
     "demo": dict(
         matched=dict(load_size=72, crop_size=64, batch_size=4, netD="n_layers", n_layers_D=1, ndf=64),
         model_flags={"atme": "--dim 16 --init_dim 16 --dim_mults 1,2,4,8 --groups 8",
@@ -62,7 +84,7 @@ NOT_SETTINGS = {
     "update_html_freq", "print_freq", "no_html", "save_latest_freq", "save_epoch_freq", "save_by_iter",
     "continue_train"}
 
-Run = namedtuple("Run", "entry seed name model run_dir train_args")
+Run = namedtuple("Run", "entry seed name model run_dir train_args variant", defaults=("",))
 
 
 def resolve_entry(name):
@@ -93,32 +115,66 @@ def entry_flags(entry, model, model_flags):
     return own + list(family) + list(model_flags.get(entry, []))
 
 
+def parse_variants(items):
+    """`--variants` items -> {name: [flags]} in the order given. An item is a comma list of built-in names
+    (`fp32,bf16`) or `name=flags` (`'logits=--pool_stores logits'`); an empty list is no variant axis."""
+    variants = OrderedDict()
+    example = "--variants fp32,bf16 or --variants 'prob=--pool_stores prob' 'logits=--pool_stores logits'"
+    for item in items or ():
+        name, sep, flags = item.partition("=")
+        pairs = [(name.strip(), shlex.split(flags))] if sep else \
+            [(n.strip(), None) for n in item.split(",") if n.strip()]
+        for name, flags in pairs:
+            if flags is None:
+                if name not in VARIANTS:
+                    raise ValueError(f"--variants: {name!r} is not a built-in variant ({', '.join(VARIANTS)}); give "
+                                     f"its flags as NAME=FLAGS, e.g. {example}")
+                flags = list(VARIANTS[name])
+            if not VARIANT_NAME.match(name):
+                raise ValueError(f"--variants: the name {name!r} names run folders: letters, digits, '.', '+' and "
+                                 f"'-' only (no '_'), e.g. {example}")
+            if name in variants:
+                raise ValueError(f"--variants names {name!r} twice ({' '.join(items)}): give each variant its own "
+                                 f"name, e.g. {example}")
+            variants[name] = flags
+    if len(variants) == 1:
+        raise ValueError(f"--variants {' '.join(items)}: one variant compares nothing; leave --variants out, or give "
+                         f"two or more, e.g. {example}")
+    return variants
+
+
+def group_label(entry, variant):
+    """How the figures and tables name one (entry, variant): `atme`, or `atme bf16` in a variants study."""
+    return f"{entry} {variant}" if variant else entry
+
+
 def gpu_args(gpu_ids):
     """train.py/test.py flags for the study's --gpu_ids: none when unset (their default: the first GPU, else CPU)."""
     return [] if gpu_ids is None else ["--gpu_ids", str(gpu_ids)]
 
 
-def run_name(entry, seed):
-    return f"{entry}_seed{seed}"
+def run_name(entry, seed, variant=""):
+    return f"{entry}_{variant}_seed{seed}" if variant else f"{entry}_seed{seed}"
 
 
-def plan_runs(entries, seeds, *, dataroot, runs_dir, matched, model_flags, gpu_ids, num_threads, extra):
-    """One `Run` per (entry, seed), in the order they are trained (seed by seed, so an interrupted study has
-    the first seeds of every model)."""
+def plan_runs(entries, seeds, *, dataroot, runs_dir, matched, model_flags, gpu_ids, num_threads, extra,
+              variants=None):
+    """One `Run` per (entry, variant, seed), in the order they are trained (seed by seed, so an interrupted study
+    has the first seeds of every model and variant)."""
     runs = []
-    for seed in seeds:
-        for entry in entries:
-            model, _ = resolve_entry(entry)
-            name = run_name(entry, seed)
-            args = ["--dataroot", dataroot, "--checkpoints_dir", runs_dir, "--name", name, "--model", model,
-                    *entry_flags(entry, model, model_flags), "--seed", str(seed)]
-            for key, value in matched.items():
-                args += [f"--{key}", str(value)]
-            # val_log.csv gets L1 and PSNR every epoch; the live dashboard is off.
-            args += ["--val_freq", "1", "--display_id", "0", *gpu_args(gpu_ids),
-                     *([] if num_threads is None else ["--num_threads", str(num_threads)]),
-                     *extra]
-            runs.append(Run(entry, seed, name, model, os.path.join(runs_dir, name), args))
+    for seed, entry, (variant, variant_flags) in ((s, e, v) for s in seeds for e in entries
+                                                  for v in (variants or {"": []}).items()):
+        model, _ = resolve_entry(entry)
+        name = run_name(entry, seed, variant)
+        args = ["--dataroot", dataroot, "--checkpoints_dir", runs_dir, "--name", name, "--model", model,
+                *entry_flags(entry, model, model_flags), "--seed", str(seed)]
+        for key, value in matched.items():
+            args += [f"--{key}", str(value)]
+        # val_log.csv gets L1 and PSNR every epoch; the live dashboard is off.
+        args += ["--val_freq", "1", "--display_id", "0", *gpu_args(gpu_ids),
+                 *([] if num_threads is None else ["--num_threads", str(num_threads)]),
+                 *extra, *variant_flags]  # last: the variant's flags win
+        runs.append(Run(entry, seed, name, model, os.path.join(runs_dir, name), args, variant))
     return runs
 
 
@@ -143,6 +199,11 @@ def check_run_settings(run):
                          f"{'; '.join(differ)}.\nCall the study with the settings it was made with (its study.json, "
                          f"{os.path.join(os.path.dirname(os.path.dirname(run.run_dir)), 'study.json')}, lists "
                          f"them), or give a new --study_dir.")
+
+
+def jobs_dir(study_dir):
+    """Where the study's jobs keep their events, training times and submitit files (scripts/experiments/jobs)."""
+    return os.path.join(study_dir, "jobs")
 
 
 def total_epochs(matched):

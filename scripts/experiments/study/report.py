@@ -5,9 +5,11 @@
   (util.run.convergence) per epoch with the raw mean as dots, a band of +- one standard deviation over seeds (more
   than one seed), and the equilibrium line;
 - `validation.png`: the same for L1 and PSNR on the val split;
-- `summary.md` / `summary.csv`: per model, mean and spread over seeds of |quantity - equilibrium| over the last k
-  epochs and its slope, the test L1 / PSNR (and KID), every network's parameters and the G/D ratio;
-  for SEGAN runs a second table of diversity, fidelity and input dependence (`diversity_summary.csv`);
+- `summary.md` / `summary.csv`: per model (and variant, in a variants study), mean and spread over seeds of
+  |quantity - equilibrium| over the last k epochs and its slope, the test L1 / PSNR (and KID), every network's
+  parameters and the G/D ratio; a second table with the mean and min..max over seeds of the distance, test L1,
+  PSNR and the training time per run (train.py's wall time summed over the run's jobs, `jobs/<run>/train_time.csv`);
+  for SEGAN runs a third table of diversity, fidelity and input dependence (`diversity_summary.csv`);
 - `per_run.csv`: the same numbers per run, before the mean over seeds.
 
 Smoothing (the paper's Fig. 3 is smoothed without saying how): a local straight-line fit, epoch e showing the
@@ -24,14 +26,17 @@ from collections import OrderedDict
 
 import numpy as np
 
-from scripts.experiments.study.records import read_convergence, read_rows, read_validation, write_rows
+from scripts.experiments.jobs.events import events_path, train_seconds
 from scripts.experiments.study.evaluation import eval_dir
+from scripts.experiments.study.plan import group_label, jobs_dir
+from scripts.experiments.study.records import read_convergence, read_rows, read_validation, write_rows
 from util.run.atomic import atomic_write_text
 from util.views.figures import new_figure, save_figure
 
 GENERATOR_SIDE = ("G", "W")  # networks on the generator's side: ATME's W learns with G and is part of it
 NETWORK_ORDER = ("G", "W", "D", "T")
 DIVERSITY_COLUMNS = ("diversity", "fidelity", "cross_input", "target_distance")
+SPREAD_COLUMNS = ("dist_last_k", "test_l1", "test_psnr", "train_minutes")  # with min..max over seeds
 
 
 def smooth(values, window, x=None):
@@ -63,6 +68,12 @@ def mean_std(values):
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan
 
 
+def min_max(values):
+    """(min, max) of the finite values (nan, nan without any)."""
+    v = [x for x in values if x is not None and np.isfinite(x)]
+    return (float(min(v)), float(max(v))) if v else (math.nan, math.nan)
+
+
 def last_k_stats(epochs, distance, k):
     """(mean, least-squares slope per epoch) of `distance` over the last k epochs."""
     k = min(int(k), len(epochs))
@@ -83,8 +94,9 @@ def run_record(run, study_dir, k):
     q, epochs, values = read_convergence(run.run_dir)
     distance = np.abs(values - q.equilibrium) if q.equilibrium is not None else values
     dist_mean, slope = last_k_stats(epochs, distance, k)
-    record = OrderedDict(entry=run.entry, seed=run.seed, name=run.name, quantity=q.column, epochs=int(epochs[-1]),
-                         last_value=float(values[-1]), dist_last_k=dist_mean, slope_last_k=slope)
+    record = OrderedDict(entry=run.entry, variant=run.variant, seed=run.seed, name=run.name, quantity=q.column,
+                         epochs=int(epochs[-1]), last_value=float(values[-1]), dist_last_k=dist_mean,
+                         slope_last_k=slope)
     out = eval_dir(study_dir, run.name)
     test = _first_row(os.path.join(out, "test_metrics.csv")) or {}
     record["test_phase"] = test.get("phase", "")
@@ -99,6 +111,7 @@ def run_record(run, study_dir, k):
         record[f"params_{name}"] = params.get(name, "")
     generator = sum(params.get(n, 0) for n in GENERATOR_SIDE)
     record["g_over_d"] = generator / params["D"] if params.get("D") else math.nan
+    record["train_minutes"] = train_seconds(events_path(jobs_dir(study_dir), run.name)) / 60
     path = os.path.join(out, "diversity.csv")
     if os.path.isfile(path):
         rows = read_rows(path, "the study writes it for SEGAN runs")
@@ -125,15 +138,18 @@ def _millions(count):
 
 
 def summarize(records, k):
-    """One row per entry (in the study's order): means and standard deviations over its seeds."""
+    """One row per entry and variant (in the study's order): means and standard deviations over its seeds, and
+    min..max for the SPREAD_COLUMNS."""
     rows = OrderedDict()
     for record in records:
-        rows.setdefault(record["entry"], []).append(record)
+        rows.setdefault((record["entry"], record["variant"]), []).append(record)
     summary = []
-    for entry, runs in rows.items():
-        row = OrderedDict(entry=entry, seeds=len(runs), quantity=runs[0]["quantity"], last_k=k)
-        for key in ("dist_last_k", "slope_last_k", "test_l1", "test_psnr", "kid_x100"):
+    for (entry, variant), runs in rows.items():
+        row = OrderedDict(entry=entry, variant=variant, seeds=len(runs), quantity=runs[0]["quantity"], last_k=k)
+        for key in ("dist_last_k", "slope_last_k", "test_l1", "test_psnr", "kid_x100", "train_minutes"):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([r[key] for r in runs])
+        for key in SPREAD_COLUMNS:
+            row[f"{key}_min"], row[f"{key}_max"] = min_max([r[key] for r in runs])
         for name in NETWORK_ORDER:
             row[f"params_{name}"] = runs[0][f"params_{name}"]
         row["g_over_d"] = runs[0]["g_over_d"]
@@ -149,6 +165,25 @@ def summarize(records, k):
     return summary
 
 
+def _spread(row, key, digits):
+    """'mean (min..max)' over seeds; the mean alone for one seed."""
+    mean, low, high = row[f"{key}_mean"], row[f"{key}_min"], row[f"{key}_max"]
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ({low:.{digits}f}..{high:.{digits}f})" if row["seeds"] > 1 else f"{mean:.{digits}f}"
+
+
+def spread_table(summary, target, k, test_phase):
+    """Per entry and variant: mean (min..max over seeds) of the distance, test L1, PSNR and time per run."""
+    lines = [f"| model | seeds | {target}, last {k} epochs | {test_phase} L1 | {test_phase} PSNR (dB) | "
+             f"training time per run (min) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in summary:
+        lines.append(f"| {group_label(r['entry'], r['variant'])} | {r['seeds']} | {_spread(r, 'dist_last_k', 4)} | "
+                     f"{_spread(r, 'test_l1', 4)} | {_spread(r, 'test_psnr', 2)} | "
+                     f"{_spread(r, 'train_minutes', 1)} |")
+    return lines
+
+
 def markdown(summary, quantity, k, window, test_phase):
     q = quantity
     name = short_label(q)
@@ -158,7 +193,7 @@ def markdown(summary, quantity, k, window, test_phase):
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in summary:
         lines.append(
-            f"| {r['entry']} | {r['seeds']} | {_format(r['dist_last_k_mean'], r['dist_last_k_std'], 4)} | "
+            f"| {group_label(r['entry'], r['variant'])} | {r['seeds']} | {_format(r['dist_last_k_mean'], r['dist_last_k_std'], 4)} | "
             f"{_format(r['slope_last_k_mean'], r['slope_last_k_std'], 4)} | "
             f"{_format(r['test_l1_mean'], r['test_l1_std'], 4)} | {_format(r['test_psnr_mean'], r['test_psnr_std'], 2)} | "
             f"{_format(r['kid_x100_mean'], r['kid_x100_std'], 2)} | "
@@ -177,6 +212,14 @@ def markdown(summary, quantity, k, window, test_phase):
         f"{test_phase} L1 is the mean |output - target| on the [-1, 1] image scale and PSNR uses a data range of 2, as "
         "train.py's val_log.csv; networks in eval mode, checkpoint `latest`. KID x100 needs the Inception weights "
         "(n/a without them). Parameters per network; G/D is (G + W) / D, W being ATME's ear for D.",
+        "",
+        "Mean and (min..max) over seeds:",
+        "",
+        *spread_table(summary, target, k, test_phase),
+        "",
+        "Training time per run: train.py's wall time summed over the run's jobs (each part of a preempted run "
+        "counts; test and evaluation not included; n/a for runs trained before the jobs recorded it). Runs that "
+        "trained side by side (--max_parallel > 1) shared the machine.",
     ]
     segan = [r for r in summary if "diversity_mean" in r]
     if segan:
@@ -188,7 +231,7 @@ def markdown(summary, quantity, k, window, test_phase):
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in segan:
             notes.append(
-                f"| {r['entry']} | {r['seeds']} | {_format(r['diversity_mean'], r['diversity_std'], 4)} | "
+                f"| {group_label(r['entry'], r['variant'])} | {r['seeds']} | {_format(r['diversity_mean'], r['diversity_std'], 4)} | "
                 f"{r['diversity_draw_std']:.4f} | {_format(r['fidelity_mean'], r['fidelity_std'], 4)} | "
                 f"{_format(r['cross_input_mean'], r['cross_input_std'], 4)} | "
                 f"{_format(r['target_distance_mean'], r['target_distance_std'], 4)} | "
@@ -297,7 +340,7 @@ def write_report(runs, study_dir, *, k, window, test_phase):
         quantities[q.column] = q
         val = read_validation(run.run_dir)
         records.append(record)
-        curves.setdefault(run.entry, []).append(((epochs, values), val["l1"], val["psnr"]))
+        curves.setdefault(group_label(run.entry, run.variant), []).append(((epochs, values), val["l1"], val["psnr"]))
     if len(quantities) > 1:
         raise ValueError(f"the runs record different convergence quantities ({', '.join(quantities)}): a study needs "
                          f"one --gan_mode")
@@ -305,7 +348,8 @@ def write_report(runs, study_dir, *, k, window, test_phase):
     summary = summarize(records, k)
     labels = OrderedDict()
     for row in summary:
-        labels[row["entry"]] = (f"{row['entry']} (G/D {row['g_over_d']:.1f}, n={row['seeds']})")
+        label = group_label(row["entry"], row["variant"])
+        labels[label] = f"{label} (G/D {row['g_over_d']:.1f}, n={row['seeds']})"
     group = lambda index: OrderedDict((labels[e], [c[index] for c in cs]) for e, cs in curves.items())
     seeds = sorted({r["seed"] for r in records})
     convergence_plot(os.path.join(study_dir, "convergence.png"), group(0), q, window, seeds)
@@ -317,6 +361,7 @@ def write_report(runs, study_dir, *, k, window, test_phase):
     segan = [r for r in summary if "diversity_mean" in r]
     if segan:
         write_rows(os.path.join(study_dir, "diversity_summary.csv"),
-                   [{c: v for c, v in r.items() if c not in main_columns or c in ("entry", "seeds")} for r in segan])
+                   [{c: v for c, v in r.items() if c not in main_columns or c in ("entry", "variant", "seeds")}
+                    for r in segan])
     atomic_write_text(os.path.join(study_dir, "summary.md"), markdown(summary, q, k, window, test_phase))
     return summary
