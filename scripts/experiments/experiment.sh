@@ -2,7 +2,7 @@
 # One experiment of the papers, from data to numbers. The per-dataset scripts (scripts/experiments/<model>/<dataset>.sh)
 # call this with their model and dataset baked in.
 #
-#   bash scripts/experiments/experiment.sh <model> <dataset> [AtoB|BtoA|both] [stage ...] [-- extra train.py flags]
+#   bash scripts/experiments/experiment.sh <model> <dataset> [AtoB|BtoA|both] [stage ...] [job flags] [-- extra train.py flags]
 #
 # model:   atme | pix2pix (ATME paper, Sec. 5.3) | segan (SEGAN paper, supervised or unsupervised)
 # dataset: facades maps cityscapes night2day (atme, pix2pix); facades maps edges2shoes (segan)
@@ -11,6 +11,10 @@
 #          scripts/experiments/convergence_study.py with the paper's settings over SEEDS: for atme/pix2pix ATME,
 #          ATME without feedback and pix2pix (Fig. 3), for segan lambda_MI 1 and 0 (diversity); its folder is
 #          <STUDIES_DIR>/<dataset>_<convergence|segan>_<direction>/.
+# Jobs:    with the train stage, each run is a job (scripts/experiments/experiment_jobs.py): it trains or resumes
+#          the run, then runs its later stages; a preempted job saves and is requeued. Job flags (docs/cluster.md):
+#          --executor local|slurm|debug, --max_parallel N, --slurm_partition P, --slurm_gpus_per_job N,
+#          --slurm_time_min M, --slurm_extra KEY=VALUE, --status, --dry_run; they go to the study stage too.
 # Run name: <dataset>_<model>_<direction>; checkpoints/<name>/, results/<name>/<phase>_latest/.
 # Environment: PYTHON, TEST_ARGS (extra test.py flags), KID_ARGS (extra compute_kid.py flags, e.g.
 #   --inception_weights PATH), SEG_WEIGHTS / SEG_ARCH (Cityscapes FCN scores), DIVERSITY_ARGS
@@ -53,9 +57,16 @@ esac
 DIRECTION=$DEFAULT_DIRECTION
 if [ $# -gt 0 ] && [[ "$1" =~ ^(AtoB|BtoA|both)$ ]]; then DIRECTION="$1"; shift; fi
 STAGES=()
+JOB_FLAGS=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-  [[ "$1" =~ ^(prepare|train|test|kid|fcn|diversity|study)$ ]] || die "unknown stage '$1' (prepare train test kid fcn diversity study)"
-  STAGES+=("$1"); shift
+  case "$1" in
+    prepare|train|test|kid|fcn|diversity|study) STAGES+=("$1"); shift ;;
+    --status|--dry_run) JOB_FLAGS+=("$1"); shift ;;
+    --executor|--max_parallel|--slurm_partition|--slurm_gpus_per_job|--slurm_time_min|--slurm_extra)
+      [ $# -ge 2 ] || die "$1 needs a value (docs/cluster.md)"
+      JOB_FLAGS+=("$1" "$2"); shift 2 ;;
+    *) die "unknown stage '$1' (stages: prepare train test kid fcn diversity study; or a job flag, see docs/cluster.md)" ;;
+  esac
 done
 [ $# -gt 0 ] && shift  # the "--"
 EXTRA_TRAIN=("$@")
@@ -68,6 +79,15 @@ read -r -a KID_EXTRA <<< "${KID_ARGS:-}"
 read -r -a DIVERSITY_EXTRA <<< "${DIVERSITY_ARGS:-}"
 read -r -a STUDY_EXTRA <<< "${STUDY_ARGS:-}"
 read -r -a SEED_LIST <<< "${SEEDS:-0 1 2}"
+has_stage() { local s; for s in "${STAGES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+if [ "${DRY_RUN:-0}" != 1 ] && has_stage train; then
+  # each run a job: train (or resume), then its later stages; prepare before, study after (experiment_jobs.py)
+  exec "$PY" -m scripts.experiments.experiment_jobs "$MODEL" "$DATASET" "$DIRECTION" "${STAGES[@]}" \
+       "${JOB_FLAGS[@]}" -- "${EXTRA_TRAIN[@]}"
+fi
+if [ ${#JOB_FLAGS[@]} -gt 0 ] && ! has_stage study; then
+  die "job flags (${JOB_FLAGS[*]}) apply to the train and study stages; add one, e.g. bash scripts/experiments/experiment.sh $MODEL $DATASET $DIRECTION train test ${JOB_FLAGS[*]}"
+fi
 
 # ---------------------------------------------------------------- data
 DATA="${DATASETS_DIR:-datasets}"
@@ -132,7 +152,7 @@ run_study() {  # $1 = direction: every model of the comparison over SEEDS, with 
       --test_phase "$TEST_PHASE" --study_dir "${STUDIES_DIR:-studies}/${DATASET}_${kind}_${direction}" \
       --seeds "${SEED_LIST[@]}" --direction "$direction" --norm instance --netD basic --ndf 64 --gan_mode vanilla \
       --n_epochs "${N_EPOCHS:-100}" --n_epochs_decay "${N_EPOCHS_DECAY:-100}" "${flags[@]}" "${STUDY_EXTRA[@]}" \
-      -- "${EXTRA_TRAIN[@]}"
+      "${JOB_FLAGS[@]}" -- "${EXTRA_TRAIN[@]}"
 }
 
 run_one() {  # $1 = direction
@@ -143,7 +163,8 @@ run_one() {  # $1 = direction
   for stage in "${STAGES[@]}"; do
     echo "== $name: $stage"
     case "$stage" in
-      prepare) prepare ;;
+      prepare) if [[ " ${JOB_FLAGS[*]} " =~ \ --(status|dry_run)\  ]]; then echo "   (--status/--dry_run: nothing prepared)"
+               else prepare; fi ;;
       train)
         # shellcheck disable=SC2046
         run "$PY" train.py --dataroot "$TRAIN_DATAROOT" --name "$name" --checkpoints_dir "$CKPT" \

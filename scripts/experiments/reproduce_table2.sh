@@ -22,7 +22,7 @@ for stage in "${STAGES[@]}"; do
     table2) "$PY" -m scripts.experiments.table2 "${JOB_FLAGS[@]}" "$@" ;;
     study)
       for dataset in facades maps cityscapes night2day; do
-        STUDY_ARGS="${STUDY_ARGS:-} ${JOB_FLAGS[*]}" bash "scripts/experiments/fig3/$dataset.sh" both "$@"
+        bash "scripts/experiments/fig3/$dataset.sh" both "${JOB_FLAGS[@]}" "$@"
       done ;;
   esac
 done

@@ -1,0 +1,154 @@
+"""The papers' experiments as jobs: one job per run (model, dataset, direction) that trains or resumes its run folder
+with the train.py command of scripts/experiments/experiment.sh, then runs that run's later stages (test, kid, fcn,
+diversity) as its follow-up. The per-dataset scripts (scripts/experiments/<model>/<dataset>.sh) come here through
+experiment.sh whenever their stages include `train`, and Table 2 (scripts/experiments/table2.py) plans its jobs the
+same way, so a run trained by one is done for the other.
+
+    python -m scripts.experiments.experiment_jobs atme facades both [stage ...] [job flags] [-- train.py flags]
+    bash scripts/experiments/atme/facades.sh BtoA --executor slurm --slurm_partition gpu -- --gpu_ids 0   # the same
+
+Job flags: docs/cluster.md. Stages as in experiment.sh; `prepare` runs here before anything is submitted, `study`
+after the jobs (the convergence study, whose runs are jobs of their own, with the same job flags). Job files: <RESULTS_DIR>/jobs/<run name>/ (events, training times) and
+<RESULTS_DIR>/jobs/submitit/.
+"""
+import argparse
+import logging
+import os
+import shlex
+import subprocess
+import sys
+
+if __name__ == "__main__" and not __package__:  # run as a file: import the project as `python -m` would
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from scripts.experiments.jobs.events import events_path
+from scripts.experiments.jobs.flags import add_job_flags, check_job_flags, replaced
+from scripts.experiments.jobs.run_job import RunJob
+from scripts.experiments.jobs.status import status_table
+from scripts.experiments.jobs.submit import ROOT, dry_run_text, is_done, run_jobs
+
+log = logging.getLogger("jobs")
+EXPERIMENT = os.path.join(ROOT, "scripts", "experiments", "experiment.sh")
+JOB_STAGES = ("train", "test", "kid", "fcn", "diversity")  # the stages a run's job runs, in this order
+
+
+class Commands:
+    """A job's follow-up: commands (argument lists) run one after another in the repository; the first that fails
+    stops the job with its exit code."""
+
+    def __init__(self, commands):
+        self.commands = [list(c) for c in commands]
+
+    def __call__(self):
+        for command in self.commands:
+            log.info("+ %s", shlex.join(command))
+            subprocess.run(command, cwd=ROOT, check=True)
+
+
+def jobs_dir():
+    """Where the experiments' jobs keep their files: <RESULTS_DIR>/jobs (shared by every experiment command)."""
+    return os.path.join(ROOT, os.environ.get("RESULTS_DIR", "results"), "jobs")
+
+
+def experiment_commands(model, dataset, direction, stages, extra):
+    """The commands experiment.sh runs for one run's stages, as it prints them with DRY_RUN=1."""
+    out = subprocess.run(["bash", EXPERIMENT, model, dataset, direction, *stages, "--", *extra], cwd=ROOT,
+                         env=dict(os.environ, DRY_RUN="1"), capture_output=True, text=True)
+    if out.returncode:
+        raise ValueError(f"scripts/experiments/experiment.sh {model} {dataset} {direction}: {out.stderr.strip()}")
+    return [shlex.split(line[2:]) for line in out.stdout.splitlines() if line.startswith("+ ")]
+
+
+def plan_job(model, dataset, direction, stages, extra):
+    """One RunJob: experiment.sh's train.py command for (model, dataset, direction), its other `stages` after."""
+    commands = experiment_commands(model, dataset, direction, [s for s in JOB_STAGES if s in stages], extra)
+    train = next(c for c in commands if "train.py" in c)
+    args = train[train.index("train.py") + 1:]
+    value = lambda flag: args[len(args) - 1 - args[::-1].index(flag) + 1]  # the last one given wins
+    name, run_dir = value("--name"), os.path.join(value("--checkpoints_dir"), value("--name"))
+    epochs = int(value("--n_epochs")) + int(value("--n_epochs_decay"))
+    after = Commands([[sys.executable if i == 0 else word for i, word in enumerate(c)] for c in commands
+                      if c is not train])
+    return RunJob(name, os.path.join(ROOT, run_dir), args, epochs, events_path(jobs_dir(), name), ROOT, after=after)
+
+
+def directions(direction):
+    return ["AtoB", "BtoA"] if direction == "both" else [direction]
+
+
+def submit(jobs, args, prog, argv, prepare=None):
+    """--status or --dry_run (None), or `prepare()` (the data), then submit the jobs and wait: 0 when every one
+    finished, else 1 (each failure listed). The job flags are checked before anything is written."""
+    check_job_flags(args, lambda flag, value: replaced(prog, argv, flag, value))
+    if args.status:
+        print(status_table(jobs))
+        return None
+    if args.dry_run:
+        print(dry_run_text([job for job in jobs if not is_done(job)], args))
+        return None
+    if prepare is not None:
+        prepare()
+    outcomes = run_jobs(jobs, args, jobs_dir())
+    failed = [name for name, o in outcomes.items() if o["state"] != "finished"]
+    if failed:
+        log.error("%d runs did not finish (%s); call the same command again to submit only these (or --status)",
+                  len(failed), ", ".join(failed))
+        return 1
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m scripts.experiments.experiment_jobs", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p.add_argument("model", choices=("atme", "pix2pix", "segan"))
+    p.add_argument("dataset")
+    p.add_argument("direction", choices=("AtoB", "BtoA", "both"))
+    p.add_argument("stages", nargs="*", default=["prepare", "train", "test", "kid"],
+                   help="experiment.sh's stages; train and the stages after it run in the run's job")
+    add_job_flags(p)
+    return p
+
+
+def job_flag_args(args):
+    """The job flags of `args` that differ from their defaults, as typed (for the study stage's command)."""
+    defaults = build_parser().parse_args(["atme", "facades", "both"])
+    out = []
+    for flag in ("executor", "max_parallel", "slurm_partition", "slurm_gpus_per_job", "slurm_time_min"):
+        if getattr(args, flag) != getattr(defaults, flag):
+            out += [f"--{flag}", str(getattr(args, flag))]
+    for key, value in args.slurm_extra:
+        out += ["--slurm_extra", f"{key}={value}"]
+    return out + (["--status"] if args.status else []) + (["--dry_run"] if args.dry_run else [])
+
+
+def main(argv=None):
+    from util.run.run_logs import setup_logging
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    args = build_parser().parse_intermixed_args(argv)
+    unknown = [s for s in args.stages if s not in ("prepare", "study", *JOB_STAGES)]
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r} (prepare train test kid fcn diversity study)")
+    setup_logging()
+    study_flags = job_flag_args(args)
+    prepare = lambda: subprocess.run(["bash", EXPERIMENT, args.model, args.dataset, args.direction, "prepare"],
+                                     cwd=ROOT, check=True)
+    code = 0
+    if "train" in args.stages:
+        jobs = [plan_job(args.model, args.dataset, d, args.stages, extra) for d in directions(args.direction)]
+        code = submit(jobs, args, "python -m scripts.experiments.experiment_jobs",
+                      argv + (["--", *extra] if extra else []), prepare if "prepare" in args.stages else None) or 0
+    elif "prepare" in args.stages and not (args.status or args.dry_run):
+        prepare()
+    if "study" in args.stages and not code:  # the study's own jobs, with the same job flags
+        code = subprocess.run(["bash", EXPERIMENT, args.model, args.dataset, args.direction, "study", *study_flags,
+                               "--", *extra], cwd=ROOT).returncode
+    return code
+
+
+if __name__ == "__main__":
+    from util.command_line.cli import run_main
+    run_main(main)
