@@ -151,6 +151,9 @@ RESUME_HINT = ("Free space or fix the folder, then resume with --continue_train 
                "checkpoint).")
 
 
+SET_READ_ATTEMPTS = 5  # reads of one checkpoint set that a save beside it may interrupt
+
+
 class ModelCheckpoints:
     """Saving and loading for BaseModel; expects `networks()`, `optimizers`, `schedulers`, `save_dir`, `opt`, and
     `replan_schedulers(stored options, epoch)` (the model's schedule module applies this run's options after a
@@ -247,19 +250,49 @@ class ModelCheckpoints:
         return None
 
     def load_networks(self, tag):
+        """Every network of checkpoint `tag`, from one save: each file is checked and loaded, and the set's
+        checksum list must read the same before and after, or a save replaced the set meanwhile (a training
+        beside this reader) and the whole set is read again; a reader never mixes two saves."""
+        for attempt in range(SET_READ_ATTEMPTS):
+            before = self._list_bytes(tag)
+            try:
+                states = {name: self._read_network(tag, name) for name, _ in self.networks()}
+            except integrity.CorruptFile:
+                if self._list_bytes(tag) == before:
+                    raise  # the set did not change: the file is damaged
+                continue  # a file of the next save met the list of the last one
+            if self._list_bytes(tag) == before:
+                break
+            log.info("checkpoint '%s' was saved again while it was read; reading the new set", tag)
+        else:
+            raise RuntimeError(f"checkpoint '{tag}' in {self.save_dir} was saved again each of the "
+                               f"{SET_READ_ATTEMPTS} times it was read; test it when the training is between saves, "
+                               f"or use a numbered checkpoint (--epoch N)")
         for name, net in self.networks():
-            path = self._find_network_file(tag, name)
-            if path is None:
-                raise FileNotFoundError(
-                    f"no checkpoint {self._path(tag, name)} for network {name}; the run directory holds: "
-                    f"{', '.join(sorted(f for f in os.listdir(self.save_dir) if f.endswith('.pth'))) or 'nothing'}"
-                    if os.path.isdir(self.save_dir) else
-                    f"run directory {self.save_dir} does not exist: check --name and --checkpoints_dir")
-            self.verify_file(tag, path)
-            state = load_file(self._readable(path), f"network {name} checkpoint")
-            check_finite(state, path, f"network {name} checkpoint")
+            state, path = states[name]
             self.load_network_state(name, net, state, path)
             log.info("loaded %s", path)
+
+    def _list_bytes(self, tag):
+        """The bytes of set `tag`'s checksum list as they read now (None when there is none)."""
+        try:
+            with open(self._readable(integrity.manifest_path(self.save_dir, tag)), "rb") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+    def _read_network(self, tag, name):
+        path = self._find_network_file(tag, name)
+        if path is None:
+            raise FileNotFoundError(
+                f"no checkpoint {self._path(tag, name)} for network {name}; the run directory holds: "
+                f"{', '.join(sorted(f for f in os.listdir(self.save_dir) if f.endswith('.pth'))) or 'nothing'}"
+                if os.path.isdir(self.save_dir) else
+                f"run directory {self.save_dir} does not exist: check --name and --checkpoints_dir")
+        self.verify_file(tag, path)
+        state = load_file(self._readable(path), f"network {name} checkpoint")
+        check_finite(state, path, f"network {name} checkpoint")
+        return state, path
 
     def load_network_state(self, name, net, state, path):
         """Load `state` into `net`, explaining any key or shape mismatch."""
