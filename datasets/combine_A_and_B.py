@@ -131,7 +131,7 @@ def combine(fold_A, fold_B, fold_AB, use_AB=False, num_imgs=None, multiprocessin
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fold_A", required=True, help="folder of A images (with split sub-folders or not)")
     p.add_argument("--fold_B", required=True, help="folder of B images, same layout and names as --fold_A")
     p.add_argument("--fold_AB", required=True, help="output folder of the aligned A|B images")

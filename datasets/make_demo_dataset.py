@@ -212,7 +212,7 @@ def make_demo_dataset(out_dir, size=64, n_train=200, n_val=20, n_test=20, seed=0
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", default="datasets/demo", help="output folder")
     parser.add_argument("--size", type=int, default=64, help="height of each image; the width is twice this")

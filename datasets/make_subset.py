@@ -114,7 +114,7 @@ def make_subset(dataroot, out, n=None, phase="train", other_phases=("val", "test
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataroot", required=True, help="an aligned dataset with train/ val/ test/")
     p.add_argument("--out", required=True, help="folder of the derived dataset")
     p.add_argument("--n", type=int, default=0, help="keep the first N images of --phase (0: all)")

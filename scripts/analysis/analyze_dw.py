@@ -185,7 +185,7 @@ def parse_window(text):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="a run directory (checkpoints/<name>) or its noisy_history/ folder")
     p.add_argument("--which", default="W", choices=("W", "D"), help="analyse W_t (default) or D_t")
     p.add_argument("--epochs", default="", help="window START:END of epochs (e.g. 1:50 for the early phase)")

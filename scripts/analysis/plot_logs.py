@@ -60,7 +60,7 @@ def plot_runs(run_dirs, out, loss_out=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", help="run folders (checkpoints/<name>)")
     parser.add_argument("--out", default="convergence.png", help="convergence figure (PNG)")
     parser.add_argument("--loss_out", default=None, help="loss figure (default: <out>_losses.png)")

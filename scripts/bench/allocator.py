@@ -78,7 +78,7 @@ def check_setting(parser, setting):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="atme")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch_size", type=int, default=2)

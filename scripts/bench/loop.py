@@ -98,7 +98,7 @@ def loop_table(rows):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     add_mode_args(p)
     p.add_argument("--dataroot", required=True, help="the data to train on (e.g. the demo set)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per mode")

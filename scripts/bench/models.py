@@ -136,7 +136,7 @@ def model_table(rows):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     add_mode_args(p)
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per mode")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per mode (the median is reported)")

@@ -42,7 +42,7 @@ def time_kernels(params, rounds):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--model", default="atme", choices=sorted(MODEL_FLAGS))
     p.add_argument("--rounds", type=int, default=7, help="timed steps per kernel")
     p.add_argument("--extra", default="", help="more train.py flags for the model, e.g. '--dim 16'")

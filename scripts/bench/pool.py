@@ -59,7 +59,7 @@ def pool_table(rows):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--batch_size", type=int, default=4, help="maps read and written per batch")
     p.add_argument("--pool_sizes", default="1000,1000000", help="pool sizes (images), comma-separated")
     p.add_argument("--pool_map", type=int, default=30, help="side of a pool map (30 for 256x256 basic PatchGAN)")

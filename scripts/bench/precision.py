@@ -29,7 +29,7 @@ def generator_output(model_name, size, batch_size, mode):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="atme", choices=sorted(MODEL_FLAGS))
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch_size", type=int, default=2)

@@ -64,7 +64,7 @@ def profile_model(model_name, size, batch_size, mode, steps, warmup, extra=()):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="atme", choices=sorted(MODEL_FLAGS))
     p.add_argument("--size", type=int, default=256, help="square image side")
     p.add_argument("--batch_size", type=int, default=2)

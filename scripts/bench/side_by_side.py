@@ -232,7 +232,7 @@ def check_checkout(parser, path):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", required=True, help="a checkout (or git worktree) of another commit of the project")
     p.add_argument("--model", default="atme", choices=sorted(MODEL_FLAGS))
     p.add_argument("--size", type=int, default=256, help="square image side")

@@ -57,7 +57,7 @@ def parse_size(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="256x256,2048x1536", help="comma-separated WIDTHxHEIGHT")
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--tile_overlap", type=int, default=64)

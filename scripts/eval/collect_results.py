@@ -148,7 +148,7 @@ def to_csv(columns, rows):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="*", default=["results"], help="kid.json files or folders searched for them")
     p.add_argument("--out_md", default=None, help="write the Markdown table here (default: print it)")
     p.add_argument("--out_csv", default=None, help="write the CSV table here")

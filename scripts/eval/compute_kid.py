@@ -22,7 +22,7 @@ log = logging.getLogger("compute_kid")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("inputs (either --results_dir or --dir1 and --dir2)")
     src.add_argument("--results_dir", help="a test.py result folder, e.g. results/<name>/test_latest")
     src.add_argument("--real_label", default="real_B", help="suffix of the real images in --results_dir")

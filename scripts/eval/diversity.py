@@ -126,7 +126,7 @@ def select(groups, num_inputs, num_samples):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results_dir", required=True, help="a test.py result folder written with --n_samples K")
     p.add_argument("--label", default="fake_B", help="visual name of the samples: files <stem>_<label>_<k>.png")
     p.add_argument("--num_inputs", type=int, default=100, help="inputs to average over (paper: 100)")

@@ -169,7 +169,7 @@ def evaluate(net, pairs, *, num_classes=19, norm="imagenet", seg_size=None, labe
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results_dir", required=True, help="a test.py result folder of a Cityscapes labels->photo run")
     p.add_argument("--photo_label", default="fake_B", help="suffix of the photos to segment (real_B: ground truth)")
     p.add_argument("--label_label", default="real_A", help="suffix of the label images (the generator's input)")

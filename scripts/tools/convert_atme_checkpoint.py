@@ -16,7 +16,7 @@ from models.atme.release import convert_release
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_dir", required=True, help="folder holding <epoch>_net_G.pth and <epoch>_net_T.pth")
     parser.add_argument("--epoch", default="latest", help="which checkpoints: latest or an epoch number")
     parser.add_argument("--out_dir", default=None, help="where to write (default: --run_dir)")

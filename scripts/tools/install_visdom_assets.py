@@ -270,7 +270,7 @@ def install(static_dir, registry=DEFAULT_REGISTRY, tarball_dir=None, force=False
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--static-dir", default=None,
                         help="visdom's static folder (default: the one of the installed visdom package)")
     parser.add_argument("--registry", default=os.environ.get("npm_config_registry", DEFAULT_REGISTRY),
