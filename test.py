@@ -42,6 +42,9 @@ def main(args=None):
     given = sys.argv[1:] if args is None else list(args)
     check_trained(opt.run_dir, f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch,
                   lambda drop, add: options.retry_command(options.parser, given, drop, add), opt.checkpoints_dir)
+    if opt.num_threads > 2 and "num_threads" in options.explicit_flags(options.parser, given):
+        log.info("--num_threads %d -> 2: test.py loads data with at most 2 worker processes (one batch at a time, in "
+                 "order: the generator, not the loading, sets the pace)", opt.num_threads)
     opt.num_threads = min(opt.num_threads, 2)
     device_type = "cuda" if opt.gpu_ids and torch.cuda.is_available() else "cpu"  # as resolve_device decides
     with cpu_allocator.applied(opt.cpu_allocator, device_type):  # process-wide: set here, restored on return

@@ -19,6 +19,10 @@ class TestOptions(BaseOptions):
 
     def initialize(self, parser):
         parser = super().initialize(parser)
+        # test.py runs one process: the shared --gpu_ids help speaks of training's processes per GPU.
+        parser._option_string_actions["--gpu_ids"].help = (
+            "GPU id, e.g. 0 (test.py runs one process, on the first id listed); -1 is the CPU. The default fits "
+            "this machine: 0 with CUDA, else -1")
         g = parser.add_argument_group("test")
         g.add_argument("--results_dir", lifetime=INVOCATION, type=str, default="./results", help="results go to <results_dir>/<name>/")
         g.add_argument("--aspect_ratio", lifetime=INVOCATION, type=float, default=1.0, help="aspect ratio of saved images")
@@ -106,6 +110,9 @@ class TestOptions(BaseOptions):
 
     def resolve(self, opt, parser, args):
         opt = super().resolve(opt, parser, args)
+        if opt.tile_overlap is not None and not opt.tile:
+            parser.error(f"--tile_overlap {opt.tile_overlap} applies to tiles, and --tile is off: add --tile N "
+                         f"(e.g. --tile 512 --tile_overlap {opt.tile_overlap}), or drop --tile_overlap")
         if opt.tile < 0 or (opt.tile_overlap is not None and not 0 <= opt.tile_overlap < max(opt.tile, 1)):
             parser.error(f"--tile must be 0 (off) or positive and --tile_overlap at least 0 and smaller than --tile, "
                          f"got --tile {opt.tile} --tile_overlap {opt.tile_overlap}; e.g. --tile 512 --tile_overlap 128")

@@ -310,3 +310,46 @@ def test_a_resume_with_another_number_of_processes_reseeds_from_rank_0_and_says_
     expected_rank1 = torch.rand(4)
     distributed.restore_rank_rng([stored, other], "latest_train_state.pth")  # rank 1 of 2
     assert torch.equal(torch.rand(4), expected_rank1) and not caplog.records
+
+
+ORPHAN_WORKER = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+time.sleep(1.0)  # the imports of a real worker, during which torchrun's agent is killed
+os.environ["TORCHELASTIC_RUN_ID"] = "test"  # what torchrun sets for its workers
+from util.process.launch import stop_with_parent
+stop_with_parent()
+print("still waiting", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_whose_agent_died_during_its_start_up_stops(tmp_path):
+    """A stand-in agent starts a worker and ends at once, before the worker's parent-death check: the worker,
+    adopted by init, stops itself (SIGTERM) instead of waiting."""
+    agent = ("import subprocess, sys\n"
+             f"worker = subprocess.Popen([sys.executable, '-c', {ORPHAN_WORKER.format(root=ROOT)!r}],\n"
+             f"                          stdout=open({str(tmp_path / 'out')!r}, 'w'), start_new_session=True)\n"
+             f"open({str(tmp_path / 'pid')!r}, 'w').write(str(worker.pid))\n")
+    subprocess.run([sys.executable, "-c", agent], check=True, timeout=60)
+    pid = int((tmp_path / "pid").read_text())
+    deadline = time.time() + 20
+    while time.time() < deadline and os.path.exists(f"/proc/{pid}") and \
+            open(f"/proc/{pid}/stat").read().split()[2] != "Z":
+        time.sleep(0.1)
+    try:
+        alive = open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    except OSError:
+        alive = False
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive and "still waiting" not in (tmp_path / "out").read_text()
+
+
+def test_agent_gone_tells_init_and_other_programs_from_a_python_agent(monkeypatch):
+    from util.process import launch
+    assert launch.agent_gone(1)
+    assert not launch.agent_gone(os.getpid())  # this Python process, as torchrun's agent is
+    monkeypatch.setattr(launch.os, "readlink", lambda path: "/usr/lib/systemd/systemd")
+    assert launch.agent_gone(4242)  # adopted by a subreaper that is not Python

@@ -31,7 +31,11 @@ def stop_with_parent(signum=signal.SIGTERM):
     """Have the kernel send `signum` to this process when its parent ends, however it ends (SIGKILL included), so
     no process of a run trains on as an orphan. Linux only (prctl); elsewhere nothing happens. Called in torchrun
     before it starts (by the launcher) and in every worker under torchrun, whose agent starts them in sessions of
-    their own. SIGTERM makes a worker finish its step and save a resumable state."""
+    their own. SIGTERM makes a worker finish its step and save a resumable state.
+
+    A worker calls it once its imports are done, seconds after it started: an agent that ended meanwhile (a
+    torchrun killed during start-up) is no longer its parent, and the worker, adopted by init or a subreaper,
+    signals itself rather than wait for the other ranks forever."""
     parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -39,8 +43,23 @@ def stop_with_parent(signum=signal.SIGTERM):
             return
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:  # the parent ended before the request took effect: as if the signal had come
+    # The parent ended before the request took effect, or (a worker) before this was called: as if the signal
+    # had come.
+    if os.getppid() != parent or (under_torchrun() and agent_gone(parent)):
         os.kill(os.getpid(), signum)
+
+
+def agent_gone(parent):
+    """Whether this worker's parent `parent` shows that torchrun's agent (a Python process) has ended: the worker
+    was adopted by init (pid 1) or by a subreaper that is not a Python interpreter. False when it cannot be told
+    (no /proc, another user's process)."""
+    if parent == 1:
+        return True
+    try:
+        executable = os.readlink(f"/proc/{parent}/exe")
+    except OSError:
+        return False
+    return "python" not in os.path.basename(executable).lower()
 
 
 def under_torchrun(environ=None):
