@@ -176,3 +176,22 @@ def test_deferred_writes_land_by_the_next_write_read_or_flush(pool):
     with pytest.raises(ValueError, match=r"shape \(1, 1, 4, 4\) do not fit"):
         pool.write_deferred([3], torch.zeros(1, 1, 4, 4))
     pool.flush()
+
+
+def test_converting_a_single_file_pool_survives_a_kill_before_its_metadata(tmp_path, monkeypatch):
+    """An earlier version's `disc_pool.npy` becomes the two buffers; a process killed before the metadata is
+    written leaves the old pool, which the next open converts again (it was moved away first, and lost)."""
+    from models.atme import pool as pool_module
+    old = DiscPool.create(str(tmp_path / pool_module.POOL_FILENAME), 3, (2, 2), seed=5)
+    old.flush()
+    maps = np.load(tmp_path / pool_module.POOL_FILENAME).copy()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies here
+    with monkeypatch.context() as patch:
+        patch.setattr(pool_module, "write_json", killed)
+        with pytest.raises(KeyboardInterrupt):
+            pool_module.EpochPool.open(str(tmp_path), 3, (2, 2), epoch=4)
+    opened = pool_module.EpochPool.open(str(tmp_path), 3, (2, 2), epoch=4)
+    assert np.array_equal(np.load(opened.reading.path), maps) and np.array_equal(np.load(opened.writing.path), maps)
+    assert not (tmp_path / pool_module.POOL_FILENAME).exists()

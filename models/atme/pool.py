@@ -283,10 +283,13 @@ class EpochPool:
                                         f"are moved aside)")
             DiscPool(old).check_matches(num_images, map_size)
             meta = {"first_epoch": int(epoch), "images": int(num_images), "map_size": [int(s) for s in map_size]}
-            os.replace(old, os.path.join(folder, BUFFERS[0]))
-            with atomic_path(os.path.join(folder, BUFFERS[1])) as tmp:
-                shutil.copyfile(os.path.join(folder, BUFFERS[0]), tmp)
+            # Both buffers are complete copies before the metadata names them, and the old file goes last: a
+            # process killed anywhere here leaves either the old pool (converted again next time) or the new one.
+            for buffer in BUFFERS:
+                with atomic_path(os.path.join(folder, buffer)) as tmp:
+                    shutil.copyfile(old, tmp)
             write_json(meta_path, meta)
+            os.remove(old)
             log.warning("converted the single-file discriminator pool %s into the two buffers of this version", old)
         with open(meta_path) as handle:
             meta = json.load(handle)
