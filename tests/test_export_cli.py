@@ -72,7 +72,7 @@ def test_epoch_that_is_not_a_plain_name_is_refused_before_anything_is_written(de
     (checkpoints / "other").mkdir()
     before = tree(tmp_path)
     proc = run_main(export_cli.main, "--checkpoints_dir", checkpoints, "--name", "a", "--epoch", epoch, check=False)
-    assert proc.returncode == 2 and f"--epoch {epoch!r}" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "--epoch" in proc.stderr and epoch in proc.stderr, proc.stderr
     assert tree(tmp_path) == before and sorted(os.listdir(checkpoints)) == ["a", "other"]
     assert os.listdir(checkpoints / "a") == [] and os.listdir(checkpoints / "other") == []
 
@@ -147,10 +147,9 @@ def test_printed_run_it_command_works_typed_as_printed(demo_root, trained, tmp_p
     assert ("--eval" in command) == (model == "pix2pix") and f"--name {name}" in command
     meta = json.load(open(os.path.join(checkpoints, name, "latest_test_graph.json")))
     assert meta["export_command"].startswith(".venv/bin/python -m scripts.tools.export ")
-    # test.py takes --dataroot from the run once it inherits it; until then the test gives it
     results = os.path.join(ROOT, "results", name.split("/")[0])
     try:
-        typed = subprocess.run(["bash", "-c", f"{command} --dataroot {demo_root}"], cwd=ROOT, env=plain_env(),
+        typed = subprocess.run(["bash", "-c", command], cwd=ROOT, env=plain_env(),
                                capture_output=True, text=True, timeout=900)
         assert typed.returncode == 0, typed.stderr[-3000:]
         assert os.path.exists(os.path.join(ROOT, "results", name, "test_latest", "index.html"))

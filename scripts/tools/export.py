@@ -20,18 +20,17 @@ from models import create_model
 from models.inference import padded_side
 from options.test_options import TestOptions
 from util.command_line import commands
-from util.command_line.cli import UsageError, run_main
+from util.command_line.cli import run_main
 from util.export.graph_spec import mode_dependent_layers
 from util.export.onnx_export import DEFAULT_TOLERANCE
 from util.run.run_folder import RunFolder, RunFolderError
 from util.run.run_logs import setup_logging
-from util.run.transaction import is_plain_name
 
 log = logging.getLogger("export")
 
 
 def export_parser():
-    parser = argparse.ArgumentParser(prog="python -m scripts.tools.export", description=__doc__, add_help=False,
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m scripts.tools.export", description=__doc__, add_help=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="file format")
@@ -42,17 +41,6 @@ def export_parser():
                              "generator's size multiple); the file takes any size")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     return parser
-
-
-def checkpoint_tag(opt):
-    """The tag of the checkpoint to export, refused (naming the flag) unless it is a plain file-name part: the
-    graph is written as `<tag>_test_graph.onnx` inside the run folder, never elsewhere."""
-    if opt.load_iter:
-        return f"iter_{opt.load_iter}"
-    if not is_plain_name(str(opt.epoch)) or str(opt.epoch).startswith("~"):
-        raise UsageError(f"--epoch {opt.epoch!r} is not a checkpoint name: it names a file of the run folder, so it "
-                         f"is a plain name such as latest, best or an epoch number (no '/', no '..', not absolute)")
-    return str(opt.epoch)
 
 
 def run_command(model, tag):
@@ -76,7 +64,7 @@ def main(args=None):
     if "--gpu_ids" not in rest:
         rest += ["--gpu_ids", "-1"]  # the parity check compares with PyTorch on the CPU, as ONNX Runtime runs there
     opt = TestOptions().parse(rest)
-    tag = checkpoint_tag(opt)  # before anything is read or written
+    tag = f"iter_{opt.load_iter}" if opt.load_iter else opt.epoch  # --epoch is a plain name (options check it)
     opt.num_threads = 0
     folder = RunFolder(opt.run_dir)
     if not os.path.isdir(folder.path):
