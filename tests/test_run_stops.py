@@ -73,3 +73,27 @@ def test_a_stop_anywhere_at_the_end_of_an_epoch_resumes_exactly(reference, tmp_p
     if where != "during_save" or model == "atme":  # the stop came in epoch 1: the resume starts epoch 2
         assert "epoch 2, 0 images into it" in said, said[-2000:]
     assert_same_run(str(reference / model), str(tmp_path / model))
+
+
+@pytest.mark.slow  # a real Ctrl-C to a process group with loader workers
+def test_a_terminals_ctrl_c_is_answered_once_not_by_every_loader_worker(tmp_path, demo_root):
+    import os
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    run = args("pix2pix", tmp_path, "ctrlc", demo_root)
+    run[run.index("--num_threads") + 1] = "2"
+    run[run.index("--n_epochs") + 1] = "200"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *map(str, run)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    log_file = tmp_path / "ctrlc" / "loss_log.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log_file.exists() and log_file.read_text().count("\n") > 3):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group, workers included
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGINT, err[-3000:]
+    assert (out + err).count("SIGINT received") == 1, err[-3000:]
+    assert (tmp_path / "ctrlc" / "train.log").read_text().count("SIGINT received") == 1
