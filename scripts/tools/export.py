@@ -30,7 +30,7 @@ log = logging.getLogger("export")
 
 
 def export_parser():
-    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m scripts.tools.export", description=__doc__, add_help=False,
+    parser = argparse.ArgumentParser(prog="python -m scripts.tools.export", description=__doc__, add_help=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="file format")
