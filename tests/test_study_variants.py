@@ -13,6 +13,7 @@ from conftest import run_main
 from scripts.experiments.jobs import events
 from scripts.experiments.study import cli as convergence_study
 from scripts.experiments.study import plan as study_plan
+from scripts.experiments.study import report as study_report
 
 TINY = ["--load_size", "32", "--crop_size", "32", "--batch_size", "4", "--netD", "n_layers", "--n_layers_D", "1",
         "--ndf", "8", "--gpu_ids", "-1", "--num_threads", "0", "--smooth", "2", "--executor", "debug"]
@@ -86,10 +87,20 @@ def test_the_quick_preset_is_two_models_one_seed_a_few_epochs_on_a_subset(demo_r
 def variants_study(demo_root, tmp_path_factory):
     """pix2pix, fp32 against bf16, seeds 0 and 1, 1 + 1 epochs on the 32 px demo data (debug executor)."""
     study_dir = tmp_path_factory.mktemp("variants") / "study"
-    result = run_main(convergence_study.main, "--dataroot", demo_root, "--study_dir", study_dir, "--models",
-                      "pix2pix", "--seeds", "0", "1", "--n_epochs", "1", "--n_epochs_decay", "1",
-                      "--variants", "fp32,bf16", "--model_flags", "pix2pix=--netG unet --ngf 8", *TINY,
-                      "--", "--no_html")
+    drawn = {}
+
+    def convergence_plot(path, groups, *args):  # what the figure draws, then the figure itself
+        drawn.update({label: len(curves) for label, curves in groups.items()})
+        return real_plot(path, groups, *args)
+
+    real_plot = study_report.convergence_plot
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study_report, "convergence_plot", convergence_plot)
+        result = run_main(convergence_study.main, "--dataroot", demo_root, "--study_dir", study_dir, "--models",
+                          "pix2pix", "--seeds", "0", "1", "--n_epochs", "1", "--n_epochs_decay", "1",
+                          "--variants", "fp32,bf16", "--model_flags", "pix2pix=--netG unet --ngf 8", *TINY,
+                          "--", "--no_html")
+    result.drawn = drawn
     return study_dir, result
 
 
@@ -132,6 +143,8 @@ def test_a_variants_study_reports_one_row_per_variant_with_the_seeds_spread(vari
               f"{float(fp32['test_l1_max']):.4f})")
     assert spread in markdown
     assert "| pix2pix bf16 | 2 |" in result.stdout
+    # the figure: one curve group per variant, each with both seeds
+    assert {label.split(" (")[0]: n for label, n in result.drawn.items()} == {"pix2pix fp32": 2, "pix2pix bf16": 2}
 
 
 def test_a_run_without_recorded_time_shows_none(variants_study, tmp_path):
