@@ -22,9 +22,7 @@ import pytest
 import train
 from conftest import ROOT, printed_commands, script_args, test_main, train_main
 from options.train_options import TrainOptions
-import numpy as np
-
-from test_run_state import KILLER, pool_files, rows, weights
+from test_run_state import KILLER, assert_same_run
 from util.process.stop_request import StopRequest
 
 MODELS = {
@@ -230,7 +228,7 @@ class Walk:
             self.history.append("finish")
             self.train("--continue_train") if self.state == "partial" else self.train(*self.fresh_args())
         assert self.state == "finished"
-        same_run(str(self.references(self.model, self.epochs)), str(self.run_dir))
+        assert_same_run(str(self.references(self.model, self.epochs)), str(self.run_dir), kept_pools="common")
 
     def walk(self, steps):
         self.patch_root = self.patch
@@ -243,23 +241,6 @@ class Walk:
         except BaseException as err:
             raise AssertionError(f"RUN_LIFE_SEEDS={self.seed} ({self.model}, --name {self.name}) failed after: "
                                  f"{' -> '.join(self.history)}\n{err}") from err
-
-
-def same_run(reference, walked):
-    """The walked run equals the uninterrupted one: weights, the live pool and every pool kept with an epoch
-    both have (an extended run also kept one with the epoch it first ended at), convergence and loss rows."""
-    wa, wb = weights(reference), weights(walked)
-    assert list(wa) == list(wb)
-    for name in wa:
-        for key in wa[name]:
-            assert wa[name][key].equal(wb[name][key]), f"{name} {key} differs"
-    pa, pb = pool_files(reference), pool_files(walked)
-    assert {"disc_pool_a.npy", "disc_pool_b.npy"} & set(pa) == {"disc_pool_a.npy", "disc_pool_b.npy"} & set(pb)
-    for name in set(pa) & set(pb):
-        assert np.array_equal(pa[name], pb[name]), f"{name} differs"
-    assert rows(os.path.join(reference, "convergence.csv")) == rows(os.path.join(walked, "convergence.csv"))
-    losses = ("epoch", "total_iters", "G_GAN", "G_L1", "D_real", "D_fake")
-    assert rows(os.path.join(reference, "loss_log.csv"), losses) == rows(os.path.join(walked, "loss_log.csv"), losses)
 
 
 @pytest.fixture(scope="module")

@@ -102,13 +102,20 @@ def rows(path, columns=None):
     return [{k: v for k, v in r.items() if columns is None or k in columns} for r in found]
 
 
-def assert_same_run(a, b):
+def assert_same_run(a, b, kept_pools="all"):
+    """Runs `a` and `b` are the same bit for bit: weights, pools, convergence and loss rows. `kept_pools="common"`
+    compares only the pools kept with an epoch that both have (an extended run also kept one with the epoch it
+    first ended at) besides the live ones."""
     wa, wb = weights(a), weights(b)
     assert list(wa) == list(wb)
     for name in wa:
         for key in wa[name]:
             assert torch.equal(wa[name][key], wb[name][key]), f"{name} {key} differs"
     pa, pb = pool_files(a), pool_files(b)
+    if kept_pools == "common":
+        live = {"disc_pool_a.npy", "disc_pool_b.npy"}
+        assert live & set(pa) == live & set(pb)
+        pa, pb = ({k: v for k, v in p.items() if k in set(pa) & set(pb)} for p in (pa, pb))
     assert list(pa) == list(pb)
     for name in pa:
         assert np.array_equal(pa[name], pb[name]), f"{name} differs"
