@@ -22,7 +22,7 @@ from models.atme import node_pool
 from models.atme.blocks import WBlock
 from models.atme.diffusion_unet import DiffusionUNet
 from models.atme.pool import EpochPool, test_time_maps
-from models.atme.pool_check import check_run_pool
+from models.atme.pool_check import PoolError, check_run_pool
 from models.base_model import BaseModel
 from models.inference import SizeRule
 from models.networks.discriminators import define_D, patch_output_size
@@ -181,11 +181,23 @@ class AtmeModel(BaseModel):
                 getattr(self.opt, "dataset_size", None) is None:
             return
         kept = self._kept_pool(self.opt)
-        if kept is not None:
-            self.verify_file(*kept)
-        check_run_pool(self.save_dir, self.opt.dataset_size, self.map_size,
-                       value_range=(0.0, 1.0) if self.opt.pool_stores == "prob" else None,
-                       kept=kept[1] if kept is not None and os.path.isfile(kept[1]) else None)
+        # Rank 0 reads the files through (the other ranks read the same files, or copies rank 0 sends them), not
+        # every rank; what it finds stops every rank, with its message.
+        fault = None
+        if distributed.is_main_process():
+            try:
+                if kept is not None:
+                    self.verify_file(*kept)
+                check_run_pool(self.save_dir, self.opt.dataset_size, self.map_size,
+                               value_range=(0.0, 1.0) if self.opt.pool_stores == "prob" else None,
+                               kept=kept[1] if kept is not None and os.path.isfile(kept[1]) else None)
+            except Exception as err:  # noqa: BLE001 -- raised below, once every rank knows
+                fault = err
+        report = distributed.first_report(str(fault) if fault is not None else None)
+        if fault is not None:
+            raise fault
+        if report:
+            raise PoolError(report)
 
     def _restore_kept_pool(self, opt, epoch):
         if self._kept_pool(opt) is None:

@@ -171,3 +171,25 @@ def test_two_epochs_end_to_end_then_test(dataroot, tmp_path, workers):
     images = os.listdir(results / "e2e" / "test_latest" / "images")
     for visual in ("fake_B", "W", "noisy_A"):
         assert sum(visual in name for name in images) == 2, (visual, images)
+
+
+def test_only_rank_0_reads_the_pool_through_at_a_resume(dataroot, tmp_path, monkeypatch):
+    """A resume under DDP: rank 0 checks the pool's files (reading them through); the other ranks do not read them
+    again, and a fault rank 0 found stops them with its message."""
+    import models.atme_model as atme_model
+    from util.process import distributed
+    model, _ = train_model(dataroot, tmp_path)
+    model.save_training_state("latest", 1, 0, 0)
+    checked = []
+    monkeypatch.setattr(atme_model, "check_run_pool", lambda *args, **kwargs: checked.append(args[0]))
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    train_model(dataroot, tmp_path, "--continue_train")
+    assert checked == []
+    monkeypatch.setattr(distributed, "first_report", lambda message: message or "pool file x is missing (on rank 0)")
+    with pytest.raises(ValueError, match="pool file x is missing"):
+        train_model(dataroot, tmp_path, "--continue_train")
+    monkeypatch.setattr(distributed, "rank", lambda: 0)
+    monkeypatch.setattr(distributed, "first_report", lambda message: message)
+    train_model(dataroot, tmp_path, "--continue_train")
+    assert len(checked) == 1
