@@ -6,6 +6,7 @@ needed: the export and the runtimes see the same weights as the torch path), the
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from util.run.integrity import sha256_of
 from util.export.onnx_export import graph_paths
 from util.command_line.registry import REPO_ROOT
 from util.export.runtimes import open_runner
+from util.run.results_folder import results_folder
 
 # torch.export traces each network, OpenVINO compiles it, and the export records the checkout's commit with git: the
 # slow tier's (run_tests.sh --full runs this file in a process of its own).
@@ -179,7 +181,8 @@ def test_backend_keeps_each_photo_size_padded_and_tiled_as_torch(exported, tmp_p
             "--preprocess", "none", "--num_threads", "0", "--eval", *tiling]
     test_main(*args, "--results_dir", tmp_path / "torch")
     test_main(*args, "--results_dir", tmp_path / "ort", "--backend", "onnxruntime")
-    torch_dir, ort_dir = (tmp_path / kind / name / "test_latest" / "images" for kind in ("torch", "ort"))
+    torch_dir, ort_dir = (Path(results_folder(tmp_path / kind, name, "test", "latest", photos)) / "images"
+                          for kind in ("torch", "ort"))
     fakes = sorted(n for n in os.listdir(torch_dir) if "fake_B" in n)
     assert len(fakes) == 2 and fakes == sorted(n for n in os.listdir(ort_dir) if "fake_B" in n)
     for image in fakes:
