@@ -22,7 +22,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the proj
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from scripts.experiments.jobs.events import events_path
-from scripts.experiments.jobs.flags import add_job_flags, check_job_flags, replaced
+from scripts.experiments.jobs.flags import add_job_flags, check_job_flags, replaced, split_train_flags
 from scripts.experiments.jobs.run_job import RunJob
 from scripts.experiments.jobs.status import status_table
 from scripts.experiments.jobs.submit import ROOT, dry_run_text, is_done, run_jobs
@@ -123,11 +123,7 @@ def job_flag_args(args):
 
 def main(argv=None):
     from util.run.run_logs import setup_logging
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+    argv, extra = split_train_flags(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_intermixed_args(argv)
     unknown = [s for s in args.stages if s not in ("prepare", "study", *JOB_STAGES)]
     if unknown:

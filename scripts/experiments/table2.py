@@ -24,7 +24,7 @@ if __name__ == "__main__" and not __package__:  # run as `python scripts/experim
 
 from scripts.experiments import experiment_jobs
 from scripts.experiments.experiment_jobs import EXPERIMENT, ROOT
-from scripts.experiments.jobs.flags import add_job_flags
+from scripts.experiments.jobs.flags import add_job_flags, split_train_flags
 from util.run.run_logs import setup_logging
 
 log = logging.getLogger("table2")
@@ -47,11 +47,7 @@ def build_parser():
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+    argv, extra = split_train_flags(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     setup_logging()
     results = os.path.join(ROOT, os.environ.get("RESULTS_DIR", "results"))

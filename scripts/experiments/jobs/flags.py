@@ -104,6 +104,15 @@ def make_executor(opts, folder, n_jobs):
     return executor
 
 
+def split_train_flags(argv):
+    """(the command's own arguments, train.py's flags after the first `--`)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
 def replaced(prog, argv, flag, value):
     """`prog argv` with `flag`'s value replaced by `value` (or the flag added), quoted to paste."""
     argv = list(argv)

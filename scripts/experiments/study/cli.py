@@ -32,7 +32,7 @@ import sys
 
 from options.help_format import HelpFormatter
 from scripts.experiments.jobs.events import events_path
-from scripts.experiments.jobs.flags import add_job_flags, check_job_flags, replaced
+from scripts.experiments.jobs.flags import add_job_flags, check_job_flags, replaced, split_train_flags
 from scripts.experiments.jobs.run_job import RunJob, kept_logging
 from scripts.experiments.jobs.status import status_table
 from scripts.experiments.jobs.submit import dry_run_text, is_done, run_jobs
@@ -186,11 +186,7 @@ def evaluation_config(args, runs, diversity=True):
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+    argv, extra = split_train_flags(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.test_dataroot = args.test_dataroot or args.dataroot
     setup_logging()
