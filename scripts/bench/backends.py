@@ -207,7 +207,7 @@ def print_profiles(runners, profile_dir, top=15):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="pix2pix", choices=["pix2pix", "atme", "segan"], help="model family")
     parser.add_argument("--size", type=int, default=256, help="square image side")
     parser.add_argument("--batch_sizes", default="1,8", help="comma-separated")
