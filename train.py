@@ -170,12 +170,14 @@ def train_process(options, opt, device_type, given):
 def train(opt, model, dataset):
     """The run's epochs: every stop that can be agreed (mid-epoch, after the last step, during validation or a
     save) ends with a resumable `latest`; the outcome goes to the run's page."""
-    trainer = Trainer(opt, model, dataset)
-    stop = StopRequest()
-    outcome = None  # how training ended, for the run's page
+    stop = StopRequest()  # first: a Ctrl-C while the loader starts is answered at the first step, with a save
+    trainer, outcome = None, None  # how training ended, for the run's page
     try:
+        trainer = Trainer(opt, model, dataset)
         outcome = trainer.run(stop)
     except RuntimeError as err:
+        if trainer is None:
+            raise
         outcome, error = trainer.failure(err)
         if error is err:
             raise
@@ -185,7 +187,8 @@ def train(opt, model, dataset):
         raise
     finally:
         stop.restore()
-        trainer.dashboard.close(outcome=outcome)
+        if trainer is not None:
+            trainer.dashboard.close(outcome=outcome)
     return 0 if trainer.finished else stop.exit_code  # a stop during the last epoch's saves: the run is done
 
 

@@ -18,16 +18,18 @@ import numpy as np
 import torch
 from einops import reduce
 
+from models.atme import graph as atme_graph
 from models.atme import node_pool
 from models.atme.blocks import WBlock
 from models.atme.diffusion_unet import DiffusionUNet
 from models.atme.pool import EpochPool, test_time_maps
-from models.atme.pool_check import PoolError, check_run_pool
+from models.atme.pool_check import RECOVER as POOL_RECOVER, PoolError, check_run_pool
 from models.base_model import BaseModel
 from models.inference import SizeRule
 from models.networks.discriminators import define_D, patch_output_size
 from models.networks.layers import init_weights
 from models.networks.losses import GANLoss, conditional_d_losses, conditional_g_losses
+from util.arithmetic import round_up
 from util.command_line.arg_types import add_bool_flag, int_tuple
 from util.process import distributed
 from util.process.distributed import unwrap
@@ -187,7 +189,7 @@ class AtmeModel(BaseModel):
         if distributed.is_main_process():
             try:
                 if kept is not None:
-                    self.verify_file(*kept)
+                    self.verify_file(*kept, advice=POOL_RECOVER)
                 check_run_pool(self.save_dir, self.opt.dataset_size, self.map_size,
                                value_range=(0.0, 1.0) if self.opt.pool_stores == "prob" else None,
                                kept=kept[1] if kept is not None and os.path.isfile(kept[1]) else None)
@@ -296,11 +298,7 @@ class AtmeModel(BaseModel):
     def translator(self):
         def translate(x):
             # D_{t-1} at test time, made for this (padded or tile) size; W follows the same size.
-            self.disc_prev = None
-            if self.feedback:
-                size = patch_output_size(self.opt.netD, self.opt.n_layers_D, *x.shape[-2:])
-                self.disc_prev = self.to_device(test_time_maps(x.shape[0], size, std=self.opt.pool_test_std,
-                                                               generator=self.test_generator))
+            self.disc_prev = self.draw_test_map(x) if self.feedback else None
             return self.generate(x, self.disc_prev)
         return translate
 
@@ -327,7 +325,7 @@ class AtmeModel(BaseModel):
             except ValueError:
                 side += multiple
                 continue
-            side = max(side, -(-4 // multiple) * multiple)
+            side = max(side, round_up(4, multiple))
             description += f" and the test-time map of --netD {self.opt.netD}"
             break
         return SizeRule(multiple, side, description)
@@ -391,4 +389,24 @@ class AtmeModel(BaseModel):
             save_image(tensor2im(probs[i] * 2 - 1), stem + "_D.png")
             save_image(tensor2im(w_maps[i]), stem + "_W.png")
         log.info("saved D_t and W_t of %d images to %s", len(indices), directory)
+
+    # ------------------------------------------------------------------ export (models/atme/graph.py)
+    def draw_test_map(self, x):
+        """D_{t-1} at test time for x's (padded or tile) size, from the test generator: 0.5 + std * N(0, 1)."""
+        size = patch_output_size(self.opt.netD, self.opt.n_layers_D, *x.shape[-2:])
+        return self.to_device(test_time_maps(x.shape[0], size, std=self.opt.pool_test_std,
+                                             generator=self.test_generator))
+
+    def export_graph(self):
+        opt = self.opt
+        return atme_graph.atme_graph_spec(unwrap(self.netW) if self.feedback else None, unwrap(self.netG),
+                                          self.size_rule(), input_nc=opt.input_nc, output_nc=opt.output_nc,
+                                          netD=opt.netD, n_layers_D=opt.n_layers_D, pool_test_std=opt.pool_test_std,
+                                          crop_size=opt.crop_size)
+
+    def graph_translator(self, run):
+        def draw_map(x):
+            self.disc_prev = self.draw_test_map(x)
+            return self.disc_prev
+        return atme_graph.translator(run, draw_map if self.feedback else None)
 

@@ -14,6 +14,7 @@ from collections import OrderedDict
 import torch
 
 from models import inference, memory, schedulers
+from models.exportable import ExportableModel
 from models.image_pool import ImagePool
 from models.networks.generators import generator_size_rule
 from util.command_line.flags import architecture_flags
@@ -40,7 +41,7 @@ class TrainingDiverged(RuntimeError):
         return cls(f"training diverged: {what}. Nothing non-finite was saved. Try {', '.join(tries)}.")
 
 
-class BaseModel(ModelCheckpoints, ABC):
+class BaseModel(ModelCheckpoints, ExportableModel, ABC):
     """Base class of every model family."""
 
     # Older checkpoint names a network may be stored under, e.g. {'W': ['T']} for released ATME weights.

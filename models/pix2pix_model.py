@@ -7,8 +7,10 @@ batch norm, aligned data, Adam(2e-4, beta1 0.5), no image pool.
 from models.base_model import BaseModel
 from models.networks.discriminators import define_D
 from models.networks.generators import check_generator_size, define_G
+from models.networks.graph import generator_graph_spec, generator_translator
 from models.networks.losses import GANLoss, conditional_d_losses, conditional_g_losses
 from util.command_line.flags import RUN
+from util.process.distributed import unwrap
 
 
 class Pix2PixModel(BaseModel):
@@ -67,3 +69,10 @@ class Pix2PixModel(BaseModel):
         self.update_D()
         # G step, with D frozen
         self.optimizer_step(self.backward_G, self.optimizer_G)
+
+    # ------------------------------------------------------------------ export (models/networks/graph.py)
+    def export_graph(self):
+        return generator_graph_spec(unwrap(self.netG), self.size_rule(), self.opt.input_nc, self.opt.output_nc)
+
+    def graph_translator(self, run):
+        return generator_translator(run)

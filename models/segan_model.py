@@ -19,6 +19,7 @@ from models.base_model import BaseModel
 from models.inference import SizeRule
 from models.networks.layers import get_norm_layer, init_weights
 from models.networks.losses import GANLoss, discriminator_losses
+from models.segan import graph as segan_graph
 from models.segan.mi_estimators import ESTIMATORS, mi_estimate
 from models.segan.networks import MultiscaleDiscriminator, NoiseUnetGenerator, StatisticsNetwork, unet_depth
 from util.command_line.arg_types import add_bool_flag
@@ -224,10 +225,7 @@ class SeganModel(BaseModel):
     # ------------------------------------------------------------------ the test-time path
     def translator(self):
         """One output per test-time code, `<prefix>_<k>`; the codes are shared by every input and tile."""
-        def translate(x):
-            return {f"{self.sample_prefix}_{k}": self.netG(x, repeat(code, "nz -> b nz", b=x.shape[0]))
-                    for k, code in enumerate(self.sample_codes)}
-        return translate
+        return self.graph_translator(lambda feeds: {"output": self.netG(feeds["image"], feeds["code"])})
 
     def size_rule(self):
         levels = unwrap(self.netG).num_downs
@@ -293,3 +291,12 @@ class SeganModel(BaseModel):
             self.set_requires_grad(self.netT, False)
         # G step, with D and T frozen
         self.optimizer_step(self.backward_G, self.optimizer_G)
+
+    # ------------------------------------------------------------------ export (models/segan/graph.py)
+    def export_graph(self):
+        return segan_graph.segan_graph_spec(unwrap(self.netG), self.size_rule(), input_nc=self.opt.input_nc,
+                                            output_nc=self.opt.output_nc)
+
+    def graph_translator(self, run):
+        """The translator with the network call `run` ({"image", "code"} -> {"output"}): the torch path's too."""
+        return segan_graph.translator(run, self.sample_codes, self.sample_prefix)

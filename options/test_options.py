@@ -4,6 +4,7 @@ import logging
 from options.base_options import BaseOptions, load_stored_options, run_dir, save_options, stored_values
 from models.inference import PAD_MODES
 from util.command_line.arg_types import add_bool_flag
+from util.export.backends import BACKEND_CHOICES, PRECISIONS, precision_problem
 from util.run.run_names import run_path
 from util.command_line.flags import ARCHITECTURE, INVOCATION, TAKEN_BY_TEST
 
@@ -47,11 +48,11 @@ class TestOptions(BaseOptions):
                           help="pixels shared by neighbouring tiles (default: a quarter of --tile); tiled equals "
                                "whole-image output when the generator's receptive field reaches at most a quarter "
                                "of it")
-        g.add_argument("--backend", lifetime=INVOCATION, default="torch", choices=["torch", "onnxruntime", "openvino", "auto"],
+        g.add_argument("--backend", lifetime=INVOCATION, default="torch", choices=BACKEND_CHOICES,
                        help="what runs the generator: PyTorch, or the run's exported ONNX graph (python -m "
                             "scripts.tools.export) on ONNX Runtime or OpenVINO; auto: the fastest of the three "
                             "in fp32, timed here on one image before the test")
-        g.add_argument("--precision", lifetime=INVOCATION, default="fp32", choices=["fp32", "bf16"],
+        g.add_argument("--precision", lifetime=INVOCATION, default="fp32", choices=PRECISIONS,
                        help="--backend openvino: bf16 on CPUs with native bf16 (faster, not exact: see docs/export.md)")
         return parser
 
@@ -126,8 +127,8 @@ class TestOptions(BaseOptions):
             if torch_only:
                 parser.error(f"{', '.join(torch_only)} apply to --backend torch; --backend {opt.backend} runs the "
                              f"exported graph (for bf16 use --backend openvino --precision bf16)")
-        if opt.precision != "fp32" and opt.backend != "openvino":
-            parser.error(f"--precision {opt.precision} needs --backend openvino")
+        if precision_problem(opt.backend, opt.precision):
+            parser.error(precision_problem(opt.backend, opt.precision))
         return opt
 
     def save(self, opt, directory):

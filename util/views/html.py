@@ -24,6 +24,7 @@ td.cell { padding: 4px; text-align: center; vertical-align: top; }
 td.cell p { margin: 2px 0 0 0; font-size: 13px; word-break: break-all; }
 h2 { margin: 4px 0 8px 0; }
 img.natural { max-width: 100%; height: auto; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 """
 
 

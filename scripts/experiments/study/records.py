@@ -113,7 +113,7 @@ def last_epoch_line(run_dir):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="a run folder (checkpoints/<name>)")
     args = p.parse_args(argv)
     print(last_epoch_line(args.run_dir))
