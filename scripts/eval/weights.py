@@ -18,7 +18,7 @@ import zipfile
 
 import torch
 
-from util.run.checkpoint import load_file
+from util.run.checkpoint import atomic_save, load_file
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def verified_state_copy(path, flag):
     state = load_file(path, flag)
     with _private_folder() as folder:
         copy = os.path.join(folder, os.path.basename(path))
-        torch.save(state, copy)
+        atomic_save(state, copy)
         yield copy
 
 
