@@ -145,3 +145,12 @@ def test_printed_commands_work_in_a_shell_without_the_venv(tmp_path, name):
                            text=True, timeout=600)
     assert typed.returncode == 0, typed.stderr[-3000:]
     assert "resuming from" in typed.stdout + typed.stderr
+    page = (ck / name / "web" / "index.html").read_text()
+    assert "Training finished 3 of 3 epochs." in page
+    # "no run 'nosuch'": the run it offers instead, typed into the shell
+    nosuch = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "train.py", "--checkpoints_dir", str(ck),
+                             "--name", "nosuch", "--continue_train"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    offered = printed_commands(nosuch.stderr)[0]
+    typed = subprocess.run(["bash", "-c", offered], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert typed.returncode == 0 and "nothing left to train" in typed.stdout + typed.stderr, typed.stderr[-3000:]
