@@ -317,10 +317,10 @@ def place(staging, target):
 
 
 def parser():
-    p = argparse.ArgumentParser(allow_abbrev=False, prog=f"python -m {MODULE}", description=__doc__, allow_abbrev=False,
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     families = p.add_subparsers(dest="family", required=True, metavar="{pix2pix,atme}")
-    common = argparse.ArgumentParser(allow_abbrev=False, add_help=False, allow_abbrev=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--url", default=None,
                         help="where to fetch from instead of the default: a URL (http, https, file) or a local path "
                              "(pix2pix: the .pth file; atme: the folder holding the files)")
