@@ -18,6 +18,8 @@ from collections import namedtuple
 import torch
 import torch.nn.functional as F
 
+from util.arithmetic import round_up
+
 # Image sides the translator takes: multiples of `multiple`, at least `min_size`; `description` names the network.
 SizeRule = namedtuple("SizeRule", "multiple min_size description")
 PAD_MODES = ("reflect", "replicate", "constant")  # constant pads with 0, mid-grey in [-1, 1]
@@ -25,9 +27,7 @@ PAD_MODES = ("reflect", "replicate", "constant")  # constant pads with 0, mid-gr
 
 def padded_side(side, rule):
     """The smallest side >= `side` that `rule` takes."""
-    multiple = rule.multiple
-    least = -(-max(side, rule.min_size) // multiple) * multiple
-    return int(least)
+    return round_up(max(side, rule.min_size), rule.multiple)
 
 
 def pad_to(x, height, width, mode="reflect"):
