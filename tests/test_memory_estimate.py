@@ -119,3 +119,21 @@ def test_the_estimate_is_within_2x_of_the_measured_peak(demo_run, height, width)
     assert proc.returncode == 0, proc.stderr[-3000:]
     estimate, measured = map(int, proc.stdout.split()[-2:])
     assert measured / 2 <= estimate <= 2 * measured, (estimate, measured)
+
+
+@pytest.mark.slow  # exports and runs ONNX Runtime in subprocesses
+def test_a_huge_input_is_refused_on_onnx_runtime_too(demo_run):
+    """The estimate runs before the exported graph does: --backend onnxruntime refuses the 3000x3000 input
+    naming --tile, and writes nothing."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "scripts.tools.export", "--checkpoints_dir", str(demo_run / "ck"), "--name",
+                    "run"], cwd=ROOT, check=True, capture_output=True, timeout=600, env=env)
+    photos = photo(demo_run / "huge_ort", 3000, 3000)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), "--dataroot", str(photos),
+                           "--checkpoints_dir", str(demo_run / "ck"), "--name", "run", "--results_dir",
+                           str(demo_run / "ort_results"), "--dataset_mode", "single", "--preprocess", "none",
+                           "--gpu_ids", "-1", "--backend", "onnxruntime"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode != 0 and "needs an estimated" in proc.stderr, proc.stderr[-3000:]
+    assert "--backend onnxruntime --tile " in proc.stderr and "Traceback" not in proc.stderr
+    assert not (demo_run / "ort_results").exists()
