@@ -10,6 +10,7 @@ terms that grow faster adds them (ATME: the full attention at the U-Net's lowest
 buffers, with tiles) with what the device has left (util.process.devices.available_memory) and raises
 `MemoryRefusal` naming the largest `--tile` that fits, before anything is allocated.
 """
+import contextlib
 import weakref
 
 import torch
@@ -50,8 +51,12 @@ class LiveBytes(TorchDispatchMode):
 
 
 def probe(translate, x):
-    """(peak bytes alive at once while `translate(x)` runs, beyond x; bytes of its outputs) without gradients."""
-    with torch.no_grad(), LiveBytes() as counter:
+    """(peak bytes alive at once while `translate(x)` runs, beyond x; bytes of its outputs) without gradients.
+    Compiled networks (--compile) run eagerly here: the count is of the operations, and nothing is compiled for
+    the probe's size."""
+    eager = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else \
+        contextlib.nullcontext()
+    with eager, torch.no_grad(), LiveBytes() as counter:
         outputs = translate(x)
     return counter.peak, sum(t.numel() * t.element_size() for t in outputs.values())
 
