@@ -266,10 +266,12 @@ def same_stream(a, b):
 
 @pytest.mark.slow
 def test_a_stopped_and_resumed_two_process_run_equals_the_uninterrupted_one(demo_root, tmp_path):
-    """Each rank saves and restores its own random streams: with dropout (a mask per rank), a 2-process run stopped
-    after epoch 1 and resumed ends epoch 2 with the uninterrupted run's weights and with each rank's streams where
-    the uninterrupted run's are. With rank 0's streams on both ranks the second rank's masks would change."""
-    with_dropout = ["--model", "pix2pix", "--netG", "resnet_6blocks", "--ngf", "8", "--ndf", "8", "--norm", "none"]
+    """Each rank saves and restores its own random streams and image pool: with dropout (a mask per rank) and
+    --pool_size (a history per rank, drawn from at random), a 2-process run stopped after epoch 1 and resumed ends
+    epoch 2 with the uninterrupted run's weights and with each rank's streams where the uninterrupted run's are.
+    With rank 0's streams or pool on both ranks the second rank's masks and draws would change."""
+    with_dropout = ["--model", "pix2pix", "--netG", "resnet_6blocks", "--ngf", "8", "--ndf", "8", "--norm", "none",
+                    "--pool_size", "4"]  # and D trains on a history of generated images, drawn at random, per rank
     common = ["--dataroot", demo_root, "--checkpoints_dir", tmp_path, *with_dropout, *SAME_DATA[:-8],
               "--lr_policy", "step", "--batch_size", GLOBAL_BATCH // 2]
     torchrun(*common, "--name", "whole", "--n_epochs", 2, "--n_epochs_decay", 0, "--print_freq", 1)
@@ -280,6 +282,8 @@ def test_a_stopped_and_resumed_two_process_run_equals_the_uninterrupted_one(demo
              "--continue_train")
     for name in ("G", "D"):
         assert_same_weights(weights(tmp_path / "whole", 2, name), weights(tmp_path / "resumed", 2, name))
+    pools = torch.load(tmp_path / "resumed" / "latest_train_state.pth", weights_only=True)["fake_pool_by_rank"]
+    assert len(pools) == 2 and not torch.equal(pools[0][0], pools[1][0])  # each rank keeps its own history
     whole, resumed = rank_streams(tmp_path / "whole"), rank_streams(tmp_path / "resumed")
     assert [same_stream(a, b) for a, b in zip(whole, resumed)] == [True, True]
 

@@ -182,6 +182,8 @@ class ModelCheckpoints:
         """The networks and everything a resume needs (optimisers, schedulers, gradient scalers, counters, RNG,
         the model's extra state and files), as one transaction (rank 0 writes; every rank gives its RNG streams)."""
         rng_by_rank = rank_rng_states()
+        pool_by_rank = distributed.gather_objects(  # each rank's history of generated images (--pool_size)
+            None if self.fake_pool is None else [t.detach().cpu() for t in self.fake_pool.images])
         if not distributed.is_main_process():
             return
         state = {
@@ -192,7 +194,7 @@ class ModelCheckpoints:
             "scalers_by_optimizer": self.scaler_states(),
             "rng": rng_by_rank[0], "rng_by_rank": rng_by_rank, "model": self.extra_state(),
             "convergence": None if self._conv_sum is None else self._conv_sum.detach().cpu(),
-            "fake_pool": None if self.fake_pool is None else [t.detach().cpu() for t in self.fake_pool.images],
+            "fake_pool": pool_by_rank[0], "fake_pool_by_rank": pool_by_rank,
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.opt).items()},
         }
         try:
@@ -345,8 +347,10 @@ class ModelCheckpoints:
         self.load_scaler_states(state, path)
         restore_rank_rng(state.get("rng_by_rank") or [state["rng"]], path)  # "rng" alone: an older version's
         self.load_extra_state(state.get("model", {}))
-        if self.fake_pool is not None and state.get("fake_pool"):
-            self.fake_pool.images = [t.to(self.device) for t in state["fake_pool"]][:self.fake_pool.pool_size]
+        pools = state.get("fake_pool_by_rank") or [state.get("fake_pool")]  # one: rank 0's (older versions)
+        pool = pools[distributed.rank()] if len(pools) == distributed.world_size() else pools[0]
+        if self.fake_pool is not None and pool:
+            self.fake_pool.images = [t.to(self.device) for t in pool][:self.fake_pool.pool_size]
         if state.get("convergence") is not None:  # a mid-epoch resume keeps the epoch's sums
             self._conv_sum = state["convergence"].to(self.device)
         log.info("resuming from %s: epoch %d, %d images into it, %d images in all",
