@@ -85,8 +85,8 @@ class TestOptions(BaseOptions):
         explicit = self.explicit_flags(parser, args)
         conflicts, flags = [], []
         architecture = set(parser.flag_table.names(ARCHITECTURE))
-        self.notes = []
-        for key, value in stored_values(stored, parser.flag_table, directory, self.notes).items():
+        # (flags that test.py owns, --phase or --amp, are run flags of the training that stored them: no note)
+        for key, value in stored_values(stored, parser.flag_table, directory, []).items():
             if parser.flag_table.lifetime(key) not in TAKEN_BY_TEST:
                 continue
             if isinstance(value, list):
@@ -105,8 +105,6 @@ class TestOptions(BaseOptions):
                 + f"  {self.retry_command(parser, args, tuple(flags), ())}")
         if "load_size" not in explicit:
             opt.load_size = opt.crop_size  # no random crop at test time
-        for note in self.notes:
-            log.info("%s", note)
         log.info("architecture and data options taken from %s/train_opt.json", directory)
 
     def resolve(self, opt, parser, args):

@@ -112,3 +112,12 @@ def test_test_py_reads_the_stored_options_of_the_suffixed_run(tmp_path, demo_roo
     opt = TestOptions().parse(["--checkpoints_dir", str(tmp_path), "--name", "run", "--suffix", "atme",
                                "--results_dir", str(tmp_path / "res")])
     assert opt.name == "run_atme" and opt.model == "atme" and opt.dim == 8 and opt.dataroot == str(demo_root)
+
+
+def test_test_py_on_a_current_run_gives_no_note_about_stored_flags(tmp_path, demo_root):
+    """test.py's own flags (--phase, --amp, ...) are run flags of the training that stored them: no note."""
+    train_main("--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "run", *ATME)
+    from conftest import test_main
+    result = test_main("--checkpoints_dir", tmp_path, "--name", "run", "--results_dir", tmp_path / "res",
+                       "--num_test", "1")
+    assert "also holds flags" not in result.stdout + result.stderr

@@ -135,6 +135,20 @@ def test_another_data_folder_of_the_same_name_is_refused_naming_results_dir(trai
     assert {p: p.read_bytes() for p in web.rglob("*") if p.is_file()} == before
 
 
+SLOW_WRITER = """
+import sys, time
+sys.argv = ["test.py"] + sys.argv[1:]
+import test
+real = test.save_images
+def late(*args, **kwargs):
+    time.sleep(0.05)
+    return real(*args, **kwargs)
+test.save_images = late
+from util.command_line.cli import run_main
+run_main(test.main)
+"""
+
+
 @pytest.mark.slow
 def test_two_tests_on_one_results_folder_never_lose_an_image(trained, tmp_path):
     """A second test.py (--num_test 2) started on a results folder while the first writes its 300 inputs: it is
@@ -150,8 +164,10 @@ def test_two_tests_on_one_results_folder_never_lose_an_image(trained, tmp_path):
                "--gpu_ids", "-1", "--num_threads", "0", "--preprocess", "none"]
     web = tmp_path / "res" / "run" / "photos_latest"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=env)
+    # The first one writes each image 50 ms late, so it is still writing when the second has started up, however
+    # fast this machine is (an idle one wrote all 300 before the second's imports were done).
+    first = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, *command[2:]], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and not (web.is_dir() and any(p.name.endswith(".tmp") for p in web.iterdir())):
         time.sleep(0.02)  # until the first one's staging folder exists
