@@ -119,7 +119,10 @@ def precision_hint(amp, device_type):
     (None elsewhere): what the study measured and where its table is. fp32 stays the default."""
     if amp != "none" or BF16_STUDY_SPEEDUP is None:
         return None
-    native = torch.cuda.is_bf16_supported() if device_type == "cuda" else cpu_has_native_bf16()
+    try:
+        native = torch.cuda.is_bf16_supported() if device_type == "cuda" else cpu_has_native_bf16()
+    except (RuntimeError, AssertionError):  # no usable CUDA device after all: no hint, training goes on
+        native = False
     if not native:
         return None
     return (f"this machine computes bf16 natively: with --amp bf16 --channels_last the demo ATME trained "
