@@ -51,6 +51,8 @@ case "$MODEL" in
 esac
 COMMON=(--dataroot datasets/demo --name "$NAME" --model "$MODEL" --direction AtoB
         --load_size 72 --crop_size 64 --num_threads 2 --seed 0)
+# train.py's printed resume command (a stop, a refusal, the page) is then this script's own --continue_train.
+export LAUNCHED_BY=scripts/demo.sh DEMO_MODEL="$MODEL" DEMO_NAME="$NAME"
 $PY train.py "${COMMON[@]}" "${ARCH[@]}" --n_epochs "$EPOCHS" --n_epochs_decay "$EPOCHS_DECAY" \
     --display_id 0 --print_freq 40 --display_freq 200 --update_html_freq 200 --save_latest_freq 1000 \
     --save_epoch_freq 4 "$@"

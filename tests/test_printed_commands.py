@@ -154,3 +154,18 @@ def test_printed_commands_work_in_a_shell_without_the_venv(tmp_path, name):
     offered = printed_commands(nosuch.stderr)[0]
     typed = subprocess.run(["bash", "-c", offered], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert typed.returncode == 0 and "nothing left to train" in typed.stdout + typed.stderr, typed.stderr[-3000:]
+
+
+def test_a_demo_run_is_resumed_through_the_demo(monkeypatch):
+    """train.py started by scripts/demo.sh prints the demo's own resume, which also tests the run afterwards."""
+    monkeypatch.setenv("LAUNCHED_BY", "scripts/demo.sh")
+    monkeypatch.setenv("DEMO_MODEL", "atme")
+    monkeypatch.setenv("DEMO_NAME", "demo_atme")
+    assert commands.resume_command("demo_atme").endswith("bash scripts/demo.sh --continue_train")
+    monkeypatch.setenv("DEMO_MODEL", "pix2pix")
+    monkeypatch.setenv("DEMO_NAME", "mine")
+    assert commands.resume_command("mine") == \
+        f"MODEL=pix2pix NAME=mine {commands.command('demo', ['--continue_train'])}"
+    assert "LAUNCHED_BY=scripts/demo.sh" in open(os.path.join(ROOT, "scripts", "demo.sh")).read()
+    monkeypatch.delenv("LAUNCHED_BY")
+    assert "train.py --name mine --continue_train" in commands.resume_command("mine")
