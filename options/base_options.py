@@ -134,10 +134,6 @@ class BaseOptions:
                          f"generator (its --model comes from train_opt.json) on single images with "
                          f"--dataset_mode single:\n  {command}", help_hint=parser.help_hint())
 
-    def flags_with(self, *lifetimes):
-        """The dests of the parser's flags whose lifetime is one of `lifetimes` (util.command_line.flags)."""
-        return self.flag_table.names(*lifetimes)
-
     def models_with_flag(self, flag):
         """The models (by --model name) whose command line has `flag`; used to say whose a foreign flag is."""
         owners = []

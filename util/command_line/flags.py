@@ -24,7 +24,6 @@ LIFETIMES = {
     INVOCATION: "a property of this one command (which run, which checkpoint, one-shot actions): never stored, "
                 "never taken from the run; a later resume does not repeat it",
 }
-STORED = (ARCHITECTURE, LOSS, DATA, RUN)
 FIXED_ON_RESUME = (ARCHITECTURE, LOSS)
 TAKEN_BY_TEST = (ARCHITECTURE, DATA)
 
@@ -77,11 +76,8 @@ class Options(argparse.Namespace):
 
     __slots__ = ("flag_table",)
 
-    def flags_with(self, *lifetimes):
-        table = getattr(self, "flag_table", None)
-        return table.names(*lifetimes) if table is not None else ()
-
 
 def architecture_flags(opt):
     """The dests of `opt` that define the networks (() for options built without the table, e.g. by hand)."""
-    return opt.flags_with(ARCHITECTURE) if isinstance(opt, Options) else ()
+    table = getattr(opt, "flag_table", None) if isinstance(opt, Options) else None
+    return table.names(ARCHITECTURE) if table is not None else ()
