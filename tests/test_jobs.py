@@ -74,6 +74,34 @@ def test_status_names_each_state_from_the_folders_alone(tmp_path):
     assert "1 not submitted, 1 running, 1 failed" in table
 
 
+def test_status_with_the_study_folder_alone_reads_the_study_record(demo_root, tmp_path, monkeypatch):
+    """`--study_dir S --status` from another shell shows what the full command's --status shows."""
+    study_dir = tmp_path / "s"
+    args = study_args(demo_root, study_dir)
+    alone = run_main(convergence_study.main, "--study_dir", study_dir, "--status", check=False)
+    assert alone.returncode == 2 and f"{study_dir / 'study.json'} does not exist" in alone.stderr
+    assert "--dataroot" in alone.stderr and not study_dir.exists()
+    missing = run_main(convergence_study.main, "--study_dir", study_dir, check=False)
+    assert missing.returncode == 2 and "--dataroot" in missing.stderr and not study_dir.exists()
+    # the study starts (study.json written), one job runs to its second epoch, then the study is stopped
+    monkeypatch.setattr(convergence_study, "run_jobs",
+                        lambda jobs, *a: {job.name: dict(name=job.name, state="stopped", detail="SIGINT")
+                                          for job in jobs})
+    run_main(convergence_study.main, *args, check=False)
+    running = RunJob("x", str(study_dir / "runs" / "atme_seed1"), [], 3,
+                     events.events_path(str(study_dir / "jobs"), "atme_seed1"), str(tmp_path))
+    os.makedirs(running.run_dir)
+    events.record(running.events, "submitted")
+    events.record(running.events, "started", "18")
+    CsvLog(os.path.join(running.run_dir, "loss_log.csv")).append(dict(epoch=2, iters=4, G_GAN=0.7))
+    full = status_of(args)
+    assert "running (epoch 2 of 3)" in full and full.splitlines()[-1] == "3 not submitted, 1 running"
+    assert run_main(convergence_study.main, "--study_dir", study_dir, "--status").stdout == full
+    (study_dir / "study.json").write_text("{}")
+    old = run_main(convergence_study.main, "--study_dir", study_dir, "--status", check=False)
+    assert old.returncode == 2 and "is not a study record this version reads" in old.stderr
+
+
 # ------------------------------------------------------------------------------------------- fast: the flags
 def test_slurm_without_slurm_is_refused_naming_a_command_that_works(demo_root, tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)

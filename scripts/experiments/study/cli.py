@@ -26,6 +26,7 @@ diversity_summary.csv for SEGAN runs), all computed from the run folders' CSV lo
 """
 import argparse
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -55,7 +56,9 @@ class StudyHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m scripts.experiments.convergence_study", description=__doc__,
                                 formatter_class=StudyHelpFormatter, allow_abbrev=False)
-    p.add_argument("--dataroot", required=True, help="aligned data with train/ and val/ (and the test split)")
+    p.add_argument("--dataroot", default=None,
+                   help="aligned data with train/ and val/ (and the test split); required except for --status "
+                        "alone, which reads the study's study.json")
     p.add_argument("--study_dir", required=True, help="the study's folder: runs/, eval/, results/, figures, tables")
     p.add_argument("--models", nargs="+", default=None,
                    help=f"study models; see above (default: {' '.join(DEFAULT_ENTRIES)}); --preset quick: "
@@ -185,9 +188,35 @@ def evaluation_config(args, runs, diversity=True):
     return config
 
 
+def stored_jobs(study_dir):
+    """The jobs of the study in `study_dir` as its last start recorded them in study.json: `--status` with
+    --study_dir alone."""
+    path = os.path.join(study_dir, "study.json")
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+        runs, epochs = dict(record["runs"]), total_epochs(record["matched"])
+    except FileNotFoundError:
+        raise ValueError(f"--status: {path} does not exist, so no study was started in {study_dir}. Check "
+                         f"--study_dir, or pass --status with the flags of the command that submits the study "
+                         f"(--dataroot ...)") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"--status: {path} is not a study record this version reads ({err!r}); pass --status "
+                         f"with the flags of the command that submitted the study (--dataroot ...)") from None
+    return [RunJob(name, os.path.join(study_dir, "runs", name), train_args, epochs,
+                   events_path(jobs_dir(study_dir), name), os.getcwd()) for name, train_args in runs.items()]
+
+
 def main(argv=None):
     argv, extra = split_train_flags(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.dataroot is None:
+        if args.status:
+            print(status_table(stored_jobs(args.study_dir)))
+            return 0
+        parser.error("the following argument is required: --dataroot (only --status reads the study's "
+                     "study.json instead)")
     args.test_dataroot = args.test_dataroot or args.dataroot
     setup_logging()
     matched, model_flags = resolve(args)
