@@ -7,6 +7,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from conftest import ROOT, run_main
 from scripts.experiments.jobs import events
 from scripts.experiments.jobs.run_job import RunJob
 from scripts.experiments.jobs.status import run_state, status_table
+from scripts.experiments.jobs.submit import still_running
 from scripts.experiments.study import cli as convergence_study
 from util.run.run_logs import CsvLog
 
@@ -60,6 +62,17 @@ def test_status_names_each_state_from_the_folders_alone(tmp_path):
         text = handle.read()
     with open(gone.events, "w") as handle:
         handle.write(text.replace(f",{os.getpid()},", ",999999999,"))
+    queued, abandoned = fake_job(tmp_path, "queued"), fake_job(tmp_path, "abandoned")
+    events.record(queued.events, "queued", detail="local executor, at most 2 at once")  # this process: alive
+    events.record(abandoned.events, "queued", detail="local executor, at most 2 at once")
+    with open(abandoned.events) as handle:  # queued by a study that stopped before submitting it
+        text = handle.read()
+    with open(abandoned.events, "w") as handle:
+        handle.write(text.replace(f",{os.getpid()},", ",999999999,"))
+    assert run_state(queued) == ("pending", f"queued by the submitting process ({socket.gethostname()}:"
+                                            f"{os.getpid()}): local executor, at most 2 at once")
+    assert run_state(abandoned) == ("not submitted", "")
+    assert still_running(queued) and not still_running(abandoned)  # a second call leaves the first's queue alone
     states = {job.name: run_state(job) for job in (new, pending, running, preempted, failed, finished, gone)}
     assert states["new"] == ("not submitted", "")
     assert states["pending"][0] == "pending" and "job 17 submitted" in states["pending"][1]

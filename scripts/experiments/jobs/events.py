@@ -1,5 +1,6 @@
-"""What happened to a run's jobs, one CSV row per event in `<jobs_dir>/<run name>/events.csv`: `submitted` (by the
-command that submits), `started`, `preempted` (stopped on the scheduler's signal, saved, requeued), `finished` and
+"""What happened to a run's jobs, one CSV row per event in `<jobs_dir>/<run name>/events.csv`: `queued` (waiting
+in the submitting process for one of the local executor's --max_parallel places) and `submitted` (by the command
+that submits), `started`, `preempted` (stopped on the scheduler's signal, saved, requeued), `finished` and
 `failed` (by the job). The status view and the resubmission rule read these rows and the run folder, never the
 scheduler. Next to it, `train_time.csv`: one row per time train.py ran for the run (each part of a preempted run
 its own row) with its wall time in seconds; the study's report sums them into its time per run."""
@@ -12,7 +13,6 @@ import time
 from util.run.run_logs import CsvLog
 
 FIELDS = ("time", "event", "job_id", "host", "pid", "log", "detail")
-ACTIVE = ("submitted", "started", "preempted")  # the job may still be queued or running
 
 
 def events_path(jobs_dir, name):

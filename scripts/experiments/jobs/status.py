@@ -1,7 +1,8 @@
 """Every run's state, from its run folder and its events file alone (no scheduler is asked):
 
 - `not submitted` (no events; `stopped at epoch k of n` when the run folder holds a partly trained run);
-- `pending` (submitted, not started; after a preemption: waiting to be requeued);
+- `pending` (submitted, not started; after a preemption: waiting to be requeued; queued in the local executor's
+  submitting process, which is alive);
 - `running (epoch k of n)` (k: the epoch its loss log has reached);
 - `finished` (trained, tested and evaluated);
 - `failed` (the last line of its log, and the log's path);
@@ -32,6 +33,11 @@ def run_state(job):
     preempted = sum(1 for row in rows if row["event"] == "preempted")
     requeued = f"preempted and requeued {preempted} time{'s' if preempted != 1 else ''}" if preempted else ""
     trained = training_state(job.run_dir, job.epochs)
+    if rows and rows[-1]["event"] == "queued":
+        if events.process_alive(rows[-1]) is not False:
+            return "pending", "; ".join(x for x in (f"queued by the submitting process ({rows[-1]['host']}:"
+                                                    f"{rows[-1]['pid']}): {rows[-1]['detail']}", requeued) if x)
+        rows = [row for row in rows if row["event"] != "queued"]  # that process stopped before submitting it
     if not rows:
         if trained == "partial":
             return "not submitted", f"stopped at epoch {current_epoch(job.run_dir)} of {job.epochs}"

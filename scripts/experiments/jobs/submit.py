@@ -42,9 +42,10 @@ def is_done(job):
 
 
 def still_running(job):
-    """A job of this run started on this machine whose process is alive (so submitting it again would race it)."""
+    """A job of this run started on this machine whose process is alive, or queued by a submitting process here
+    that is alive (so submitting it again would race it)."""
     rows = events.read(job.events)
-    return bool(rows) and rows[-1]["event"] in ("started",) and events.process_alive(rows[-1]) is True
+    return bool(rows) and rows[-1]["event"] in ("started", "queued") and events.process_alive(rows[-1]) is True
 
 
 def dry_run_text(jobs, opts):
@@ -64,8 +65,8 @@ def run_jobs(jobs, opts, jobs_dir):
     todo = [job for job in jobs if not is_done(job)]
     busy = [job for job in todo if still_running(job)]
     for job in busy:
-        log.warning("%s: a job of this run is still running on this machine (its events: %s); not submitted again",
-                    job.name, job.events)
+        log.warning("%s: a job of this run is still running (or queued by a command still running) on this "
+                    "machine (its events: %s); not submitted again", job.name, job.events)
     todo = [job for job in todo if job not in busy]
     log.info("%d of %d runs to submit (%s executor), %d done, %d running elsewhere", len(todo), len(jobs),
              opts.executor, len(jobs) - len(todo) - len(busy), len(busy))
@@ -90,6 +91,8 @@ def run_jobs(jobs, opts, jobs_dir):
             outcomes[job.name] = _outcome(job, handle)
     else:  # local: this process keeps at most --max_parallel jobs running
         limit, waiting, running = opts.max_parallel or 1, list(todo), {}
+        for job in waiting[limit:]:
+            events.record(job.events, "queued", detail=f"local executor, at most {limit} at once")
         while waiting or running:
             while waiting and len(running) < limit:
                 job = waiting.pop(0)
