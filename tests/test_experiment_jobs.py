@@ -89,3 +89,29 @@ def test_table2_and_the_per_dataset_scripts_share_each_runs_job_files(monkeypatc
     assert followed[0].startswith("test.py --dataroot") and "-m scripts.eval.compute_kid" in followed[1]
     only_test = experiment_jobs.plan_job("pix2pix", "cityscapes", "BtoA", ["train", "test"], [])
     assert len(only_test.after.commands) == 1  # the job runs the stages asked for, no more
+
+
+@pytest.mark.slow  # starts bash processes (experiment.sh's DRY_RUN) and collect_results
+def test_table2_shows_status_without_collecting_and_collects_after_its_runs_finish(monkeypatch, tmp_path, capfd):
+    import types
+    from scripts.experiments import table2
+    results = tmp_path / "results"
+    monkeypatch.setenv("RESULTS_DIR", str(results))
+    one = ["--models", "pix2pix", "--datasets", "facades", "--directions", "AtoB"]
+    assert table2.main(one + ["--status"]) == 0  # before: went on to collect a table and failed with a traceback
+    assert capfd.readouterr().out.splitlines()[-1] == "1 not submitted"
+    assert not (results / "table2.md").exists()
+    collected = []
+    monkeypatch.setattr(table2, "subprocess", types.SimpleNamespace(
+        run=lambda args, **kw: collected.append(args) or types.SimpleNamespace(returncode=0)))
+    monkeypatch.setattr(experiment_jobs, "submit", lambda *a, **k: 1)  # a run failed: no table
+    assert table2.main(one) == 1 and not collected
+    monkeypatch.setattr(experiment_jobs, "submit", lambda *a, **k: 0)  # all finished: the table is collected
+    (results / "table2.md").parent.mkdir(parents=True)
+    (results / "table2.md").write_text("| table |\n")
+    assert table2.main(one) == 0  # before: returned at once, with no table
+    assert collected and collected[0][1:4] == ["-m", "scripts.eval.collect_results", str(results)]
+    monkeypatch.setattr(table2, "subprocess", subprocess)
+    (results / "table2.md").unlink()
+    assert table2.main(one) == 2  # collect_results' own refusal (no kid.json yet), not a traceback
+    assert "no kid.json under" in capfd.readouterr().err

@@ -59,11 +59,15 @@ def main(argv=None):
 
     code = experiment_jobs.submit(jobs, args, "python -m scripts.experiments.table2",
                                   argv + (["--", *extra] if extra else []), prepare)
-    if code is not None:  # None: --status or --dry_run
+    if code is None:  # --status or --dry_run: shown, nothing run
+        return 0
+    if code:  # a run did not finish (listed above): no table from part of the runs
         return code
-    subprocess.run([sys.executable, "-m", "scripts.eval.collect_results", results, "--paper", "--out_md",
-                    os.path.join(results, "table2.md"), "--out_csv", os.path.join(results, "table2.csv")],
-                   cwd=ROOT, check=True)
+    collected = subprocess.run([sys.executable, "-m", "scripts.eval.collect_results", results, "--paper",
+                                "--out_md", os.path.join(results, "table2.md"), "--out_csv",
+                                os.path.join(results, "table2.csv")], cwd=ROOT)
+    if collected.returncode:  # collect_results said why
+        return collected.returncode
     with open(os.path.join(results, "table2.md")) as handle:
         print(handle.read())
     return 0
