@@ -25,6 +25,7 @@
 #   STUDY_ARGS (extra convergence_study flags, e.g. --inception_weights PATH --lpips_backbone_weights PATH).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+CALLER_DIR="$PWD"
 cd "$ROOT"
 PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}"
 
@@ -80,13 +81,23 @@ read -r -a DIVERSITY_EXTRA <<< "${DIVERSITY_ARGS:-}"
 read -r -a STUDY_EXTRA <<< "${STUDY_ARGS:-}"
 read -r -a SEED_LIST <<< "${SEEDS:-0 1 2}"
 has_stage() { local s; for s in "${STAGES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+# The per-dataset script of this experiment as the caller types it (the commands printed for a person name it):
+# relative to the caller's folder, absolute when that is two or more levels away.
+SCRIPT="$(realpath -m --relative-to="$CALLER_DIR" "$ROOT/scripts/experiments/$MODEL/$DATASET.sh")"
+[[ "$SCRIPT" == ../../* ]] && SCRIPT="$ROOT/scripts/experiments/$MODEL/$DATASET.sh"
 if [ "${DRY_RUN:-0}" != 1 ] && has_stage train; then
   # each run a job: train (or resume), then its later stages; prepare before, study after (experiment_jobs.py)
-  exec "$PY" -m scripts.experiments.experiment_jobs "$MODEL" "$DATASET" "$DIRECTION" "${STAGES[@]}" \
-       "${JOB_FLAGS[@]}" -- "${EXTRA_TRAIN[@]}"
+  EXPERIMENT_SCRIPT="$SCRIPT" exec "$PY" -m scripts.experiments.experiment_jobs "$MODEL" "$DATASET" "$DIRECTION" \
+       "${STAGES[@]}" "${JOB_FLAGS[@]}" -- "${EXTRA_TRAIN[@]}"
 fi
 if [ ${#JOB_FLAGS[@]} -gt 0 ] && ! has_stage study; then
-  die "job flags (${JOB_FLAGS[*]}) apply to the train and study stages; add one, e.g. bash scripts/experiments/experiment.sh $MODEL $DATASET $DIRECTION train test ${JOB_FLAGS[*]}"
+  with_train=()  # the stages given, with train in its place
+  for stage in prepare train test kid fcn diversity; do
+    { [ "$stage" = train ] || has_stage "$stage"; } && with_train+=("$stage")
+  done
+  [ ${#EXTRA_TRAIN[@]} -gt 0 ] && EXTRA_TRAIN=(-- "${EXTRA_TRAIN[@]}")
+  die "job flags (${JOB_FLAGS[*]}) apply to the train and study stages; add one, e.g.
+  $(shown bash "$SCRIPT" "$DIRECTION" "${with_train[@]}" "${JOB_FLAGS[@]}" "${EXTRA_TRAIN[@]}")"
 fi
 
 # ---------------------------------------------------------------- data

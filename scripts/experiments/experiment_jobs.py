@@ -72,13 +72,32 @@ def plan_job(model, dataset, direction, stages, extra):
     return RunJob(name, os.path.join(ROOT, run_dir), args, epochs, events_path(jobs_dir(), name), ROOT, after=after)
 
 
+def typed_command(model, dataset, argv):
+    """(program, arguments): how a person types this module's arguments `argv` again, for the commands the
+    refusals and the failure report print. The per-dataset script when experiment.sh started this (it names the
+    script in EXPERIMENT_SCRIPT), else this module under the interpreter that is running (util.command_line)."""
+    from util.command_line.commands import interpreter
+    script = os.environ.get("EXPERIMENT_SCRIPT")
+    if script and argv[:2] == [model, dataset]:
+        return shlex.join(["bash", script]), argv[2:]
+    return shlex.join([interpreter(), "-m", "scripts.experiments.experiment_jobs"]), argv
+
+
+def with_status(command):
+    """`command` (printed_command's, or table2's) asking for --status: the flag goes before train.py's flags."""
+    words = shlex.split(command)
+    cut = words.index("--") if "--" in words else len(words)
+    return shlex.join(words[:cut] + ["--status"] + words[cut:])
+
+
 def directions(direction):
     return ["AtoB", "BtoA"] if direction == "both" else [direction]
 
 
 def submit(jobs, args, prog, argv, prepare=None):
     """--status or --dry_run (None), or `prepare()` (the data), then submit the jobs and wait: 0 when every one
-    finished, else 1 (each failure listed). The job flags are checked before anything is written."""
+    finished, else 1 (each failure listed, with the commands that submit it again and show where it stands). The
+    job flags are checked before anything is written. `prog argv` is the command as a person types it."""
     check_job_flags(args, lambda flag, value: replaced(prog, argv, flag, value))
     if args.status:
         print(status_table(jobs))
@@ -91,8 +110,10 @@ def submit(jobs, args, prog, argv, prepare=None):
     outcomes = run_jobs(jobs, args, jobs_dir())
     failed = [name for name, o in outcomes.items() if o["state"] != "finished"]
     if failed:
-        log.error("%d runs did not finish (%s); call the same command again to submit only these (or --status)",
-                  len(failed), ", ".join(failed))
+        again = f"{prog} {shlex.join(argv)}"
+        log.error("%d runs did not finish (%s). Once their logs' errors are mended, the same command submits only "
+                  "these:\n  %s\nand shows where each stands:\n  %s", len(failed), ", ".join(failed), again,
+                  with_status(again))
         return 1
     return 0
 
@@ -135,8 +156,8 @@ def main(argv=None):
     code = 0
     if "train" in args.stages:
         jobs = [plan_job(args.model, args.dataset, d, args.stages, extra) for d in directions(args.direction)]
-        code = submit(jobs, args, "python -m scripts.experiments.experiment_jobs",
-                      argv + (["--", *extra] if extra else []), prepare if "prepare" in args.stages else None) or 0
+        prog, typed = typed_command(args.model, args.dataset, argv + (["--", *extra] if extra else []))
+        code = submit(jobs, args, prog, typed, prepare if "prepare" in args.stages else None) or 0
     elif "prepare" in args.stages and not (args.status or args.dry_run):
         prepare()
     if "study" in args.stages and not code:  # the study's own jobs, with the same job flags
