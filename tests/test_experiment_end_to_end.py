@@ -164,3 +164,19 @@ def test_table2s_refused_slurm_names_a_command_that_runs_in_a_shell_without_the_
     assert typed.returncode == 0, typed.stdout[-3000:]
     assert "executor: local" in typed.stdout and "facades_pix2pix_AtoB: python train.py" in typed.stdout
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow  # starts bash and Python processes
+def test_flags_after_the_dash_dash_that_would_move_the_run_are_refused_with_a_command_without_them(place):
+    """--name (or --checkpoints_dir, --dataroot, --direction, --model) after `--` trained one run while test.py
+    and KID read the script's: the job trained `mine`, then test.py found no facades_pix2pix_AtoB."""
+    tmp_path, env = place
+    for moved in (["--name", "mine"], ["--checkpoints_dir=elsewhere"], ["--direction", "BtoA"]):
+        refused = script(env, "AtoB", *STAGES, "--executor", "local", "--", *TINY[:4], *moved, *TINY[4:])
+        assert refused.returncode == 2 and f"{moved[0].split('=')[0]} after --" in refused.stdout, refused.stdout
+        assert not (tmp_path / "results").exists() and not (tmp_path / "checkpoints").exists()
+        advice = printed_commands(refused.stdout)
+        assert len(advice) == 1 and moved[-1] not in advice[0] and " ".join(TINY) in advice[0], refused.stdout
+    typed = shell(env, advice[0].replace("--executor local", "--status"))
+    assert typed.returncode == 0, typed.stdout[-3000:]
+    assert status_line(typed.stdout, "facades_pix2pix_AtoB") == ["facades_pix2pix_AtoB", "not", "submitted"]

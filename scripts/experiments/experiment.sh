@@ -15,7 +15,8 @@
 #          the run, then runs its later stages; a preempted job saves and is requeued. Job flags (docs/cluster.md):
 #          --executor local|slurm|debug, --max_parallel N, --slurm_partition P, --slurm_gpus_per_job N,
 #          --slurm_time_min M, --slurm_extra KEY=VALUE, --status, --dry_run; they go to the study stage too.
-# Run name: <dataset>_<model>_<direction>; checkpoints/<name>/, results/<name>/<phase>_latest/.
+# Run name: <dataset>_<model>_<direction>; checkpoints/<name>/, results/<name>/<phase>_latest/. Flags after -- go
+#          to train.py; --name --checkpoints_dir --dataroot --direction --model there are refused (set above).
 # Environment: PYTHON, TEST_ARGS (extra test.py flags), KID_ARGS (extra compute_kid.py flags, e.g.
 #   --inception_weights PATH), SEG_WEIGHTS / SEG_ARCH (Cityscapes FCN scores), DIVERSITY_ARGS
 #   (e.g. --backbone_weights PATH), N_EPOCHS / N_EPOCHS_DECAY (override the schedule), N_SAVE_NOISY (ATME:
@@ -55,6 +56,11 @@ case "$MODEL" in
   *) die "unknown model '$MODEL' (atme, pix2pix, segan)" ;;
 esac
 
+# The per-dataset script of this experiment as the caller types it (the commands printed for a person name it):
+# relative to the caller's folder, absolute when that is two or more levels away.
+SCRIPT="$(realpath -m --relative-to="$CALLER_DIR" "$ROOT/scripts/experiments/$MODEL/$DATASET.sh")"
+[[ "$SCRIPT" == ../../* ]] && SCRIPT="$ROOT/scripts/experiments/$MODEL/$DATASET.sh"
+
 DIRECTION=$DEFAULT_DIRECTION
 if [ $# -gt 0 ] && [[ "$1" =~ ^(AtoB|BtoA|both)$ ]]; then DIRECTION="$1"; shift; fi
 STAGES=()
@@ -71,6 +77,25 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
 done
 [ $# -gt 0 ] && shift  # the "--"
 EXTRA_TRAIN=("$@")
+# Flags after -- that say which run this is, or where it and its data are, belong to the script: train.py would
+# train one run and the later stages (test, kid, ...) read another. Refused with the command without them.
+kept=(); refused=""
+while [ $# -gt 0 ]; do
+  case "${1%%=*}" in
+    --name|--checkpoints_dir|--dataroot|--direction|--model)
+      refused+="${refused:+, }${1%%=*}"
+      [[ "$1" == *=* ]] || [ $# -lt 2 ] || shift ;;
+    *) kept+=("$1") ;;
+  esac
+  shift
+done
+if [ -n "$refused" ]; then
+  [ ${#kept[@]} -gt 0 ] && kept=(-- "${kept[@]}")
+  die "$refused after -- would train a run that the later stages do not read: this script names the run
+${DATASET}_${MODEL}_<direction> and takes the direction from its first argument, the model from its folder
+(scripts/experiments/<model>/), the folders from CHECKPOINTS_DIR and DATASETS_DIR. Without them:
+  $(shown bash "$SCRIPT" "$DIRECTION" "${STAGES[@]}" "${JOB_FLAGS[@]}" "${kept[@]}")"
+fi
 if [ ${#STAGES[@]} -eq 0 ]; then
   read -r -a STAGES <<< "$DEFAULT_STAGES"
   [ "$DATASET" = cityscapes ] && [ -n "${SEG_WEIGHTS:-}" ] && STAGES+=(fcn)
@@ -81,10 +106,6 @@ read -r -a DIVERSITY_EXTRA <<< "${DIVERSITY_ARGS:-}"
 read -r -a STUDY_EXTRA <<< "${STUDY_ARGS:-}"
 read -r -a SEED_LIST <<< "${SEEDS:-0 1 2}"
 has_stage() { local s; for s in "${STAGES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
-# The per-dataset script of this experiment as the caller types it (the commands printed for a person name it):
-# relative to the caller's folder, absolute when that is two or more levels away.
-SCRIPT="$(realpath -m --relative-to="$CALLER_DIR" "$ROOT/scripts/experiments/$MODEL/$DATASET.sh")"
-[[ "$SCRIPT" == ../../* ]] && SCRIPT="$ROOT/scripts/experiments/$MODEL/$DATASET.sh"
 if [ "${DRY_RUN:-0}" != 1 ] && has_stage train; then
   # each run a job: train (or resume), then its later stages; prepare before, study after (experiment_jobs.py)
   EXPERIMENT_SCRIPT="$SCRIPT" exec "$PY" -m scripts.experiments.experiment_jobs "$MODEL" "$DATASET" "$DIRECTION" \
