@@ -4,11 +4,12 @@ DATASETS_DIR (its train/ folder is how experiment.sh's `prepare` knows the data 
 downloaded), through experiment.sh, experiment_jobs.py and the job layer, with one epoch at 32 px. The run folder
 ends trained, test.py's images are where experiment.sh says (<RESULTS_DIR>/<name>/test_latest/), the job's events
 end in `finished`, --status says so, and the same command again submits nothing and changes no file of the run.
-The same with --executor debug, after a failed run. Every command the scripts print (the refused --executor
+The same with --executor debug, after a failed run; a finished run asked for a stage more runs only that one. Every command the scripts print (the refused --executor
 slurm's, the refused job flags', a failure's retry and status) is typed into a shell without the venv.
 
-The KID stage is left out of the stages run: it needs the Inception-v3 weights, which cannot be downloaded here
-(compute_kid refuses with its own message naming --inception_weights; KID_ARGS passes that flag on)."""
+The KID stage is left out of the runs' stages: it needs the Inception-v3 weights, which cannot be downloaded here.
+It is asked for once, of a finished run, to check that it stops with compute_kid's message naming
+--inception_weights (KID_ARGS passes that flag on)."""
 import hashlib
 import os
 import subprocess
@@ -137,16 +138,29 @@ def test_the_debug_executor_after_a_failure_and_the_failures_printed_commands(pl
     again = shell(env, retry[0])  # the same command: it fails the same way, and says so again
     assert again.returncode == 1 and "unet_256" in again.stdout
 
-    fixed = script(env, "BtoA", *STAGES, "--executor", "debug", "--", *TINY)
+    fixed = script(env, "BtoA", "prepare", "train", "--executor", "debug", "--", *TINY)  # no test yet
     assert fixed.returncode == 0, fixed.stdout[-3000:]
-    run_dir = assert_trained_and_tested(tmp_path, name)
+    run_dir = str(tmp_path / "checkpoints" / name)
+    assert training_state(run_dir, 1) == "finished" and not (tmp_path / "results" / name).exists()
     rows = events.read(str(tmp_path / "results" / "jobs" / name / "events.csv"))
     assert [row["event"] for row in rows][-3:] == ["submitted", "started", "finished"]
-    status = script(env, "BtoA", *STAGES, "--status", "--", *TINY)
+    status = script(env, "BtoA", "prepare", "train", "--status", "--", *TINY)
     assert status_line(status.stdout, name) == [name, "finished"]
-    before = tree(run_dir)
-    again = script(env, "BtoA", *STAGES, "--executor", "debug", "--", *TINY)
-    assert again.returncode == 0 and "0 of 1 runs to submit" in again.stdout
+    before, events_before = tree(run_dir), rows
+
+    # the same run with the test stage too: trained and finished, so only test.py runs (before: nothing ran)
+    tested = script(env, "BtoA", *STAGES, "--executor", "debug", "--", *TINY)
+    assert tested.returncode == 0, tested.stdout[-3000:]
+    assert "without test; running it here" in tested.stdout
+    assert_trained_and_tested(tmp_path, name)
+    assert tree(run_dir) == before and events.read(str(tmp_path / "results" / "jobs" / name / "events.csv")) == \
+        events_before
+    # and with KID, whose Inception weights cannot be had here: compute_kid says what to do
+    kid_env = dict(env, KID_ARGS="--kid_subset_size 2", TORCH_HOME=str(tmp_path / "torch_home"))
+    kid = subprocess.run(["bash", SCRIPT, "BtoA", *STAGES, "kid", "--", *TINY], cwd=ROOT, env=kid_env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert kid.returncode == 1 and "without kid; running it here" in kid.stdout, kid.stdout[-3000:]
+    assert "could not download the Inception-v3 weights" in kid.stdout and "--inception_weights" in kid.stdout
     assert tree(run_dir) == before
 
 

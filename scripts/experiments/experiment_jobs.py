@@ -12,6 +12,7 @@ after the jobs (the convergence study, whose runs are jobs of their own, with th
 <RESULTS_DIR>/jobs/submitit/.
 """
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -26,23 +27,54 @@ from scripts.experiments.jobs.flags import add_job_flags, check_job_flags, repla
 from scripts.experiments.jobs.run_job import RunJob
 from scripts.experiments.jobs.status import status_table
 from scripts.experiments.jobs.submit import ROOT, dry_run_text, is_done, run_jobs
+from util.run.atomic import atomic_write_text
 
 log = logging.getLogger("jobs")
 EXPERIMENT = os.path.join(ROOT, "scripts", "experiments", "experiment.sh")
 JOB_STAGES = ("train", "test", "kid", "fcn", "diversity")  # the stages a run's job runs, in this order
+DONE_STAGES_FILE = "stages_done.json"  # beside a run's events.csv: the stages its follow-ups finished
 
 
 class Commands:
     """A job's follow-up: commands (argument lists) run one after another in the repository; the first that fails
-    stops the job with its exit code."""
+    stops the job with its exit code. `stages[i]` is the experiment.sh stage of `commands[i]`; once all succeed,
+    the stages are added to the run's record `done` (a JSON list beside its events), which tells a later command
+    that asks for more stages of a finished run what is left to run (`missing_stages`)."""
 
-    def __init__(self, commands):
+    def __init__(self, commands, stages=(), done=None):
         self.commands = [list(c) for c in commands]
+        self.stages, self.done = list(stages), done
 
     def __call__(self):
-        for command in self.commands:
+        if self.done:
+            self._record([])  # a record from the start: a run whose follow-up had no commands has finished too
+        for i, command in enumerate(self.commands):
             log.info("+ %s", shlex.join(command))
             subprocess.run(command, cwd=ROOT, check=True)
+            if self.done and self.stages[i] not in self.stages[i + 1:]:  # the stage's last command
+                self._record([self.stages[i]])
+
+    def _record(self, stages):
+        os.makedirs(os.path.dirname(self.done), exist_ok=True)
+        atomic_write_text(self.done, json.dumps(sorted(set(stages) | set(done_stages(self.done) or ()))) + "\n")
+
+
+def done_stages(path):
+    """The stages a run's follow-ups have finished (None without a record: a run finished before there was one)."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def missing_stages(job):
+    """The follow-up of a finished run, reduced to the stages asked now that it has not run (None: nothing)."""
+    after = job.after
+    done = done_stages(after.done) if isinstance(after, Commands) and after.done else None
+    if done is None:
+        return None
+    kept = [(stage, c) for stage, c in zip(after.stages, after.commands) if stage not in done]
+    return Commands([c for _, c in kept], [stage for stage, _ in kept], after.done) if kept else None
 
 
 def jobs_dir():
@@ -51,25 +83,33 @@ def jobs_dir():
 
 
 def experiment_commands(model, dataset, direction, stages, extra):
-    """The commands experiment.sh runs for one run's stages, as it prints them with DRY_RUN=1."""
+    """The commands experiment.sh runs for one run's stages, as it prints them with DRY_RUN=1: (stage, command)."""
     out = subprocess.run(["bash", EXPERIMENT, model, dataset, direction, *stages, "--", *extra], cwd=ROOT,
                          env=dict(os.environ, DRY_RUN="1"), capture_output=True, text=True)
     if out.returncode:
         raise ValueError(f"scripts/experiments/experiment.sh {model} {dataset} {direction}: {out.stderr.strip()}")
-    return [shlex.split(line[2:]) for line in out.stdout.splitlines() if line.startswith("+ ")]
+    commands, stage = [], None
+    for line in out.stdout.splitlines():
+        if line.startswith("== "):  # `== <run name>: <stage>` before each stage's commands
+            stage = line.rsplit(": ", 1)[-1]
+        elif line.startswith("+ "):
+            commands.append((stage, shlex.split(line[2:])))
+    return commands
 
 
 def plan_job(model, dataset, direction, stages, extra):
     """One RunJob: experiment.sh's train.py command for (model, dataset, direction), its other `stages` after."""
     commands = experiment_commands(model, dataset, direction, [s for s in JOB_STAGES if s in stages], extra)
-    train = next(c for c in commands if "train.py" in c)
+    train = next(c for _, c in commands if "train.py" in c)
     args = train[train.index("train.py") + 1:]
     value = lambda flag: args[len(args) - 1 - args[::-1].index(flag) + 1]  # the last one given wins
     name, run_dir = value("--name"), os.path.join(value("--checkpoints_dir"), value("--name"))
     epochs = int(value("--n_epochs")) + int(value("--n_epochs_decay"))
-    after = Commands([[sys.executable if i == 0 else word for i, word in enumerate(c)] for c in commands
-                      if c is not train])
-    return RunJob(name, os.path.join(ROOT, run_dir), args, epochs, events_path(jobs_dir(), name), ROOT, after=after)
+    later = [(stage, [sys.executable, *c[1:]]) for stage, c in commands if c is not train]
+    events = events_path(jobs_dir(), name)
+    after = Commands([c for _, c in later], [stage for stage, _ in later],
+                     os.path.join(os.path.dirname(events), DONE_STAGES_FILE))
+    return RunJob(name, os.path.join(ROOT, run_dir), args, epochs, events, ROOT, after=after)
 
 
 def typed_command(model, dataset, argv):
@@ -109,10 +149,20 @@ def submit(jobs, args, prog, argv, prepare=None):
         prepare()
     outcomes = run_jobs(jobs, args, jobs_dir())
     failed = [name for name, o in outcomes.items() if o["state"] != "finished"]
+    for job in jobs:  # a run finished earlier with fewer stages: the ones asked now run here, as without a job
+        missing = missing_stages(job) if job.name not in outcomes and is_done(job) else None
+        if missing is not None:
+            log.info("%s: trained and finished before, without %s; running %s here", job.name,
+                     " ".join(missing.stages), "it" if len(missing.stages) == 1 else "them")
+            try:
+                missing()
+            except subprocess.CalledProcessError as err:
+                log.error("%s: %s exited with code %d", job.name, shlex.join(err.cmd[1:3]), err.returncode)
+                failed.append(job.name)
     if failed:
         again = f"{prog} {shlex.join(argv)}"
-        log.error("%d runs did not finish (%s). Once their logs' errors are mended, the same command submits only "
-                  "these:\n  %s\nand shows where each stands:\n  %s", len(failed), ", ".join(failed), again,
+        log.error("%d runs did not finish (%s). Once what went wrong (above, or in their logs) is mended, the same "
+                  "command runs only these again:\n  %s\nand shows where each stands:\n  %s", len(failed), ", ".join(failed), again,
                   with_status(again))
         return 1
     return 0
