@@ -20,6 +20,7 @@ from scripts.experiments.jobs.run_job import RunJob
 from scripts.experiments.jobs.status import run_state, status_table
 from scripts.experiments.jobs.submit import still_running
 from scripts.experiments.study import cli as convergence_study
+from util.command_line.commands import interpreter
 from util.run.run_logs import CsvLog
 
 TINY = ["--load_size", "32", "--crop_size", "32", "--netD", "n_layers", "--n_layers_D", "1", "--ndf", "8",
@@ -122,7 +123,8 @@ def test_slurm_without_slurm_is_refused_naming_a_command_that_works(demo_root, t
     refused = run_main(convergence_study.main, *args[:-2], "--executor", "slurm", *args[-2:], check=False)
     assert refused.returncode == 2 and "this machine has no SLURM (sbatch is not on the PATH)" in refused.stderr
     advice = next(line.strip() for line in refused.stderr.splitlines() if "--executor local" in line)
-    assert advice.startswith("python -m scripts.experiments.convergence_study ") and advice.endswith("-- --no_html")
+    assert advice.startswith(f"{interpreter()} -m scripts.experiments.convergence_study ")  # the running Python
+    assert advice.endswith("-- --no_html")
     assert not (tmp_path / "s").exists()
     words = shlex.split(advice)
     parsed = convergence_study.build_parser().parse_args(words[3:words.index("--")])

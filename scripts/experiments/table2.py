@@ -25,7 +25,7 @@ if __name__ == "__main__" and not __package__:  # run as `python scripts/experim
 from scripts.experiments import experiment_jobs
 from scripts.experiments.experiment_jobs import EXPERIMENT, ROOT
 from scripts.experiments.jobs.flags import add_job_flags, split_train_flags
-from util.command_line.commands import interpreter
+from util.command_line.commands import command
 from util.run.run_logs import setup_logging
 
 log = logging.getLogger("table2")
@@ -58,7 +58,7 @@ def main(argv=None):
             for dataset in args.datasets:
                 subprocess.run(["bash", EXPERIMENT, model, dataset, "AtoB", "prepare"], cwd=ROOT, check=True)
 
-    code = experiment_jobs.submit(jobs, args, f"{interpreter()} -m scripts.experiments.table2",  # as typed: pasted
+    code = experiment_jobs.submit(jobs, args, command("table2"),  # as typed: pasted
                                   argv + (["--", *extra] if extra else []), prepare)
     if code is None:  # --status or --dry_run: shown, nothing run
         return 0

@@ -26,6 +26,8 @@ ENTRY_POINTS = {
     "test": "test.py",
     "export": "scripts/tools/export.py",
     "demo": "scripts/demo.sh",
+    "convergence_study": "scripts/experiments/convergence_study.py",
+    "table2": "scripts/experiments/table2.py",
 }
 DEFAULT_CHECKPOINTS_DIR = "./checkpoints"
 

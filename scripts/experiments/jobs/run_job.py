@@ -23,6 +23,7 @@ import traceback
 import submitit
 
 from scripts.experiments.jobs import events
+from util.command_line.commands import command
 from util.process.stop_request import StopRequest
 from util.run.checkpoint import load_file
 
@@ -184,8 +185,8 @@ class RunJob(submitit.helpers.Checkpointable):
         state = training_state(self.run_dir, self.epochs)
         if state != "finished":
             args = self.train_args + (["--continue_train"] if state == "partial" else [])
-            log.info("%s: %s python train.py %s", self.name, "resuming:" if state == "partial" else "training:",
-                     " ".join(args))
+            log.info("%s: %s %s", self.name, "resuming:" if state == "partial" else "training:",
+                     command("train", args))
             code = self._train(args)
             if code in STOPPED_CODES and (self._warning or STOPPED_CODES[code] != signal.SIGINT):
                 progress = saved_progress(self.run_dir)

@@ -9,6 +9,7 @@ import time
 from scripts.experiments.jobs import events
 from scripts.experiments.jobs.flags import make_executor, submitit_parameters
 from scripts.experiments.jobs.run_job import RunJob, training_state
+from util.command_line.commands import command
 
 log = logging.getLogger("jobs")
 POLL_S = 2.0
@@ -56,7 +57,7 @@ def dry_run_text(jobs, opts):
              f"at once", "submitit parameters (update_parameters): "
              + (", ".join(f"{k}={v!r}" for k, v in params.items()) or "none")]
     for job in jobs:
-        lines.append(f"  {job.name}: python train.py {' '.join(job.train_args)}")
+        lines.append(f"  {job.name}: {command('train', job.train_args)}")
     return "\n".join(lines)
 
 

@@ -42,6 +42,7 @@ from scripts.experiments.study.plan import (DEFAULT_ENTRIES, MATCHED, PRESETS, V
                                             parse_model_flags, parse_variants, parsed_settings, plan_runs,
                                             resolve_entry, run_status, total_epochs)
 from scripts.experiments.study.report import write_report
+from util.command_line.commands import command
 from util.run.atomic import write_json
 from util.run.run_logs import setup_logging
 
@@ -236,7 +237,7 @@ def main(argv=None):
     epochs = total_epochs(matched)
     jobs = [RunJob(run.name, run.run_dir, run.train_args, epochs, events_path(jobs_dir(args.study_dir), run.name),
                    os.getcwd()) for run in runs]
-    check_job_flags(args, lambda flag, value: replaced("python -m scripts.experiments.convergence_study",
+    check_job_flags(args, lambda flag, value: replaced(command("convergence_study"),
                                                         argv + (["--", *extra] if extra else []), flag, value))
     if args.status:
         print(status_table(jobs))
