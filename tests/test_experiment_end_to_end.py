@@ -163,6 +163,10 @@ def test_the_debug_executor_after_a_failure_and_the_failures_printed_commands(pl
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert kid.returncode == 1 and "without kid; running it here" in kid.stdout, kid.stdout[-3000:]
     assert "could not download the Inception-v3 weights" in kid.stdout and "--inception_weights" in kid.stdout
+    # the report names the stage and compute_kid's own last line (before: a CalledProcessError and the command)
+    report = next(line for line in kid.stdout.splitlines() if f"{name}: stage kid: " in line)
+    assert "compute_kid.py: error: could not download the Inception-v3 weights" in report
+    assert "CalledProcessError" not in kid.stdout
     assert tree(run_dir) == before
 
 

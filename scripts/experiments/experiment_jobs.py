@@ -22,7 +22,7 @@ import sys
 if __name__ == "__main__" and not __package__:  # run as a file: import the project as `python -m` would
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from scripts.experiments.jobs.events import events_path
+from scripts.experiments.jobs.events import PROGRESS_BAR, events_path
 from scripts.experiments.jobs.flags import add_job_flags, check_job_flags, replaced, split_train_flags
 from scripts.experiments.jobs.run_job import RunJob
 from scripts.experiments.jobs.status import status_table
@@ -50,13 +50,30 @@ class Commands:
             self._record([])  # a record from the start: a run whose follow-up had no commands has finished too
         for i, command in enumerate(self.commands):
             log.info("+ %s", shlex.join(command))
-            subprocess.run(command, cwd=ROOT, check=True)
+            code, said = run_echoed(command)
+            if code:  # the job's report and --status show the tool's own last words, not a CalledProcessError
+                raise RuntimeError(f"stage {self.stages[i] if i < len(self.stages) else i + 1}: "
+                                   f"{said or 'no message'} (exit {code}: {shlex.join(command)})")
             if self.done and self.stages[i] not in self.stages[i + 1:]:  # the stage's last command
                 self._record([self.stages[i]])
 
     def _record(self, stages):
         os.makedirs(os.path.dirname(self.done), exist_ok=True)
         atomic_write_text(self.done, json.dumps(sorted(set(stages) | set(done_stages(self.done) or ()))) + "\n")
+
+
+def run_echoed(command):
+    """Run `command` in the repository with its stderr echoed as it comes; (exit code, what it said last: its last
+    `<prog>: error: ...` line, else its last line that is not a progress bar)."""
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
+    error = last = ""
+    for line in process.stderr:
+        sys.stderr.write(line)
+        text = line.replace("\r", "\n").strip().splitlines()
+        if text and text[-1].strip() and not PROGRESS_BAR.search(text[-1]):
+            last = text[-1].strip()
+            error = last if ": error: " in last else error
+    return process.wait(), error or last
 
 
 def done_stages(path):
@@ -156,8 +173,8 @@ def submit(jobs, args, prog, argv, prepare=None):
                      " ".join(missing.stages), "it" if len(missing.stages) == 1 else "them")
             try:
                 missing()
-            except subprocess.CalledProcessError as err:
-                log.error("%s: %s exited with code %d", job.name, shlex.join(err.cmd[1:3]), err.returncode)
+            except RuntimeError as err:
+                log.error("%s: %s", job.name, err)
                 failed.append(job.name)
     if failed:
         again = f"{prog} {shlex.join(argv)}"
