@@ -149,6 +149,9 @@ def test_the_debug_executor_after_a_failure_and_the_failures_printed_commands(pl
     status = script(env, "BtoA", "prepare", "train", "--status", "--", *TINY)
     assert status_line(status.stdout, name) == [name, "finished"]
     before, events_before = tree(run_dir), rows
+    status = script(env, "BtoA", *STAGES, "--status", "--", *TINY)  # asked with a stage its job did not run
+    assert status_line(status.stdout, name)[:3] == [name, "finished", "not"]  # before: plain "finished"
+    assert "not run yet: test (asked now; the command runs it)" in status.stdout
 
     # the same run with the test stage too: trained and finished, so only test.py runs (before: nothing ran)
     tested = script(env, "BtoA", *STAGES, "--executor", "debug", "--", *TINY)

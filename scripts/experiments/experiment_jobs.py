@@ -157,7 +157,9 @@ def submit(jobs, args, prog, argv, prepare=None):
     job flags are checked before anything is written. `prog argv` is the command as a person types it."""
     check_job_flags(args, lambda flag, value: replaced(prog, argv, flag, value))
     if args.status:
-        print(status_table(jobs))
+        missing = {job.name: missing_stages(job) for job in jobs if is_done(job)}
+        print(status_table(jobs, {name: f"not run yet: {' '.join(after.stages)} (asked now; the command runs it)"
+                                  for name, after in missing.items() if after is not None}))
         return None
     if args.dry_run:
         print(dry_run_text([job for job in jobs if not is_done(job)], args))

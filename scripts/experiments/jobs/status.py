@@ -62,9 +62,11 @@ def run_state(job):
     return f"running ({detail})", requeued
 
 
-def status_table(jobs):
-    """One line per run: name, state, detail."""
-    states = [(job.name, *run_state(job)) for job in jobs]
+def status_table(jobs, notes=None):
+    """One line per run: name, state, detail (with `notes[name]` after it, when given)."""
+    notes = notes or {}
+    states = [(job.name, state, "; ".join(x for x in (detail, notes.get(job.name, "")) if x))
+              for job in jobs for state, detail in [run_state(job)]]
     width = max([len(name) for name, _, _ in states] + [3])
     swidth = max([len(state) for _, state, _ in states] + [5])
     lines = [f"{'run':<{width}}  {'state':<{swidth}}  detail"]
