@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_main
+from conftest import ROOT, printed_commands, run_main, script_args
 from scripts.experiments.jobs import events
 from scripts.experiments.jobs.run_job import RunJob
 from scripts.experiments.jobs.status import run_state, status_table
@@ -111,6 +111,13 @@ def test_status_with_the_study_folder_alone_reads_the_study_record(demo_root, tm
     full = status_of(args)
     assert "running (epoch 2 of 3)" in full and full.splitlines()[-1] == "3 not submitted, 1 running"
     assert run_main(convergence_study.main, "--study_dir", study_dir, "--status").stdout == full
+    # a mistyped study folder: the refusal names the studies beside it, as commands that work when pasted
+    typo = run_main(convergence_study.main, "--study_dir", tmp_path / "z", "--status", check=False)
+    assert typo.returncode == 2 and "or look at a study beside it" in " ".join(typo.stderr.split())
+    suggested = printed_commands(typo.stderr)
+    assert len(suggested) == 1, typo.stderr
+    pasted = script_args(suggested[0], "scripts.experiments.convergence_study")
+    assert run_main(convergence_study.main, *pasted).stdout == full
     (study_dir / "study.json").write_text("{}")
     old = run_main(convergence_study.main, "--study_dir", study_dir, "--status", check=False)
     assert old.returncode == 2 and "is not a study record this version reads" in old.stderr

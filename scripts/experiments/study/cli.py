@@ -198,9 +198,14 @@ def stored_jobs(study_dir):
             record = json.load(handle)
         runs, epochs = dict(record["runs"]), total_epochs(record["matched"])
     except FileNotFoundError:
-        raise ValueError(f"--status: {path} does not exist, so no study was started in {study_dir}. Check "
-                         f"--study_dir, or pass --status with the flags of the command that submits the study "
-                         f"(--dataroot ...)") from None
+        parent = os.path.dirname(os.path.abspath(study_dir))
+        others = sorted(name for name in (os.listdir(parent) if os.path.isdir(parent) else ())
+                        if os.path.isfile(os.path.join(parent, name, "study.json")))[:5]
+        shown = "".join("\n  " + command("convergence_study", ["--study_dir", os.path.join(
+            os.path.dirname(study_dir), name), "--status"]) for name in others)
+        raise ValueError(f"--status: {path} does not exist, so no study was started in {study_dir}. Pass --status "
+                         f"with the flags of the command that submits the study (--dataroot ...)"
+                         + (f", or look at a study beside it:{shown}" if shown else "")) from None
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"--status: {path} is not a study record this version reads ({err!r}); pass --status "
                          f"with the flags of the command that submitted the study (--dataroot ...)") from None
