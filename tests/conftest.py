@@ -4,6 +4,7 @@ Tests that start a process, a browser or a compiler are marked `slow` (pytest.in
 runs the rest by default and everything with `--full`. tier_guard.py fails a test of the fast tier that does.
 """
 import contextlib
+import hashlib
 import io
 import os
 import shlex
@@ -171,3 +172,24 @@ def script_args(command, script):
         return argv[3:]
     assert os.path.basename(argv[1]) == script, command
     return argv[2:]
+
+
+def folder_state(root, mtimes=False, skip=()):
+    """{relative path: what it is} of everything under `root`, links not followed: 'folder', 'link -> <target>',
+    or a file's SHA-256 (with its modification time in ns when `mtimes`). Folders in `skip` (full paths) are not
+    read. What a command that must change nothing is compared by, before and after."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            key = os.path.relpath(path, root)
+            if os.path.islink(path):
+                found[key] = "link -> " + os.readlink(path)
+            elif os.path.isdir(path):
+                found[key] = "folder"
+            else:
+                with open(path, "rb") as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+                found[key] = (digest, os.lstat(path).st_mtime_ns) if mtimes else digest
+    return found

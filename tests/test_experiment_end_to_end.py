@@ -10,14 +10,13 @@ slurm's, the refused job flags', a failure's retry and status) is typed into a s
 The KID stage is left out of the runs' stages: it needs the Inception-v3 weights, which cannot be downloaded here.
 It is asked for once, of a finished run, to check that it stops with compute_kid's message naming
 --inception_weights (KID_ARGS passes that flag on)."""
-import hashlib
 import os
 import re
 import subprocess
 
 import pytest
 
-from conftest import ROOT, printed_commands
+from conftest import ROOT, folder_state, printed_commands
 from datasets.make_demo_dataset import make_demo_dataset
 from scripts.experiments.jobs import events
 from scripts.experiments.jobs.run_job import saved_progress, training_state
@@ -51,18 +50,6 @@ def script(env, *args):
                           stderr=subprocess.STDOUT, text=True, timeout=600)
 
 
-def tree(folder):
-    """Every file under `folder`: its size, modification time and contents' hash."""
-    out = {}
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as handle:
-                out[os.path.relpath(path, folder)] = (os.path.getsize(path), os.stat(path).st_mtime_ns,
-                                                      hashlib.sha256(handle.read()).hexdigest())
-    return out
-
-
 def assert_trained_and_tested(tmp_path, name):
     run_dir = str(tmp_path / "checkpoints" / name)
     assert saved_progress(run_dir) == (2, 0) and training_state(run_dir, 1) == "finished"  # epoch 1 of 1 saved
@@ -83,10 +70,10 @@ def status_line(out, name):
 @pytest.mark.slow  # starts bash, train.py and test.py processes
 def test_a_per_dataset_script_runs_end_to_end_and_then_leaves_its_run_alone(place):
     tmp_path, env = place
-    data_before = tree(tmp_path / "data")
+    data_before = folder_state(tmp_path / "data", mtimes=True)
     first = script(env, "AtoB", *STAGES, "--executor", "local", "--", *TINY)
     assert first.returncode == 0, first.stdout[-3000:]
-    assert "Downloading" not in first.stdout and tree(tmp_path / "data") == data_before
+    assert "Downloading" not in first.stdout and folder_state(tmp_path / "data", mtimes=True) == data_before
     run_dir = assert_trained_and_tested(tmp_path, "facades_pix2pix_AtoB")
     events_file = tmp_path / "results" / "jobs" / "facades_pix2pix_AtoB" / "events.csv"
 
@@ -94,11 +81,11 @@ def test_a_per_dataset_script_runs_end_to_end_and_then_leaves_its_run_alone(plac
     assert status.returncode == 0, status.stdout[-3000:]
     assert status_line(status.stdout, "facades_pix2pix_AtoB") == ["facades_pix2pix_AtoB", "finished"]
 
-    run_before, events_before = tree(run_dir), events_file.read_text()
+    run_before, events_before = folder_state(run_dir, mtimes=True), events_file.read_text()
     again = script(env, "AtoB", *STAGES, "--executor", "local", "--", *TINY)
     assert again.returncode == 0, again.stdout[-3000:]
     assert "0 of 1 runs to submit" in again.stdout
-    assert tree(run_dir) == run_before and events_file.read_text() == events_before
+    assert folder_state(run_dir, mtimes=True) == run_before and events_file.read_text() == events_before
 
     # --executor slurm without SLURM: refused, and its advice, typed, runs here (and submits nothing: done)
     refused = script(env, "AtoB", *STAGES, "--executor", "slurm", "--", *TINY)
@@ -108,7 +95,7 @@ def test_a_per_dataset_script_runs_end_to_end_and_then_leaves_its_run_alone(plac
     typed = shell(env, advice[0])
     assert typed.returncode == 0, typed.stdout[-3000:]
     assert "0 of 1 runs to submit" in typed.stdout
-    assert tree(run_dir) == run_before and events_file.read_text() == events_before
+    assert folder_state(run_dir, mtimes=True) == run_before and events_file.read_text() == events_before
 
     # job flags without the train stage: refused, and the advice keeps the stages and train.py flags given
     refused = script(env, "BtoA", "test", "--dry_run", "--", *TINY)
@@ -148,7 +135,7 @@ def test_the_debug_executor_after_a_failure_and_the_failures_printed_commands(pl
     assert [row["event"] for row in rows][-3:] == ["submitted", "started", "finished"]
     status = script(env, "BtoA", "prepare", "train", "--status", "--", *TINY)
     assert status_line(status.stdout, name) == [name, "finished"]
-    before, events_before = tree(run_dir), rows
+    before, events_before = folder_state(run_dir, mtimes=True), rows
     status = script(env, "BtoA", *STAGES, "--status", "--", *TINY)  # asked with a stage its job did not run
     assert status_line(status.stdout, name)[:3] == [name, "finished", "not"]  # before: plain "finished"
     assert "not run yet: test (asked now; the command runs it)" in status.stdout
@@ -158,8 +145,8 @@ def test_the_debug_executor_after_a_failure_and_the_failures_printed_commands(pl
     assert tested.returncode == 0, tested.stdout[-3000:]
     assert "without test; running it here" in tested.stdout
     assert_trained_and_tested(tmp_path, name)
-    assert tree(run_dir) == before and events.read(str(tmp_path / "results" / "jobs" / name / "events.csv")) == \
-        events_before
+    assert folder_state(run_dir, mtimes=True) == before
+    assert events.read(str(tmp_path / "results" / "jobs" / name / "events.csv")) == events_before
     # and with KID, whose Inception weights cannot be had here: compute_kid says what to do
     kid_env = dict(env, KID_ARGS="--kid_subset_size 2", TORCH_HOME=str(tmp_path / "torch_home"))
     kid = subprocess.run(["bash", SCRIPT, "BtoA", *STAGES, "kid", "--", *TINY], cwd=ROOT, env=kid_env,
@@ -170,7 +157,7 @@ def test_the_debug_executor_after_a_failure_and_the_failures_printed_commands(pl
     report = next(line for line in kid.stdout.splitlines() if f"{name}: stage kid: " in line)
     assert "compute_kid.py: error: could not download the Inception-v3 weights" in report
     assert "CalledProcessError" not in kid.stdout
-    assert tree(run_dir) == before
+    assert folder_state(run_dir, mtimes=True) == before
 
 
 @pytest.mark.slow  # starts bash and Python processes

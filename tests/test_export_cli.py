@@ -13,8 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, run_main
-from test_run_state import snapshot as tree  # {relative path: SHA-256} of every file under a folder
+from conftest import ROOT, folder_state, run_main
 from util.run.integrity import sha256_of
 from util.run.run_folder import RunFolder
 
@@ -70,10 +69,10 @@ def test_epoch_that_is_not_a_plain_name_is_refused_before_anything_is_written(de
     checkpoints = tmp_path / "ck"
     (checkpoints / "a").mkdir(parents=True)
     (checkpoints / "other").mkdir()
-    before = tree(tmp_path)
+    before = folder_state(tmp_path)
     proc = run_main(export_cli.main, "--checkpoints_dir", checkpoints, "--name", "a", "--epoch", epoch, check=False)
     assert proc.returncode == 2 and "--epoch" in proc.stderr and epoch in proc.stderr, proc.stderr
-    assert tree(tmp_path) == before and sorted(os.listdir(checkpoints)) == ["a", "other"]
+    assert folder_state(tmp_path) == before and sorted(os.listdir(checkpoints)) == ["a", "other"]
     assert os.listdir(checkpoints / "a") == [] and os.listdir(checkpoints / "other") == []
 
 
@@ -96,12 +95,12 @@ def test_export_is_refused_while_a_training_holds_the_run_naming_it(trained, tmp
     folder = RunFolder(run_dir)
     folder.lock(["python", "train.py", "--name", "a", "--continue_train"])  # as a training holds it
     try:
-        before = tree(checkpoints)
+        before = folder_state(checkpoints)
         proc = export(checkpoints, "a")
         assert proc.returncode == 2, proc.stderr
         assert f"process {os.getpid()}" in proc.stderr and "train.py" in proc.stderr
         assert "-m scripts.tools.export" in proc.stderr and "Traceback" not in proc.stderr
-        assert tree(checkpoints) == before
+        assert folder_state(checkpoints) == before
     finally:
         folder.release()
 

@@ -1,27 +1,16 @@
 """A damaged ATME pool refuses a resume before anything is written, naming the file, what is wrong and the
 command that recovers (--reset_pool, or --start_over)."""
-import hashlib
 import json
-import os
 
 import numpy as np
 import pytest
 
-from conftest import train_main
+from conftest import folder_state, train_main
 from models.atme.pool_check import PoolError, check_maps
 
 ARGS = ["--model", "atme", "--dim", "8", "--init_dim", "8", "--dim_mults", "1,2", "--groups", "4", "--ndf", "8",
         "--load_size", "36", "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0",
         "--gpu_ids", "-1", "--display_id", "0", "--no_html", "--n_epochs", "1", "--n_epochs_decay", "0"]
-
-
-def snapshot(folder):
-    found = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as handle:
-                found[os.path.relpath(os.path.join(root, name), folder)] = hashlib.sha256(handle.read()).hexdigest()
-    return found
 
 
 def truncate(path):
@@ -70,7 +59,7 @@ def test_a_damaged_pool_refuses_the_resume_before_anything_is_written(trained, t
     run = tmp_path / "run"
     shutil.copytree(ck / "run", run)
     damage(str(run / name))
-    before = snapshot(run)
+    before = folder_state(run)
     resume = ["--dataroot", demo_root, "--checkpoints_dir", tmp_path, "--name", "run", *ARGS, "--n_epochs", "2",
               "--continue_train"]
     refused = train_main(*resume, check=False)
@@ -79,7 +68,7 @@ def test_a_damaged_pool_refuses_the_resume_before_anything_is_written(trained, t
     assert f"the discriminator pool file {run / name}" in message and said in message, message[-2000:]
     assert "--reset_pool" in message and "--start_over" in message
     assert "Traceback" not in message
-    assert snapshot(run) == before  # train_opt.json and .txt included
+    assert folder_state(run) == before  # train_opt.json and .txt included
     # the recovering command, typed as the message says
     train_main(*resume, "--reset_pool")
     pool = np.load(run / "disc_pool_a.npy")

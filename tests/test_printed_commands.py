@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, printed_commands, script_args, test_main, train_main
+from conftest import ROOT, folder_state, printed_commands, script_args, test_main, train_main
 from datasets.make_demo_dataset import make_demo_dataset
 from options.train_options import TrainOptions
 from util.command_line import commands
@@ -23,15 +23,6 @@ def only_command(text):
     found = printed_commands(text)
     assert len(found) == 1, text
     return found[0]
-
-
-def tree(folder):
-    found = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            found[os.path.relpath(path, folder)] = open(path, "rb").read()
-    return found
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -108,13 +99,13 @@ def test_pix2pix_model_test_is_refused_with_the_test_py_command_that_does_it(tmp
 def test_path_flags_stay_inside_and_a_refusal_writes_nothing(tmp_path, demo_root, flag, value):
     ck = tmp_path / "ck"
     train_main("--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "run", *TINY)
-    before = tree(tmp_path)
+    before = folder_state(tmp_path)
     refused = test_main("--checkpoints_dir", ck, "--name", "run", "--results_dir", tmp_path / "res", flag, value,
                         check=False)
     assert refused.returncode == 2 and f"{flag} {value!r}" in refused.stderr
-    assert tree(tmp_path) == before and not os.path.exists("/abs/dir")
+    assert folder_state(tmp_path) == before and not os.path.exists("/abs/dir")
     refused = train_main("--checkpoints_dir", ck, "--name", "run", "--continue_train", flag, value, check=False)
-    assert refused.returncode == 2 and f"{flag} {value!r}" in refused.stderr and tree(tmp_path) == before
+    assert refused.returncode == 2 and f"{flag} {value!r}" in refused.stderr and folder_state(tmp_path) == before
 
 
 def test_the_usage_line_does_not_show_name_as_required():

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import printed_commands, script_args, test_main, train_main
+from conftest import folder_state, printed_commands, script_args, test_main, train_main
 from util.run.integrity import sha256_of
 
 TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--load_size", "36", "--crop_size", "32",
@@ -22,16 +22,6 @@ def advised(stderr, script="train.py"):
     commands = printed_commands(stderr)
     assert len(commands) == 1, stderr
     return script_args(commands[0], script)
-
-
-def files(folder):
-    """{name: (size, mtime)} of everything under `folder`: what a refused command must leave alone."""
-    found = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            found[os.path.relpath(path, folder)] = (os.path.getsize(path), os.path.getmtime(path))
-    return found
 
 
 def make_epoch_one_the_latest(run):
@@ -99,11 +89,11 @@ def test_a_typed_change_is_one_warning_old_to_new(stopped_run, demo_root):
                                               ("--netG", "unet_128", "--netG is unet_128, the run has unet"),
                                               ("--model", "atme", "--model is atme, the run has pix2pix")])
 def test_architecture_and_loss_changes_are_refused_and_the_advice_resumes(stopped_run, flag, value, old):
-    before = files(stopped_run)
+    before = folder_state(stopped_run, mtimes=True)
     refused = train_main("--checkpoints_dir", stopped_run, "--name", "run", "--continue_train", flag, value,
                          check=False)
     assert refused.returncode == 2 and old in refused.stderr, refused.stderr
-    assert files(stopped_run) == before  # a refused command changes nothing on disk
+    assert folder_state(stopped_run, mtimes=True) == before  # a refused command changes nothing on disk
     if flag == "--model":
         return  # atme's flags differ: the message names the old model, the other cases follow the advice
     argv = advised(refused.stderr)
@@ -114,9 +104,9 @@ def test_architecture_and_loss_changes_are_refused_and_the_advice_resumes(stoppe
 
 def test_a_finished_run_needs_larger_totals_and_the_advice_extends_it(stopped_run):
     train_main("--checkpoints_dir", stopped_run, "--name", "run", "--continue_train")  # finish it
-    before = files(stopped_run)
+    before = folder_state(stopped_run, mtimes=True)
     nothing = train_main("--checkpoints_dir", stopped_run, "--name", "run", "--continue_train")
-    assert "nothing left to train" in nothing.stdout and files(stopped_run) == before
+    assert "nothing left to train" in nothing.stdout and folder_state(stopped_run, mtimes=True) == before
     argv = advised(nothing.stdout)
     assert "--n_epochs" in argv
     train_main(*argv)
@@ -194,11 +184,11 @@ def test_atme_pool_refusal_changes_nothing_and_its_advice_resumes(demo_root, tmp
     base = ["--dataroot", demo_root, "--checkpoints_dir", ck, "--name", "a", *atme]
     train_main(*base, "--n_epochs", "1", "--n_epochs_decay", "1", "--save_epoch_freq", "1")
     make_epoch_one_the_latest(ck / "a")
-    before = files(ck / "a")
+    before = folder_state(ck / "a", mtimes=True)
     typed = ["--checkpoints_dir", str(ck), "--name", "a", "--continue_train", "--max_dataset_size", "4"]
     refused = train_main(*typed, check=False)
     assert refused.returncode == 2 and "discriminator pool" in refused.stderr, refused.stderr
-    assert files(ck / "a") == before
+    assert folder_state(ck / "a", mtimes=True) == before
     advice = refused.stderr.split("\n", 1)[1]
     named = [flag for flag in ("--dataroot", "--max_dataset_size", "--crop_size", "--netD") if f"{flag}" in advice]
     kept = [a for i, a in enumerate(typed) if a not in named and (i == 0 or typed[i - 1] not in named)]

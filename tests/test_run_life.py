@@ -9,7 +9,6 @@ it, and in the slow profile SIGKILL it and run two test.py at once. After every 
 
 Each walk is seeded: a failure prints `RUN_LIFE_SEEDS=<seed>` and the rules it took, which reproduce it.
 RUN_LIFE_SEEDS=a-b and RUN_LIFE_STEPS=n widen the slow profile (the long walk of the closing figures)."""
-import hashlib
 import os
 import random
 import re
@@ -20,7 +19,7 @@ import sys
 import pytest
 
 import train
-from conftest import ROOT, printed_commands, script_args, test_main, train_main
+from conftest import ROOT, folder_state, printed_commands, script_args, test_main, train_main
 from options.train_options import TrainOptions
 from test_run_state import KILLER, assert_same_run
 from util.process.stop_request import StopRequest
@@ -37,20 +36,6 @@ STOPS = ("after_step", "end_of_epoch", "during_validation", "during_save", None)
 ALLOWED = (["--display_freq", "8"], ["--save_latest_freq", "4"], ["--update_html_freq", "4"], ["--no_verify"],
            ["--lock", "none"], [])
 REFUSED = (["--ngf", "16"], ["--gan_mode", "lsgan"], ["--epoch_count", "2"], ["--netD", "pixel"])
-
-
-def digest(folder, skip=()):
-    found = {}
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if os.path.join(root, d) not in skip]
-        for name in names:
-            path = os.path.join(root, name)
-            if os.path.islink(path):
-                found[os.path.relpath(path, folder)] = "link:" + os.readlink(path)
-                continue
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, folder)] = hashlib.sha256(handle.read()).hexdigest()
-    return found
 
 
 class Stopper:
@@ -89,7 +74,7 @@ class Walk:
         self.history, self.references = [], references
         self.outside = tmp_path / "outside.txt"
         self.outside.write_text("a file beside the run's folders\n")
-        self.outside_before = (digest(demo_root), self.outside.read_bytes())
+        self.outside_before = (folder_state(demo_root), self.outside.read_bytes())
 
     # ------------------------------------------------------------------ running commands
     def train(self, *extra, stop=None, check=True):
@@ -115,7 +100,7 @@ class Walk:
     def check_refused(self, result, before, cli="train.py"):
         assert result.returncode == 2, result.stderr[-2000:]
         assert "Traceback" not in result.stderr
-        assert digest(self.tmp) == before, "a refused command changed the disk"
+        assert folder_state(self.tmp) == before, "a refused command changed the disk"
         for command in printed_commands(result.stderr):
             args = script_args(command, cli)
             if cli == "train.py":
@@ -159,7 +144,7 @@ class Walk:
 
     def fresh_again(self):
         self.history.append("fresh command on the run's folder")
-        before = digest(self.tmp)
+        before = folder_state(self.tmp)
         result = train_main(*["--checkpoints_dir", self.ck, "--name", self.name], *self.fresh_args(), check=False)
         self.check_refused(result, before)
         resume = script_args(printed_commands(result.stderr)[0], "train.py")
@@ -168,18 +153,18 @@ class Walk:
     def refused_change(self):
         change = self.rng.choice(REFUSED)
         self.history.append(f"refused {' '.join(change)}")
-        before = digest(self.tmp)
+        before = folder_state(self.tmp)
         result = train_main("--checkpoints_dir", self.ck, "--name", self.name, "--continue_train", *change,
                             check=False)
         self.check_refused(result, before)
 
     def test(self):
         self.history.append("test")
-        run_before = digest(self.run_dir)
+        run_before = folder_state(self.run_dir)
         result = test_main("--checkpoints_dir", self.ck, "--name", self.name, "--results_dir", self.results,
                            "--num_test", "2", check=False)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert digest(self.run_dir) == run_before, "test.py wrote into the run folder"
+        assert folder_state(self.run_dir) == run_before, "test.py wrote into the run folder"
         self.check_pages()
 
     def kill(self):
@@ -218,7 +203,7 @@ class Walk:
                 assert os.path.exists(os.path.join(root, unquote(link))), f"{root}/index.html links {link}"
 
     def check_outside(self):
-        assert (digest(self.demo), self.outside.read_bytes()) == self.outside_before, "a file outside changed"
+        assert (folder_state(self.demo), self.outside.read_bytes()) == self.outside_before, "a file outside changed"
 
     def finish(self):
         """Plain resumes until the run has trained all its epochs; then it equals the uninterrupted run."""

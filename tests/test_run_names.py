@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import test_main, train_main
+from conftest import folder_state, test_main, train_main
 from util.command_line.cli import UsageError
 from util.run.run_names import name_problem, run_path
 
@@ -16,17 +16,6 @@ TINY = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--n
 def bad_names(outer):
     return ["", ".", "..", "../escape", "x/../../escape2", "x/..", str(outer / "absolute"), "~/run", "a\\b",
             "a\nb", "tab\there", "a//b", "run/", "./run", "link/run", "link"]
-
-
-def snapshot(folder):
-    """Every path under `folder` (links not followed) with its kind and size: what a command could change."""
-    found = {}
-    for base, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            path = os.path.join(base, name)
-            stat = os.lstat(path)
-            found[os.path.relpath(path, folder)] = (stat.st_mode, stat.st_size if name in files else 0)
-    return found
 
 
 @pytest.fixture
@@ -44,34 +33,34 @@ def playground(tmp_path, demo_root):
 
 @pytest.mark.parametrize("extra", [[], ["--start_over"], ["--continue_train"]])
 def test_train_refuses_every_bad_name_and_changes_nothing(playground, demo_root, extra):
-    before = snapshot(playground.parent)
+    before = folder_state(playground.parent)
     for name in bad_names(playground):
         result = train_main("--dataroot", demo_root, "--checkpoints_dir", playground / "ck", "--name", name,
                             *TINY, *extra, check=False)
         assert result.returncode == 2, (name, result.stderr[-2000:])
         assert f"--name {name!r}" in result.stderr and "--name facades_pix2pix" in result.stderr, result.stderr
-        assert snapshot(playground.parent) == before, f"--name {name!r} {' '.join(extra)} changed the disk"
+        assert folder_state(playground.parent) == before, f"--name {name!r} {' '.join(extra)} changed the disk"
 
 
 def test_test_py_refuses_every_bad_name_and_changes_nothing(playground, demo_root):
-    before = snapshot(playground.parent)
+    before = folder_state(playground.parent)
     for name in bad_names(playground):
         result = test_main("--dataroot", demo_root, "--checkpoints_dir", playground / "ck", "--name", name,
                            "--results_dir", playground / "res", "--gpu_ids", "-1", "--num_threads", "0",
                            check=False)
         assert result.returncode == 2, (name, result.stderr[-2000:])
         assert f"--name {name!r}" in result.stderr, result.stderr
-        assert snapshot(playground.parent) == before, f"test.py --name {name!r} changed the disk"
+        assert folder_state(playground.parent) == before, f"test.py --name {name!r} changed the disk"
 
 
 def test_results_dir_is_checked_too(playground, demo_root):
     """A name that is fine under --checkpoints_dir but leaves --results_dir through a link there."""
     os.symlink(playground / "elsewhere", playground / "res" / "earlier")
-    before = snapshot(playground.parent)
+    before = folder_state(playground.parent)
     result = test_main("--dataroot", demo_root, "--checkpoints_dir", playground / "ck", "--name", "earlier",
                        "--results_dir", playground / "res", "--gpu_ids", "-1", check=False)
     assert result.returncode == 2 and "outside --results_dir" in result.stderr
-    assert snapshot(playground.parent) == before
+    assert folder_state(playground.parent) == before
 
 
 def test_the_accepted_forms_work(playground, demo_root):

@@ -2,7 +2,6 @@
 non-finite checkpoints and fp16 scalers. Runs that must die are subprocesses (slow tier); the rest run in-process."""
 import csv
 import errno
-import hashlib
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, stored_train_options, test_main, train_main
+from conftest import ROOT, folder_state, stored_train_options, test_main, train_main
 from util.run.run_folder import RunFolder, RunFolderError
 
 PIX2PIX = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance"]
@@ -156,30 +155,19 @@ def test_killed_inside_a_commit_is_completed_and_readable_without_writing(tmp_pa
     run = tmp_path / "half"
     journals = [f for f in os.listdir(run) if f.endswith(".journal.json")]
     assert journals, "the kill should leave a journal of the unfinished renames"
-    before = snapshot(run)
+    before = folder_state(run)
     test_main("--dataroot", DEMO["root"], "--checkpoints_dir", tmp_path, "--name", "half",
               "--results_dir", tmp_path / "results", "--num_test", "2")
-    assert snapshot(run) == before
+    assert folder_state(run) == before
     train_main(*args, "--continue_train")  # completes the journal, then trains on
     assert not [f for f in os.listdir(run) if f.endswith(".journal.json") or f.endswith(".tmp")]
-
-
-def snapshot(folder):
-    """{relative path: sha256} of every file under `folder`."""
-    found = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, folder)] = hashlib.sha256(handle.read()).hexdigest()
-    return found
 
 
 def test_full_disk_keeps_the_previous_set_and_says_what_to_do(tmp_path, monkeypatch):
     args = run_args("pix2pix", tmp_path, "full", "--n_epochs", "1", "--n_epochs_decay", "0")
     train_main(*args)
     run = tmp_path / "full"
-    before = {name: snapshot(run)[name] for name in snapshot(run) if name.startswith("latest_")}
+    before = {name: folder_state(run)[name] for name in folder_state(run) if name.startswith("latest_")}
     from util.run import atomic
     real_stage, calls = atomic.stage, [0]
 
@@ -199,7 +187,7 @@ def test_full_disk_keeps_the_previous_set_and_says_what_to_do(tmp_path, monkeypa
     message = result.stderr
     assert "the disk is full" in message and str(run) in message and "--continue_train" in message
     assert "is intact" in message and "Traceback" not in message
-    after = snapshot(run)
+    after = folder_state(run)
     assert {name: after[name] for name in before} == before  # the previous set, byte for byte
     assert not [f for f in os.listdir(run) if f.endswith(".tmp")]
     state = torch.load(run / "latest_train_state.pth", weights_only=True)
@@ -214,7 +202,7 @@ def test_file_size_limit_in_a_child_is_a_write_error(tmp_path):
     args = run_args("pix2pix", tmp_path, "limit", "--n_epochs", "1", "--n_epochs_decay", "0")
     train_main(*args)
     run = tmp_path / "limit"
-    before = {k: v for k, v in snapshot(run).items() if k.startswith("latest_")}
+    before = {k: v for k, v in folder_state(run).items() if k.startswith("latest_")}
     limiter = ("import resource, signal, sys, train; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
                "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
                "from util.command_line.cli import run_main; sys.argv = ['train.py'] + sys.argv[1:]; run_main(train.main)")
@@ -224,21 +212,21 @@ def test_file_size_limit_in_a_child_is_a_write_error(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "could not write" in proc.stderr and "larger than this process may write" in proc.stderr
     assert "enforce fail" not in proc.stderr
-    assert {k: v for k, v in snapshot(run).items() if k.startswith("latest_")} == before
+    assert {k: v for k, v in folder_state(run).items() if k.startswith("latest_")} == before
 
 
 def test_a_refused_command_changes_nothing(tmp_path):
     args = run_args("pix2pix", tmp_path, "kept", "--n_epochs", "1", "--n_epochs_decay", "0")
     train_main(*args)
     run = tmp_path / "kept"
-    before = snapshot(run)
+    before = folder_state(run)
     # a resume that would change the architecture
     refused = train_main(*args, "--continue_train", "--ngf", "16", check=False)
     assert refused.returncode != 0 and "--ngf is 16" in refused.stderr
     # a new run on a folder that holds one
     again = train_main(*args, check=False)
     assert again.returncode != 0 and "--continue_train" in again.stderr and "--start_over" in again.stderr
-    assert snapshot(run) == before
+    assert folder_state(run) == before
     # a resume of a run that does not exist creates no folder, and neither does test.py on an unknown name
     missing = train_main(*run_args("pix2pix", tmp_path, "nobody"), "--continue_train", check=False)
     assert missing.returncode != 0 and not (tmp_path / "nobody").exists()
@@ -251,10 +239,10 @@ def test_a_refused_command_changes_nothing(tmp_path):
 def test_start_over_moves_the_old_run_aside(tmp_path):
     args = run_args("pix2pix", tmp_path, "again", "--n_epochs", "1", "--n_epochs_decay", "0")
     train_main(*args)
-    old = snapshot(tmp_path / "again")
+    old = folder_state(tmp_path / "again")
     train_main(*args, "--start_over")
     aside = [p for p in os.listdir(tmp_path) if p.startswith("again.old-")]
-    assert len(aside) == 1 and snapshot(tmp_path / aside[0]) == old
+    assert len(aside) == 1 and folder_state(tmp_path / aside[0]) == old
     assert len(rows(tmp_path / "again" / "convergence.csv")) == 1  # the new run's rows only
 
 
@@ -262,7 +250,7 @@ def test_test_py_reads_a_read_only_run_folder(tmp_path):
     args = run_args("pix2pix", tmp_path, "store", "--n_epochs", "1", "--n_epochs_decay", "0")
     train_main(*args)
     run = tmp_path / "store"
-    before = snapshot(run)
+    before = folder_state(run)
     modes = {}
     for root, dirs, files in os.walk(run):
         for name in dirs + files:
@@ -277,7 +265,7 @@ def test_test_py_reads_a_read_only_run_folder(tmp_path):
         os.chmod(run, 0o755)
         for path, mode in modes.items():
             os.chmod(path, mode)
-    assert snapshot(run) == before
+    assert folder_state(run) == before
     assert (tmp_path / "results" / "store" / "test_latest" / "test_opt.txt").is_file()
 
 

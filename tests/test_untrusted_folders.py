@@ -1,7 +1,6 @@
 """A run folder is read as untrusted input: it may be a tarball from someone else. A save journal that names
 anything but its own set's files, and a symbolic link anywhere a run writes, refuse the folder before anything
 is written, inside it or outside it."""
-import hashlib
 import json
 import logging
 import os
@@ -9,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import train_main
+from conftest import folder_state, train_main
 from util.dashboard.html_sink import HtmlSink
 from util.run import atomic, links
 from util.run import transaction as transactions
@@ -19,24 +18,6 @@ from util.run.run_logs import CsvLog, attach_log_file
 ARGS = ["--model", "pix2pix", "--netG", "unet", "--ngf", "8", "--ndf", "8", "--norm", "instance", "--load_size", "36",
         "--crop_size", "32", "--batch_size", "2", "--num_threads", "0", "--seed", "0", "--gpu_ids", "-1",
         "--display_id", "0", "--n_epochs", "1", "--n_epochs_decay", "0", "--save_epoch_freq", "1"]
-
-
-def tree(root):
-    """{relative path: what it is} of everything under `root`, links not followed: file bytes' SHA-256, a link's
-    target, or 'folder'."""
-    found = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            key = os.path.relpath(path, root)
-            if os.path.islink(path):
-                found[key] = "link -> " + os.readlink(path)
-            elif os.path.isdir(path):
-                found[key] = "folder"
-            else:
-                with open(path, "rb") as handle:
-                    found[key] = hashlib.sha256(handle.read()).hexdigest()
-    return found
 
 
 def foreign_journal(run, entry):
@@ -64,17 +45,17 @@ def places(tmp_path):
 def test_a_journal_that_names_anything_but_its_own_files_is_refused_and_changes_nothing(tmp_path, places, entry):
     run, _ = places
     journal = foreign_journal(run, entry)
-    before = tree(tmp_path)
+    before = folder_state(tmp_path)
     for attempt in (RunFolder(str(run)).tidy, lambda: transactions.recover(str(run))):
         with pytest.raises((RunFolderError, transactions.JournalError), match=str(journal)) as refused:
             attempt()
         assert "Nothing was renamed" in str(refused.value) and f"rm '{journal}'" in str(refused.value)
-        assert tree(tmp_path) == before
+        assert folder_state(tmp_path) == before
     with pytest.raises(transactions.JournalError):  # a reader (test.py) does not read through it either
         transactions.pending(str(run))
     with pytest.raises(RunFolderError, match="save journal"):  # the read-only check before a run writes
         RunFolder(str(run)).check_new_run(continue_train=True, start_over=False)
-    assert tree(tmp_path) == before
+    assert folder_state(tmp_path) == before
 
 
 def test_the_journals_advice_works(tmp_path, places):
@@ -123,22 +104,22 @@ def test_a_transaction_writes_only_files_of_its_folder(tmp_path):
 def test_train_log_that_is_a_link_is_not_written_through(tmp_path, places):
     run, outside = places
     (run / "train.log").symlink_to(outside / "bashrc")
-    before = tree(tmp_path)
+    before = folder_state(tmp_path)
     with pytest.raises(links.LinkRefused, match=f"{run / 'train.log'} is a symbolic link.*cp -rL"):
         attach_log_file(str(run / "train.log"))
     logging.getLogger("untrusted").warning("a line after the refusal")
-    assert tree(tmp_path) == before
+    assert folder_state(tmp_path) == before
 
 
 def test_a_csv_log_that_is_a_link_is_not_written_through(tmp_path, places):
     run, outside = places
     (run / "loss_log.csv").symlink_to(outside / "bashrc")
-    before = tree(tmp_path)
+    before = folder_state(tmp_path)
     log = CsvLog(str(run / "loss_log.csv"))
     for attempt in (lambda: log.append({"epoch": 1, "G_GAN": 0.5}), lambda: log.keep(lambda row: False)):
         with pytest.raises(links.LinkRefused, match="loss_log.csv is a symbolic link"):
             attempt()
-        assert tree(tmp_path) == before
+        assert folder_state(tmp_path) == before
 
 
 @pytest.mark.parametrize("linked", ["web", "web/index.html", "web/images", "web/saved_steps.jsonl"])
@@ -156,21 +137,21 @@ def test_the_run_page_is_not_written_through_a_link(tmp_path, places, linked):
     if linked == "web":
         (run / "web").rmdir()
     (run / linked).symlink_to(target)
-    before = tree(tmp_path)
+    before = folder_state(tmp_path)
     with pytest.raises(links.LinkRefused, match=f"{run / linked} is a symbolic link"):
         sink = HtmlSink(str(run), "run")
         sink.save_html()
-    assert tree(tmp_path) == before
+    assert folder_state(tmp_path) == before
 
 
 def test_a_dangling_lock_link_creates_nothing(tmp_path, places):
     run, outside = places
     (run / "running.lock").symlink_to(outside / "created_by_the_lock")
-    before = tree(tmp_path)
+    before = folder_state(tmp_path)
     folder = RunFolder(str(run))
     with pytest.raises(RunFolderError, match="running.lock is a symbolic link"):
         folder.lock()
-    assert tree(tmp_path) == before
+    assert folder_state(tmp_path) == before
     assert not (outside / "created_by_the_lock").exists()
 
 
@@ -216,10 +197,10 @@ def test_a_received_run_with_links_or_a_foreign_journal_is_refused_by_a_resume(t
     outside.mkdir()
     (outside / "bashrc").write_text("the user's own start-up file\n")
     received(run, outside)
-    before = tree(tmp_path)
+    before = folder_state(tmp_path)
     refused = train_main("--dataroot", demo_root, "--checkpoints_dir", run.parent, "--name", "run", *ARGS,
                          "--n_epochs", "2", "--continue_train", check=False)
     assert refused.returncode != 0, refused.stdout[-2000:]
     said = " ".join(refused.stderr.split())
     assert str(run) in said and ("cp -rL" in said or "rm '" in said), said
-    assert tree(tmp_path) == before
+    assert folder_state(tmp_path) == before
