@@ -8,6 +8,7 @@ learning-rate schedules, checkpoints (one `<epoch>_net_<NAME>.pth` state_dict pe
 """
 import logging
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 
@@ -303,11 +304,17 @@ class BaseModel(ModelCheckpoints, ExportableModel, ABC):
         """Step the schedules at the end of an epoch. `plateau` steps on the validation L1 of the epochs that ran
         a validation (`val_l1`) and keeps the rate on the others."""
         old = self.optimizers[0].param_groups[0]["lr"]
-        for scheduler in self.schedulers:
-            if self.opt.lr_policy != "plateau":
-                scheduler.step()
-            elif val_l1 is not None:
-                scheduler.step(val_l1)
+        with warnings.catch_warnings():
+            # A resume that lands at the end of an epoch (stopped between its last step and its save) steps the
+            # schedule before this process's first optimizer step; torch then warns that the schedule's first value
+            # is skipped, which is not so here: the schedule is counted in epochs and restored from the run.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before",
+                                    category=UserWarning)
+            for scheduler in self.schedulers:
+                if self.opt.lr_policy != "plateau":
+                    scheduler.step()
+                elif val_l1 is not None:
+                    scheduler.step(val_l1)
         new = self.optimizers[0].param_groups[0]["lr"]
         (log.info if new != old else log.debug)("learning rate %.7f -> %.7f%s", old, new,
                  f" (validation L1 {val_l1:.4f})" if val_l1 is not None and self.opt.lr_policy == "plateau" else "")
