@@ -2,6 +2,7 @@
 import importlib
 import math
 import urllib.error
+import warnings
 from conftest import stored_train_options
 from pathlib import Path
 
@@ -162,9 +163,11 @@ def test_eval_cityscapes_end_to_end_with_known_scores(tmp_path):
     save(images / "2_fake_B.png", np.broadcast_to(road, (16, 16, 3)))  # right on the road half only
     weights = tmp_path / "oracle.pt"
     torch.jit.script(NearestColourSegmenter()).save(str(weights))
-    payload = load_script("eval_cityscapes").main([
-        "--results_dir", str(images.parent), "--seg_weights", str(weights), "--seg_weights_torchscript", "--input_norm", "none",
-        "--device", "cpu", "--batch_size", "2", "--seg_size", "32x32"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="The given NumPy array is not writable")  # as a user sees it
+        payload = load_script("eval_cityscapes").main([
+            "--results_dir", str(images.parent), "--seg_weights", str(weights), "--seg_weights_torchscript",
+            "--input_norm", "none", "--device", "cpu", "--batch_size", "2", "--seg_size", "32x32"])
     assert payload["n_images"] == 2 and payload["n_pixels"] == 512 - 16
     assert payload["per_pixel_acc"] == pytest.approx((240 + 128) / 496)
     # road: 112 + 128 labelled, all right; car: 128 right; sky: 128 labelled, none right (predicted road)

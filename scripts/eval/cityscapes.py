@@ -96,7 +96,7 @@ def colors_to_train_ids(image, max_distance=60.0):
     are not exact); void colours and pixels farther than `max_distance` (Euclidean, RGB units) from every
     palette colour become 255.
     """
-    pixels = torch.as_tensor(np.asarray(image))
+    pixels = torch.from_numpy(np.array(image))  # a copy: a PIL image's array is read-only
     if pixels.dim() != 3 or pixels.shape[-1] != 3:
         raise ValueError(f"expected a colour label image shaped (H, W, 3), got {tuple(pixels.shape)}")
     palette = torch.tensor(CITYSCAPES_TRAIN_COLORS + CITYSCAPES_VOID_COLORS, dtype=torch.float32)
