@@ -133,11 +133,11 @@ def typed_command(model, dataset, argv):
     """(program, arguments): how a person types this module's arguments `argv` again, for the commands the
     refusals and the failure report print. The per-dataset script when experiment.sh started this (it names the
     script in EXPERIMENT_SCRIPT), else this module under the interpreter that is running (util.command_line)."""
-    from util.command_line.commands import interpreter
+    from util.command_line.commands import command
     script = os.environ.get("EXPERIMENT_SCRIPT")
     if script and argv[:2] == [model, dataset]:
         return shlex.join(["bash", script]), argv[2:]
-    return shlex.join([interpreter(), "-m", "scripts.experiments.experiment_jobs"]), argv
+    return command("experiment_jobs"), argv
 
 
 def with_status(command):
@@ -181,8 +181,8 @@ def submit(jobs, args, prog, argv, prepare=None):
     if failed:
         again = f"{prog} {shlex.join(argv)}"
         log.error("%d runs did not finish (%s). Once what went wrong (above, or in their logs) is mended, the same "
-                  "command runs only these again:\n  %s\nand shows where each stands:\n  %s", len(failed), ", ".join(failed), again,
-                  with_status(again))
+                  "command runs only these again:\n  %s\nand shows where each stands:\n  %s", len(failed),
+                  ", ".join(failed), again, with_status(again))
         return 1
     return 0
 

@@ -28,6 +28,7 @@ ENTRY_POINTS = {
     "demo": "scripts/demo.sh",
     "convergence_study": "scripts/experiments/convergence_study.py",
     "table2": "scripts/experiments/table2.py",
+    "experiment_jobs": "scripts/experiments/experiment_jobs.py",
 }
 DEFAULT_CHECKPOINTS_DIR = "./checkpoints"
 
