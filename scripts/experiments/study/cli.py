@@ -209,8 +209,13 @@ def stored_jobs(study_dir):
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"--status: {path} is not a study record this version reads ({err!r}); pass --status "
                          f"with the flags of the command that submitted the study (--dataroot ...)") from None
-    return [RunJob(name, os.path.join(study_dir, "runs", name), train_args, epochs,
-                   events_path(jobs_dir(study_dir), name), os.getcwd()) for name, train_args in runs.items()]
+    return [study_job(study_dir, name, train_args, epochs) for name, train_args in runs.items()]
+
+
+def study_job(study_dir, name, train_args, epochs):
+    """The RunJob of the study's run `name`: its folder under <study_dir>/runs, its events under the study's jobs."""
+    return RunJob(name, os.path.join(study_dir, "runs", name), train_args, epochs,
+                  events_path(jobs_dir(study_dir), name), os.getcwd())
 
 
 def main(argv=None):
@@ -240,8 +245,7 @@ def main(argv=None):
                              f"against paired targets and needs aligned data")
         check_run_settings(run)
     epochs = total_epochs(matched)
-    jobs = [RunJob(run.name, run.run_dir, run.train_args, epochs, events_path(jobs_dir(args.study_dir), run.name),
-                   os.getcwd()) for run in runs]
+    jobs = [study_job(args.study_dir, run.name, run.train_args, epochs) for run in runs]
     check_job_flags(args, lambda flag, value: replaced(command("convergence_study"),
                                                         argv + (["--", *extra] if extra else []), flag, value))
     if args.status:
